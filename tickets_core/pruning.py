@@ -1,0 +1,224 @@
+"""Pruning strategies (pure functions in a registry) and sparsity schedules.
+
+A strategy maps ``(weights, current mask, target sparsity)`` to a new mask
+whose sparsity over all the mask's weights is exactly
+``round(target * numel)`` pruned weights (per matrix for the layer-wise
+strategies).  Already-pruned weights stay pruned; the strategy chooses the
+additional weights to remove among the surviving ones.
+
+Ranking finds the k-th smallest score (``numpy.partition``) among the surviving weights
+(linear time, no full sort); ties at the threshold are broken by position (matrices in
+mask order, entries in row-major order: earlier ones are pruned first), so
+the result is deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import ConfigError, PruneConfig, SCHEDULES
+from .masks import Mask
+from .prunable import base_model
+
+Weights = dict[str, torch.Tensor]
+Strategy = Callable[..., Mask]
+
+
+class PruningError(ConfigError):
+    """Bad pruning input: unknown strategy, sparsity out of range, mismatched weights (one line)."""
+
+
+# ---------------------------------------------------------------------------
+# Schedules
+# ---------------------------------------------------------------------------
+
+
+def target_sparsity(level: int, schedule: str = "linear", rate: float = 0.1) -> float:
+    """Sparsity of level ``level``: ``level * rate`` (linear) or ``1 - (1 - rate) ** level`` (geometric)."""
+    if schedule not in SCHEDULES:
+        raise PruningError(f"unknown pruning schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
+    if level < 0:
+        raise PruningError(f"pruning level must be >= 0, got {level}")
+    s = level * rate if schedule == "linear" else 1.0 - (1.0 - rate) ** level
+    _check_sparsity(s)
+    return s
+
+
+def _check_sparsity(s: float) -> None:
+    if not 0.0 <= s < 1.0:
+        raise PruningError(f"target sparsity must be in [0, 1), got {s}")
+
+
+def _count(sparsity: float, numel: int) -> int:
+    """Number of pruned weights for ``sparsity`` of ``numel`` weights (rounded to nearest)."""
+    return int(round(sparsity * numel))
+
+
+# ---------------------------------------------------------------------------
+# Core selection
+# ---------------------------------------------------------------------------
+
+
+def _check_inputs(weights: Weights, current: Mask) -> None:
+    if set(weights) != set(current):
+        missing = sorted(set(current) ^ set(weights))[0]
+        raise PruningError(f"weights and mask disagree on matrix {missing!r}")
+    for k, w in weights.items():
+        if tuple(w.shape) != tuple(current[k].shape):
+            raise PruningError(f"weight {k!r} has shape {tuple(w.shape)} but its mask has {tuple(current[k].shape)}")
+
+
+def _prune_lowest(scores: torch.Tensor, keep: torch.Tensor, n_prune: int) -> torch.Tensor:
+    """Flat keep-vector with the ``n_prune`` lowest-scoring kept entries removed (ties: lowest index).
+
+    ``scores`` is a flat float CPU tensor owned by the caller; it is overwritten.
+    """
+    keep = keep.clone()
+    if n_prune <= 0:
+        return keep
+    # Pruned entries score +inf so the k-th smallest is a surviving one; numpy's
+    # introselect finds it in linear time (several times faster than torch.kthvalue on CPU).
+    s = scores.masked_fill_(~keep, float("inf"))
+    threshold = float(np.partition(s.numpy(), n_prune - 1)[n_prune - 1])
+    below = (s < threshold) & keep
+    ties = ((s == threshold) & keep).nonzero().squeeze(1)
+    keep &= ~below
+    keep[ties[: n_prune - int(torch.count_nonzero(below))]] = False
+    return keep
+
+
+def _flat_scores(score: Callable[[str], torch.Tensor], current: Mask, names: list[str]) -> torch.Tensor:
+    """Concatenate the score matrices of ``names`` into one new flat float32 CPU tensor."""
+    out = torch.empty(sum(current[k].numel() for k in names), dtype=torch.float32)
+    i = 0
+    for k in names:
+        n = current[k].numel()
+        out[i:i + n].copy_(score(k).detach().reshape(-1))
+        i += n
+    return out
+
+
+def _select_global(score: Callable[[str], torch.Tensor], current: Mask, target: float) -> Mask:
+    names = list(current)
+    flat_keep = torch.cat([current[k].reshape(-1) for k in names])
+    n_prune = _count(target, flat_keep.numel()) - flat_keep.numel() - int(torch.count_nonzero(flat_keep))
+    if n_prune < 0:
+        raise PruningError(f"target sparsity {target} is below the mask's current sparsity {current.sparsity:.6f}")
+    new = _prune_lowest(_flat_scores(score, current, names), flat_keep, n_prune)
+    out, i = Mask(), 0
+    for k in names:
+        n = current[k].numel()
+        out[k] = new[i:i + n].reshape(current[k].shape)
+        i += n
+    return out
+
+
+def _select_layerwise(score: Callable[[str], torch.Tensor], current: Mask, sparsities: dict[str, float]) -> Mask:
+    out = Mask()
+    for k, m in current.items():
+        keep = m.reshape(-1)
+        n_prune = _count(sparsities[k], keep.numel()) - keep.numel() - int(torch.count_nonzero(keep))
+        if n_prune < 0:
+            raise PruningError(f"target sparsity {sparsities[k]} of {k!r} is below its current sparsity")
+        out[k] = _prune_lowest(_flat_scores(score, current, [k]), keep, n_prune).reshape(m.shape)
+    return out
+
+
+def _layer_targets(current: Mask, target: float, layer_sparsities: dict[str, float] | None) -> dict[str, float]:
+    if layer_sparsities is None:
+        return {k: target for k in current}
+    missing = set(current) - set(layer_sparsities)
+    if missing:
+        raise PruningError(f"layer_sparsities has no entry for {sorted(missing)[0]!r}")
+    for s in layer_sparsities.values():
+        _check_sparsity(s)
+    return {k: float(layer_sparsities[k]) for k in current}
+
+
+def _magnitude(weights: Weights) -> Callable[[str], torch.Tensor]:
+    """|w| per matrix, computed on demand so that no second full copy of the weights is held."""
+    return lambda name: weights[name].detach().abs().float().cpu()
+
+
+def _random_scores(current: Mask, generator: torch.Generator | None) -> Callable[[str], torch.Tensor]:
+    """Uniform random scores, drawn in mask order from ``generator`` (reproducible)."""
+    scores = {k: torch.rand(m.shape, generator=generator) for k, m in current.items()}
+    return scores.__getitem__
+
+
+# ---------------------------------------------------------------------------
+# Strategies
+# ---------------------------------------------------------------------------
+
+
+def magnitude_global(weights: Weights, current: Mask, target_sparsity: float, *,
+                     generator: torch.Generator | None = None, layer_sparsities=None) -> Mask:
+    """Remove the smallest-|w| surviving weights across all matrices (the paper's IMP)."""
+    _check_sparsity(target_sparsity)
+    _check_inputs(weights, current)
+    return _select_global(_magnitude(weights), current, target_sparsity)
+
+
+def magnitude_layerwise(weights: Weights, current: Mask, target_sparsity: float, *,
+                        generator: torch.Generator | None = None, layer_sparsities=None) -> Mask:
+    """Remove the smallest-|w| surviving weights within each matrix (each reaches the target)."""
+    _check_sparsity(target_sparsity)
+    _check_inputs(weights, current)
+    targets = _layer_targets(current, target_sparsity, layer_sparsities)
+    return _select_layerwise(_magnitude(weights), current, targets)
+
+
+def random_global(weights: Weights, current: Mask, target_sparsity: float, *,
+                  generator: torch.Generator | None = None, layer_sparsities=None) -> Mask:
+    """Remove surviving weights uniformly at random across all matrices."""
+    _check_sparsity(target_sparsity)
+    _check_inputs(weights, current)
+    return _select_global(_random_scores(current, generator), current, target_sparsity)
+
+
+def random_layerwise(weights: Weights, current: Mask, target_sparsity: float, *,
+                     generator: torch.Generator | None = None, layer_sparsities: dict[str, float] | None = None) -> Mask:
+    """Random mask with given per-matrix sparsities (e.g. an IMP mask's), else ``target_sparsity`` each."""
+    _check_sparsity(target_sparsity)
+    _check_inputs(weights, current)
+    targets = _layer_targets(current, target_sparsity, layer_sparsities)
+    return _select_layerwise(_random_scores(current, generator), current, targets)
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "magnitude_global": magnitude_global,
+    "magnitude_layerwise": magnitude_layerwise,
+    "random_global": random_global,
+    "random_layerwise": random_layerwise,
+}
+
+
+def get_strategy(name: str) -> Strategy:
+    """The strategy registered as ``name``; unknown names raise a one-line :class:`PruningError`."""
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise PruningError(f"unknown pruning strategy {name!r}; choose one of {', '.join(STRATEGIES)}") from None
+
+
+def level_generator(seed: int, level: int) -> torch.Generator:
+    """The CPU generator random strategies use at ``level`` of a run seeded ``seed``."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(level))
+
+
+def prune(model: nn.Module, current_mask: Mask, cfg: PruneConfig, level: int, seed: int = 0,
+          layer_sparsities: dict[str, float] | None = None) -> Mask:
+    """The mask of ``level``: ``cfg.strategy`` applied to ``model``'s weights at ``cfg.schedule``'s sparsity."""
+    strategy = get_strategy(cfg.strategy)
+    target = target_sparsity(level, cfg.schedule, cfg.rate)
+    params = dict(base_model(model).named_parameters())
+    missing = [k for k in current_mask if k not in params]
+    if missing:
+        raise PruningError(f"mask entry {missing[0]!r} is not a parameter of the model")
+    weights = {k: params[k].detach() for k in current_mask}
+    return strategy(weights, current_mask, target, generator=level_generator(seed, level),
+                    layer_sparsities=layer_sparsities)
