@@ -1,0 +1,321 @@
+"""Shared machinery of the task registry: the ``Task`` and ``TaskData`` types,
+the on-disk tokenization cache, deterministic splits and dynamic padding.
+
+A task turns a :class:`~tickets_core.config.DataConfig` and a tokenizer into
+a :class:`TaskData`: tokenized ``train`` and ``eval`` datasets (Hugging Face
+``datasets.Dataset`` objects holding plain token-id lists) plus what
+evaluation needs (extra evaluation sets such as MNLI-mismatched, the raw
+SQuAD examples).  Tokenized splits are cached on disk under
+``DataConfig.cache_dir`` (default ``~/.cache/tickets_core``) in a folder keyed
+by task, data-source fingerprint, tokenizer fingerprint and every data option
+that changes the tokens, so every IMP level and every seed reuses them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..config import ConfigError, DataConfig
+
+# Bump when the tokenized layout changes, so stale caches are not reused.
+CACHE_VERSION = 1
+# Seed of every deterministic train/validation split and training-set shuffle.
+SPLIT_SEED = 1234
+HEADS = ("classification", "regression", "qa", "mlm")
+
+
+class DataError(ConfigError):
+    """Task data is missing or malformed (one-line message)."""
+
+
+class UnknownTaskError(ConfigError):
+    """The task name is not in the registry."""
+
+
+@dataclass
+class Source:
+    """Where a task's raw data comes from.
+
+    ``fingerprint`` identifies the data without reading it (paths, sizes and
+    modification times of local files, or a package version); ``read``
+    returns the raw splits as ``{split: {column: list}}``.
+    """
+
+    fingerprint: str
+    read: Callable[[], dict[str, dict[str, list]]]
+
+
+@dataclass
+class TaskData:
+    """Tokenized data of one task for one tokenizer.
+
+    ``train`` and ``eval`` hold ``input_ids`` (lists of ints, unpadded),
+    optionally ``token_type_ids``, ``length`` and the targets (``labels``, or
+    ``start_positions``/``end_positions`` for QA; MLM eval sets carry their
+    fixed masked ``input_ids`` and ``labels``).  ``extra_eval`` maps a metric
+    suffix to another evaluation set (MNLI: ``{"mm": mismatched}``);
+    ``eval_examples`` holds SQuAD's raw examples for span post-processing.
+    """
+
+    task: "Task"
+    tokenizer: Any
+    train: Any
+    eval: Any
+    extra_eval: dict[str, Any] = field(default_factory=dict)
+    eval_examples: Any = None
+    cache_path: Path | None = None
+
+    def collate(self, rows: dict[str, list], generator=None) -> dict:
+        """Pad one batch (a column dict as ``dataset[indices]`` returns it) to its longest row.
+
+        For MLM training rows (no ``labels`` column) the tokens are masked
+        here with ``generator`` (15% by default, 80/10/10).
+        """
+        import torch
+
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        ids = rows["input_ids"]
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for i, x in enumerate(ids):
+            input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+            attention[i, : len(x)] = 1
+        batch = {"input_ids": input_ids, "attention_mask": attention}
+        if "token_type_ids" in rows:
+            tt = torch.zeros((len(ids), width), dtype=torch.long)
+            for i, x in enumerate(rows["token_type_ids"]):
+                tt[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+            batch["token_type_ids"] = tt
+        head = self.task.head
+        if head == "mlm":
+            if "labels" in rows:
+                labels = torch.full((len(ids), width), -100, dtype=torch.long)
+                for i, x in enumerate(rows["labels"]):
+                    labels[i, : len(x)] = torch.tensor(x, dtype=torch.long)
+                batch["labels"] = labels
+            else:
+                from .mlm import mask_tokens
+
+                batch["input_ids"], batch["labels"] = mask_tokens(
+                    input_ids, attention, self.tokenizer, self.task.mlm_probability, generator
+                )
+        elif head == "qa":
+            if "start_positions" in rows:
+                batch["start_positions"] = torch.tensor(rows["start_positions"], dtype=torch.long)
+                batch["end_positions"] = torch.tensor(rows["end_positions"], dtype=torch.long)
+        elif head == "regression":
+            batch["labels"] = torch.tensor(rows["labels"], dtype=torch.float32)
+        else:
+            batch["labels"] = torch.tensor(rows["labels"], dtype=torch.long)
+        return batch
+
+
+class Task:
+    """One registry entry: data source, preprocessing and metrics of a task.
+
+    Subclasses implement :meth:`source` (where the raw data is),
+    :meth:`tokenize` (raw splits -> tokenized splits) and
+    :meth:`compute_metrics`.
+    """
+
+    name: str
+    head: str
+    num_labels: int
+    main_metric: str
+    metric_names: tuple[str, ...]
+    description: str = ""
+    mlm_probability: float = 0.15
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, head={self.head!r}, main_metric={self.main_metric!r})"
+
+    # -- hooks ------------------------------------------------------------------
+
+    def source(self, cfg: DataConfig) -> Source:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def tokenize(self, raw: dict[str, dict[str, list]], cfg: DataConfig, tokenizer) -> dict[str, Any]:
+        """Raw splits -> ``{"train": Dataset, "eval": Dataset, ...}`` (extra keys: ``eval_<suffix>``, ``eval_examples``)."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def cache_options(self, cfg: DataConfig) -> dict:
+        """Data options that change the tokenized data (part of the cache key)."""
+        return {
+            "max_seq_length": cfg.max_seq_length,
+            "max_train_samples": cfg.max_train_samples,
+            "max_eval_samples": cfg.max_eval_samples,
+        }
+
+    def compute_metrics(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    # -- loading ------------------------------------------------------------------
+
+    def load(self, cfg: DataConfig, tokenizer) -> TaskData:
+        """Tokenized data for ``tokenizer``; read from the on-disk cache when present."""
+        if cfg.task != self.name:
+            # The config names the task; a mismatch is almost always a bug in the caller.
+            raise ConfigError(f"data.task is {cfg.task!r} but task {self.name!r} was asked to load it")
+        src = self.source(cfg)
+        key = _cache_key(self, src.fingerprint, tokenizer, self.cache_options(cfg))
+        root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else Path.home() / ".cache" / "tickets_core"
+        path = root / self.name / key
+        if not (path / "done.json").exists():
+            splits = self.tokenize(src.read(), cfg, tokenizer)
+            _save_splits(path, splits)
+        return self._task_data(path, tokenizer)
+
+    def _task_data(self, path: Path, tokenizer) -> TaskData:
+        import datasets
+
+        names = json.loads((path / "done.json").read_text())["splits"]
+        loaded = {n: datasets.load_from_disk(str(path / n)) for n in names}
+        extra = {n[len("eval_"):]: ds for n, ds in loaded.items() if n.startswith("eval_") and n != "eval_examples"}
+        return TaskData(
+            task=self, tokenizer=tokenizer, train=loaded["train"], eval=loaded["eval"],
+            extra_eval=extra, eval_examples=loaded.get("eval_examples"), cache_path=path,
+        )
+
+
+# ---------------------------------------------------------------------------
+# Cache
+# ---------------------------------------------------------------------------
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """Hash of everything in a tokenizer that decides its ids (vocabulary, normalizer, special tokens)."""
+    h = hashlib.sha256()
+    h.update(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        state = json.loads(backend.to_str())
+        for transient in ("truncation", "padding"):  # call-time settings, not part of the vocabulary
+            state.pop(transient, None)
+        h.update(json.dumps(state, sort_keys=True).encode())
+    else:
+        h.update(json.dumps(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(json.dumps([tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id,
+                         tokenizer.mask_token_id]).encode())
+    return h.hexdigest()[:16]
+
+
+def _cache_key(task: Task, fingerprint: str, tokenizer, options: dict) -> str:
+    blob = json.dumps(
+        {"version": CACHE_VERSION, "task": task.name, "source": fingerprint,
+         "tokenizer": tokenizer_fingerprint(tokenizer), "options": options},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _save_splits(path: Path, splits: dict[str, Any]) -> None:
+    """Write all splits to a temporary folder and rename it into place (atomic)."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp", dir=path.parent))
+    bars_were_on = not are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        for name, ds in splits.items():
+            ds.save_to_disk(str(tmp / name))
+        (tmp / "done.json").write_text(json.dumps({"splits": sorted(splits)}))
+        if path.exists():  # a stale folder from an interrupted or concurrent writer
+            shutil.rmtree(path, ignore_errors=True)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (path / "done.json").exists():
+            raise
+    finally:
+        if bars_were_on:
+            enable_progress_bars()
+
+
+def file_fingerprint(*paths: Path) -> str:
+    """Identify local files by path, size and modification time (no reading)."""
+    parts = []
+    for p in paths:
+        st = p.stat()
+        parts.append(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}")
+    return "files:" + "|".join(parts)
+
+
+# ---------------------------------------------------------------------------
+# Splits and helpers used by every task family
+# ---------------------------------------------------------------------------
+
+
+def stratified_split(labels: list, eval_fraction: float, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified split: per class, a seeded shuffle puts ``round(n_c * eval_fraction)`` rows in eval.
+
+    Returns (train indices, eval indices), each in a seeded shuffled order.
+    """
+    rng = np.random.default_rng(seed)
+    labels_arr = np.asarray(labels)
+    train, ev = [], []
+    for c in sorted(set(labels_arr.tolist())):
+        idx = np.flatnonzero(labels_arr == c)
+        idx = idx[rng.permutation(len(idx))]
+        k = int(round(len(idx) * eval_fraction))
+        ev.append(idx[:k])
+        train.append(idx[k:])
+    train_idx, eval_idx = np.concatenate(train), np.concatenate(ev)
+    return train_idx[rng.permutation(len(train_idx))], eval_idx[rng.permutation(len(eval_idx))]
+
+
+def take(columns: dict[str, list], indices) -> dict[str, list]:
+    """Rows ``indices`` of a column dict."""
+    return {k: [v[i] for i in indices] for k, v in columns.items()}
+
+
+def limit_train(columns: dict[str, list], n: int | None) -> dict[str, list]:
+    """Shuffle the training rows with :data:`SPLIT_SEED` and keep the first ``n`` (all when ``n`` is None)."""
+    size = len(next(iter(columns.values())))
+    order = np.random.default_rng(SPLIT_SEED).permutation(size)
+    if n is not None:
+        order = order[:n]
+    return take(columns, order)
+
+
+def limit_eval(columns: dict[str, list], n: int | None) -> dict[str, list]:
+    """The first ``n`` evaluation rows (all when ``n`` is None)."""
+    if n is None:
+        return columns
+    return {k: v[:n] for k, v in columns.items()}
+
+
+def n_rows(columns: dict[str, list]) -> int:
+    return len(next(iter(columns.values()))) if columns else 0
+
+
+def package_file(package: str, *parts: str) -> Path:
+    """Path of a data file inside an installed package, found without importing the package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError(f"package {package!r} is not installed (pip install {package.replace('_', '-')})")
+    path = Path(list(spec.submodule_search_locations)[0], *parts)
+    if not path.is_file():
+        raise DataError(f"package {package!r} has no data file {'/'.join(parts)}")
+    return path
+
+
+def package_version(dist: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "unknown"

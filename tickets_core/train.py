@@ -1,0 +1,252 @@
+"""The fine-tuning and evaluation loop that every IMP level runs.
+
+``fine_tune`` builds a fresh AdamW (no weight decay on biases and LayerNorm
+weights) and a linear schedule (warm-up over ``warmup_ratio`` of the steps,
+then linear decay; the learning rate reaches 0 after the call's last
+optimizer step), so each IMP level starts its own schedule.  Batches are
+padded to their own longest row (dynamic padding), optionally grouped by
+length.  When a ``bound_mask`` is given, pruned gradients are zeroed after
+every backward pass and pruned weights re-zeroed after every optimizer step.
+
+Device and precision: ``TrainConfig.device='auto'`` takes the device
+``accelerate`` assigns to this process (a GPU when present, else the CPU);
+``precision='auto'`` means bf16 autocast on a GPU that supports it, fp32
+otherwise.  Seeds: python, numpy and torch are seeded from ``seed``, the
+data order and MLM masking use their own generators seeded from it, so the
+same call on CPU repeats bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import random
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .metrics import mlm_metrics, squad_scores
+from .models import check_vocab
+from .tasks.common import TaskData
+
+GROUP_CHUNK = 50  # length-grouped batching sorts chunks of this many batches
+
+
+def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_mask=None,
+              on_step: Callable[[int, torch.nn.Module], None] | None = None, desc: str | None = None) -> dict:
+    """Fine-tune ``model`` on ``data.train``; evaluate every ``cfg.eval_every`` steps and at the end.
+
+    Returns ``{"train_loss", "steps", "examples", "time_s", "eval", "history"}``:
+    mean training loss, optimizer steps, training examples seen, wall time,
+    final evaluation metrics and the periodic evaluations
+    (``[{"step": s, **metrics}]``, empty without ``eval_every``).
+    """
+    check_vocab(model, data.tokenizer)
+    _seed_everything(seed)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    autocast = _autocast(device, cfg.precision)
+    forward_keys = _forward_keys(model)
+
+    n_train = len(data.train)
+    if n_train == 0:
+        raise ValueError("the training set is empty")
+    batches_per_epoch = math.ceil(n_train / cfg.batch_size)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.num_epochs * batches_per_epoch))
+
+    optimizer = make_optimizer(model, cfg)
+    warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_schedule(s, warmup, total_steps))
+
+    order_gen = torch.Generator().manual_seed(seed)
+    mask_gen = torch.Generator().manual_seed(seed + 1)
+    lengths = data.train.data.column("length").to_pylist() if cfg.group_by_length else None
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, desc=desc or "fine-tune", disable=not cfg.progress, leave=False)
+    history: list[dict] = []
+    loss_sum, examples, step = 0.0, 0, 0
+    start = time.perf_counter()
+    model.train()
+    if bound_mask is not None:
+        bound_mask.apply_()
+    while step < total_steps:
+        for indices in batch_order(n_train, cfg.batch_size, order_gen, lengths):
+            batch = data.collate(data.train[indices], generator=mask_gen)
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in forward_keys}
+            with autocast:
+                loss = model(**batch).loss
+            loss.backward()
+            if bound_mask is not None:
+                bound_mask.mask_grads_()
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            if bound_mask is not None:
+                bound_mask.apply_()
+            step += 1
+            examples += len(indices)
+            loss_value = loss.item()
+            loss_sum += loss_value
+            bar.update(1)
+            if cfg.progress:
+                bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+            if on_step is not None:
+                on_step(step, model)
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
+                history.append({"step": step, **evaluate(model, data, cfg)})
+                model.train()
+            if step >= total_steps:
+                break
+    bar.close()
+    final = evaluate(model, data, cfg)
+    if cfg.eval_every:
+        history.append({"step": step, **final})
+    return {
+        "train_loss": loss_sum / max(step, 1),
+        "steps": step,
+        "examples": examples,
+        "time_s": time.perf_counter() - start,
+        "eval": final,
+        "history": history,
+    }
+
+
+@torch.no_grad()
+def evaluate(model, data: TaskData, cfg: TrainConfig) -> dict[str, float]:
+    """Metrics of ``model`` on ``data.eval`` (and ``data.extra_eval``, with suffixed names)."""
+    check_vocab(model, data.tokenizer)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        out = _evaluate_split(model, data, data.eval, cfg, device)
+        for suffix, ds in data.extra_eval.items():
+            out.update({f"{k}_{suffix}": v for k, v in _evaluate_split(model, data, ds, cfg, device).items()})
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _evaluate_split(model, data: TaskData, ds, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+    task = data.task
+    autocast = _autocast(device, cfg.precision)
+    keys = _forward_keys(model)
+    # MLM logits are batch x length x vocab: keep eval batches small enough for memory.
+    bs = min(cfg.eval_batch_size, 16) if task.head == "mlm" else cfg.eval_batch_size
+    preds, labels, starts, ends = [], [], [], []
+    loss_sum, correct, count = 0.0, 0, 0
+    for lo in range(0, len(ds), bs):
+        rows = ds[lo: lo + bs]
+        batch = data.collate(rows)
+        inputs = {k: v.to(device) for k, v in batch.items() if k in keys and k not in
+                  ("labels", "start_positions", "end_positions")}
+        with autocast:
+            out = model(**inputs)
+        if task.head == "mlm":
+            target = batch["labels"].to(device)
+            sel = target != -100
+            logits = out.logits[sel].float()
+            loss_sum += torch.nn.functional.cross_entropy(logits, target[sel], reduction="sum").item()
+            correct += int((logits.argmax(-1) == target[sel]).sum())
+            count += int(sel.sum())
+        elif task.head == "qa":
+            for i, n in enumerate(rows["length"]):
+                starts.append(out.start_logits[i, :n].float().cpu().numpy())
+                ends.append(out.end_logits[i, :n].float().cpu().numpy())
+        else:
+            logits = out.logits.float().cpu()
+            preds.append(logits[:, 0] if task.head == "regression" else logits.argmax(-1))
+            labels.append(batch["labels"])
+    if task.head == "mlm":
+        return mlm_metrics(loss_sum, correct, count)
+    if task.head == "qa":
+        from .tasks.squad import postprocess
+
+        answers = postprocess(data.eval_examples, ds, starts, ends)
+        return squad_scores([answers[i] for i in data.eval_examples["id"]], data.eval_examples["answers"])
+    return task.compute_metrics(torch.cat(preds).numpy(), torch.cat(labels).numpy())
+
+
+# ---------------------------------------------------------------------------
+# Pieces
+# ---------------------------------------------------------------------------
+
+
+def linear_schedule(step: int, warmup: int, total: int) -> float:
+    """LR factor before optimizer step ``step`` (0-based): linear warm-up to 1, then linear decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on every trainable parameter except biases and normalization weights."""
+    no_decay: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)) or "norm" in type(module).__name__.lower():
+            no_decay.update(id(p) for p in module.parameters(recurse=False))
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (plain if name.endswith("bias") or id(p) in no_decay else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate)
+
+
+def batch_order(n: int, batch_size: int, generator: torch.Generator, lengths=None) -> list[list[int]]:
+    """One epoch of batches (lists of row indices) in a seeded random order.
+
+    With ``lengths``, each chunk of :data:`GROUP_CHUNK` batches of the shuffled
+    rows is sorted by length before being cut into batches, and the batches
+    are then shuffled: rows of similar length share a batch (little padding)
+    while the order stays random.
+    """
+    perm = torch.randperm(n, generator=generator).tolist()
+    if lengths is None:
+        return [perm[i: i + batch_size] for i in range(0, n, batch_size)]
+    chunk = batch_size * GROUP_CHUNK
+    batches = []
+    for lo in range(0, n, chunk):
+        rows = sorted(perm[lo: lo + chunk], key=lambda i: -lengths[i])
+        batches.extend(rows[i: i + batch_size] for i in range(0, len(rows), batch_size))
+    shuffle = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffle]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> the device accelerate assigns this process (a GPU when present); else ``torch.device(name)``."""
+    if name == "auto":
+        from accelerate import PartialState
+
+        return PartialState().device
+    return torch.device(name)
+
+
+def _autocast(device: torch.device, precision: str):
+    bf16 = precision == "bf16" or (
+        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if bf16:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _forward_keys(model) -> set[str]:
+    """Batch keys the model's forward accepts (DistilBERT takes no token_type_ids)."""
+    return set(inspect.signature(model.forward).parameters)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
