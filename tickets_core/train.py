@@ -173,7 +173,7 @@ def _evaluate_split(model, data: TaskData, ds, cfg: TrainConfig, device: torch.d
         from .tasks.squad import postprocess
 
         answers = postprocess(data.eval_examples, ds, starts, ends)
-        return squad_scores([answers[i] for i in data.eval_examples["id"]], data.eval_examples["answers"])
+        return squad_scores([answers[i] for i in data.eval_examples["id"]], list(data.eval_examples["answers"]))
     return task.compute_metrics(torch.cat(preds).numpy(), torch.cat(labels).numpy())
 
 

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 from .common import DataError, Task, TaskData, UnknownTaskError
 from .glue import make_glue_tasks
+from .mlm import make_mlm_tasks
 from .offline import make_offline_tasks
+from .squad import SquadTask
 
-TASKS: dict[str, Task] = {**make_glue_tasks(), **make_offline_tasks()}
+TASKS: dict[str, Task] = {**make_glue_tasks(), "squad": SquadTask(), **make_mlm_tasks(), **make_offline_tasks()}
 
 
 def get_task(name: str) -> Task:

@@ -73,6 +73,7 @@ class TaskData:
     extra_eval: dict[str, Any] = field(default_factory=dict)
     eval_examples: Any = None
     cache_path: Path | None = None
+    mlm_probability: float = 0.15
 
     def collate(self, rows: dict[str, list], generator=None) -> dict:
         """Pad one batch (a column dict as ``dataset[indices]`` returns it) to its longest row.
@@ -107,7 +108,7 @@ class TaskData:
                 from .mlm import mask_tokens
 
                 batch["input_ids"], batch["labels"] = mask_tokens(
-                    input_ids, attention, self.tokenizer, self.task.mlm_probability, generator
+                    input_ids, attention, self.tokenizer, self.mlm_probability, generator
                 )
         elif head == "qa":
             if "start_positions" in rows:
@@ -134,7 +135,6 @@ class Task:
     main_metric: str
     metric_names: tuple[str, ...]
     description: str = ""
-    mlm_probability: float = 0.15
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, head={self.head!r}, main_metric={self.main_metric!r})"
