@@ -46,3 +46,13 @@ def tiny_run_config(movie_csv_dir, tmp_path):
         return RunConfig.from_flat(**params)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def bert_base_cls():
+    """bert-base-uncased architecture, random init from ``BertConfig()`` (no download), classification head."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    return BertForSequenceClassification(BertConfig()).eval()
