@@ -129,7 +129,7 @@ def reference_fine_tune(model: nn.Module, train_rows: list[dict], pad_id: int, *
             step += 1
             examples += batch["input_ids"].shape[0]
             tokens += batch["input_ids"].numel()
-            loss_sum += float(out.loss)
+            loss_sum += out.loss.item()
     return {"time_s": time.perf_counter() - t0, "steps": step, "examples": examples,
             "tokens_processed": tokens, "train_loss": loss_sum / max(step, 1)}
 
