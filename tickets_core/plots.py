@@ -1,0 +1,226 @@
+"""Figures of the analysis notebooks, sized for a paper.
+
+Every function takes the tables of :mod:`tickets_core.analysis` and returns
+a matplotlib ``Figure``; :func:`save_figure` writes it as PNG and PDF.  Widths
+follow a two-column paper: ``"single"`` is one column (3.3 in), ``"double"``
+the full text width (6.9 in), or a number of inches.  All text is at least
+8 pt (:data:`MIN_FONT_PT`), so figures stay readable when printed at size.
+
+Nothing here picks a matplotlib backend: Jupyter uses its inline backend,
+scripts and tests without a display fall back to Agg.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.patches import Rectangle
+
+from .analysis import METHOD_LABELS, AnalysisError
+
+#: Paper widths in inches.
+WIDTHS: dict[str, float] = {"single": 3.3, "double": 6.9}
+#: Smallest font size used anywhere in a figure (points).
+MIN_FONT_PT = 8
+_RC = {
+    "font.size": 8, "axes.titlesize": 9, "axes.labelsize": 8, "xtick.labelsize": 8, "ytick.labelsize": 8,
+    "legend.fontsize": 8, "legend.title_fontsize": 8, "figure.titlesize": 9,
+    "axes.linewidth": 0.6, "lines.linewidth": 1.2, "lines.markersize": 4,
+    "pdf.fonttype": 42, "ps.fonttype": 42, "savefig.bbox": "tight", "savefig.pad_inches": 0.02,
+}
+
+
+def set_style() -> None:
+    """Seaborn paper style with every font at least 8 pt (embedded TrueType in PDFs)."""
+    sns.set_theme(context="paper", style="whitegrid", rc=_RC)
+
+
+def figure_width(width: str | float) -> float:
+    """Width in inches of ``"single"``, ``"double"`` or a number of inches."""
+    if isinstance(width, str):
+        if width not in WIDTHS:
+            raise AnalysisError(f"unknown figure width {width!r}; use 'single', 'double' or inches")
+        return WIDTHS[width]
+    if not 1.0 <= float(width) <= 20.0:
+        raise AnalysisError(f"figure width must be between 1 and 20 inches, got {width}")
+    return float(width)
+
+
+def _grid(n: int, width: str | float, panel_aspect: float = 0.8, max_cols: int | None = None):
+    """Figure and a flat list of ``n`` axes laid out to fit ``width``."""
+    w = figure_width(width)
+    cols = max_cols or max(1, min(n, int(w // 2.2)))
+    cols = min(cols, n)
+    rows = math.ceil(n / cols)
+    panel_w = w / cols
+    fig, axes = plt.subplots(rows, cols, figsize=(w, rows * panel_w * panel_aspect + 0.5), squeeze=False,
+                             layout="constrained")
+    flat = list(axes.ravel())
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def save_figure(fig, name: str, figures_dir: str | Path = "figures", *, dpi: int = 300) -> list[Path]:
+    """Write ``fig`` as ``<figures_dir>/<name>.png`` and ``.pdf``; returns both paths.
+
+    The folder is created when missing; each file is written to a temporary
+    name and renamed, so a crash leaves no half-written figure.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
+        raise AnalysisError(f"figure name must be a plain file name (letters, digits, _ . -), got {name!r}")
+    folder = Path(figures_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf"):
+        final = folder / f"{name}.{ext}"
+        tmp = folder / f".{name}.tmp.{ext}"
+        fig.savefig(tmp, format=ext, dpi=dpi)
+        tmp.replace(final)
+        paths.append(final)
+    return paths
+
+
+def _method_order(methods: Iterable[str]) -> list[str]:
+    known = [m for m in METHOD_LABELS.values() if m in set(methods)]
+    return known + sorted(set(methods) - set(known))
+
+
+# ---------------------------------------------------------------------------
+# Sparsity curves
+# ---------------------------------------------------------------------------
+
+
+def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.DataFrame | None = None, *,
+                    metric: str = "score", metric_label: str | None = None, width: str | float = "double",
+                    tasks: Iterable[str] | None = None):
+    """Metric against sparsity, one panel per task, one line per method (mean and +-1 std over seeds).
+
+    ``rows``: results rows with a ``method`` column (:func:`analysis.add_method`),
+    dense runs excluded; ``baselines``: :func:`analysis.dense_baselines`
+    (solid grey line: dense mean; dotted: the matching threshold);
+    ``highest``: :func:`analysis.highest_matching_sparsity` (dashed vertical
+    line and a star at the highest matching sparsity).
+    """
+    if rows is None or len(rows) == 0:
+        raise AnalysisError("sparsity curves: nothing to plot")
+    set_style()
+    tasks = sorted(rows["task"].unique()) if tasks is None else list(tasks)
+    methods = _method_order(rows["method"].unique())
+    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    fig, axes = _grid(len(tasks), width)
+    base = baselines.set_index("task") if baselines is not None and len(baselines) else None
+    best = highest.set_index("task") if highest is not None and len(highest) else None
+    data = rows.assign(sparsity_pct=(rows["sparsity"] * 100).round(2))
+    for ax, task in zip(axes, tasks):
+        d = data[data["task"] == task]
+        sns.lineplot(data=d, x="sparsity_pct", y=metric, hue="method", style="method", hue_order=methods,
+                     style_order=methods, palette=palette, markers=True, dashes=False, errorbar="sd",
+                     err_kws={"alpha": 0.15, "linewidth": 0}, ax=ax, legend=False)
+        if base is not None and task in base.index:
+            ax.axhline(base.loc[task, "mean"], color="0.35", lw=0.9, ls="-", zorder=1)
+            ax.axhline(base.loc[task, "threshold"], color="0.35", lw=0.9, ls=":", zorder=1)
+        if best is not None and task in best.index and not pd.isna(best.loc[task, "sparsity"]):
+            x = 100 * float(best.loc[task, "sparsity"])
+            ax.axvline(x, color="k", lw=0.8, ls="--", zorder=1)
+            ax.plot([x], [best.loc[task, "score"]], marker="*", ms=9, color="k", zorder=5, ls="none")
+            ax.annotate(f"{x:.0f}%", (x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10),
+                        textcoords="offset points", fontsize=MIN_FONT_PT)
+        ax.set_title(task)
+        ax.set_xlabel("sparsity (%)")
+        ax.set_ylabel(metric_label or metric)
+    handles = [plt.Line2D([], [], color=palette[m], marker="o", label=m) for m in methods]
+    handles += [plt.Line2D([], [], color="0.35", ls="-", label="dense mean"),
+                plt.Line2D([], [], color="0.35", ls=":", label="matching threshold")]
+    if best is not None:
+        handles.append(plt.Line2D([], [], color="k", ls="--", marker="*", ms=7, label="highest matching"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4 if figure_width(width) > 4 else 2),
+               frameon=False)
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# Heat maps
+# ---------------------------------------------------------------------------
+
+
+def _heatmap(ax, table: pd.DataFrame, *, fmt: str, cmap: str, vmin=None, vmax=None, center=None, cbar=True,
+             cbar_label: str | None = None):
+    sns.heatmap(table.astype(float), ax=ax, annot=True, fmt=fmt, cmap=cmap, vmin=vmin, vmax=vmax, center=center,
+                square=False, linewidths=0.5, linecolor="white", cbar=cbar,
+                cbar_kws={"label": cbar_label} if cbar and cbar_label else None,
+                annot_kws={"fontsize": MIN_FONT_PT})
+    ax.grid(False)
+    ax.tick_params(axis="x", labelrotation=45)
+    ax.tick_params(axis="y", labelrotation=0)
+
+
+def overlap_heatmaps(observed: pd.DataFrame, expected: pd.DataFrame, *, sparsity: float | None = None,
+                     width: str | float = "double"):
+    """Task x task IoU of the masks (left) beside the IoU of random masks of the same densities (right)."""
+    if observed is None or observed.empty:
+        raise AnalysisError("mask overlap: nothing to plot")
+    set_style()
+    fig, axes = _grid(2, width, panel_aspect=0.85, max_cols=2 if figure_width(width) > 4 else 1)
+    _heatmap(axes[0], observed, fmt=".2f", cmap="viridis", vmin=0, vmax=1, cbar=False)
+    _heatmap(axes[1], expected.loc[observed.index, observed.columns], fmt=".2f", cmap="viridis", vmin=0, vmax=1,
+             cbar_label="IoU of kept weights")
+    at = f" at {100 * sparsity:.0f}% sparsity" if sparsity is not None else ""
+    axes[0].set_title("masks" + at)
+    axes[1].set_title("random masks, same densities")
+    for ax in axes:
+        ax.set_xlabel("task")
+        ax.set_ylabel("task")
+    return fig
+
+
+def layer_profile_heatmaps(profiles: Mapping[str, pd.DataFrame], *, width: str | float = "double"):
+    """One layer x component heat map of sparsity per label (usually per task)."""
+    if not profiles:
+        raise AnalysisError("layer profile: nothing to plot")
+    set_style()
+    labels = list(profiles)
+    fig, axes = _grid(len(labels), width, panel_aspect=1.1)
+    for i, (ax, label) in enumerate(zip(axes, labels)):
+        last = i == len(labels) - 1
+        _heatmap(ax, profiles[label] * 100, fmt=".0f", cmap="rocket_r", vmin=0, vmax=100, cbar=last,
+                 cbar_label="sparsity (%)" if last else None)
+        ax.set_title(label)
+    return fig
+
+
+def transfer_heatmaps(table: pd.DataFrame, *, values: Iterable[str] = ("vs_dense", "vs_imp"),
+                      width: str | float = "double", metric_label: str = "score"):
+    """Source x target heat maps of :func:`analysis.transfer_matrix` columns; matching cells boxed in black."""
+    if table is None or len(table) == 0:
+        raise AnalysisError("transfer matrix: nothing to plot")
+    set_style()
+    values = list(values)
+    titles = {"vs_dense": f"{metric_label} - dense", "vs_imp": f"{metric_label} - own IMP ticket",
+              "score": metric_label}
+    fig, axes = _grid(len(values), width, panel_aspect=0.9, max_cols=len(values) if figure_width(width) > 4 else 1)
+    match = table.pivot(index="source_task", columns="target_task", values="matching")
+    for ax, value in zip(axes, values):
+        m = table.pivot(index="source_task", columns="target_task", values=value)
+        finite = np.abs(m.to_numpy(dtype=float)[np.isfinite(m.to_numpy(dtype=float))])
+        lim = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        if value == "score":
+            _heatmap(ax, m, fmt=".3f", cmap="viridis")
+        else:
+            _heatmap(ax, m, fmt="+.3f", cmap="RdBu", vmin=-lim, vmax=lim, center=0)
+        for i, src in enumerate(m.index):
+            for j, tgt in enumerate(m.columns):
+                flag = match.loc[src, tgt] if src in match.index and tgt in match.columns else False
+                if flag is True or (not pd.isna(flag) and bool(flag)):
+                    ax.add_patch(Rectangle((j + 0.04, i + 0.04), 0.92, 0.92, fill=False, ec="k", lw=1.4))
+        ax.set_title(titles.get(value, value))
+        ax.set_xlabel("target task")
+        ax.set_ylabel("source task (mask)")
+    return fig
