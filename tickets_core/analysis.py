@@ -141,7 +141,7 @@ def dense_baseline(df: pd.DataFrame, task: str, n_std: float = 1.0, *, metric: s
     configs) are averaged first, so each seed counts once.  ``ddof=1`` gives
     the sample standard deviation; one seed gives std 0 with a warning.
     """
-    _require(df, ("task", "kind", "level", "seed", metric), "dense baseline")
+    _require(df, ("task", "kind", "level", "seed"), "dense baseline")
     if n_std < 0:
         raise AnalysisError(f"n_std must be >= 0, got {n_std}")
     rows = _scores(dense_rows(df, task), metric)
@@ -169,7 +169,8 @@ def dense_baselines(df: pd.DataFrame, n_std: float = 1.0, *, metric: str = "scor
 
     Tasks without any dense result are left out (with a warning naming them).
     """
-    _require(df, ("task", "kind", "level", "seed", metric), "dense baselines")
+    _require(df, ("task", "kind", "level", "seed"), "dense baselines")
+    _scores(df, metric)  # an unknown metric fails here, not as "no dense result"
     rows, missing = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -211,7 +212,7 @@ def curve_table(df: pd.DataFrame, *, metric: str = "score", kinds: Iterable[str]
     ``mean``, ``std`` (0 for one seed), ``n_seeds``.  Dense runs are left out
     (they are the baseline, drawn as a line).
     """
-    _require(df, ("task", "kind", "level", "seed", "sparsity", metric), "sparsity curves")
+    _require(df, ("task", "kind", "level", "seed", "sparsity"), "sparsity curves")
     rows = add_method(_scores(df, metric))
     rows = rows[rows["kind"] != "dense"]
     if kinds is not None:
@@ -235,7 +236,7 @@ def highest_matching_sparsity(df: pd.DataFrame, *, kind: str = "imp", metric: st
     The dense level itself (sparsity 0) counts, so a task whose pruned levels
     all fail still reports 0.0 when its level 0 matches.
     """
-    _require(df, ("task", "kind", "level", "seed", "sparsity", metric), "highest matching sparsity")
+    _require(df, ("task", "kind", "level", "seed", "sparsity"), "highest matching sparsity")
     rows = _scores(df[df["kind"] == kind], metric)
     if len(rows) == 0:
         raise AnalysisError(f"highest matching sparsity: no {kind!r} runs with a score")
@@ -442,7 +443,7 @@ def transfer_matrix(df: pd.DataFrame, *, sparsity: float | None = None, level: i
     ``include_diagonal`` the diagonal (source = target) is the target's IMP
     ticket itself, when its IMP runs reach that sparsity.
     """
-    _require(df, ("task", "kind", "level", "seed", "sparsity", "source_task", metric), "transfer matrix")
+    _require(df, ("task", "kind", "level", "seed", "sparsity", "source_task"), "transfer matrix")
     if sparsity is not None and level is not None:
         raise AnalysisError("transfer matrix: give sparsity or level, not both")
     scored = _scores(df, metric)

@@ -772,7 +772,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.workers} worker(s)" + (f", GPUs {','.join(gpus)}" if gpus else ", CPU"))
     print(f"sweep {args.file}: {len(jobs)} notebooks on {where}; runs in {plan.output_root}", flush=True)
     with executor:
-        outcomes = run_plan(jobs, executor)
+        outcomes = run_plan(jobs, executor, runner=execute_job)
     text, status = report(outcomes)
     print(text)
     return status
