@@ -32,20 +32,28 @@ def movie_csv_dir(tmp_path_factory) -> Path:
     return d
 
 
-@pytest.fixture
-def tiny_run_config(movie_csv_dir, tmp_path):
-    """``make(**flat_overrides) -> RunConfig``: tiny-bert on the fixture data, 2 steps per level, CPU."""
+@pytest.fixture(scope="session")
+def tiny_config_factory(movie_csv_dir, tmp_path_factory):
+    """``make(output_root, **flat_overrides) -> RunConfig``: tiny-bert on the fixture data, 2 steps per level, CPU."""
     from tickets_core.config import RunConfig
 
-    def make(**overrides):
+    cache = tmp_path_factory.mktemp("tokenized")
+
+    def make(output_root, **overrides):
         params = dict(kind="imp", seed=0, name_or_path="tiny-bert", task="rotten_tomatoes",
-                      data_dir=str(movie_csv_dir), cache_dir=str(tmp_path / "cache"), max_seq_length=16,
+                      data_dir=str(movie_csv_dir), cache_dir=str(cache), max_seq_length=16,
                       batch_size=8, eval_batch_size=16, max_steps=2, learning_rate=1e-3, device="cpu",
-                      progress=False, levels=3, rate=0.2, output_root=str(tmp_path / "runs"))
+                      progress=False, levels=3, rate=0.2, output_root=str(output_root))
         params.update(overrides)
         return RunConfig.from_flat(**params)
 
     return make
+
+
+@pytest.fixture
+def tiny_run_config(tiny_config_factory, tmp_path):
+    """``make(**flat_overrides) -> RunConfig`` writing runs under this test's ``tmp_path / "runs"``."""
+    return lambda **overrides: tiny_config_factory(tmp_path / "runs", **overrides)
 
 
 @pytest.fixture(scope="session")
