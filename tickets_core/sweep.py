@@ -79,6 +79,7 @@ import itertools
 import json
 import multiprocessing as mp
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -206,15 +207,17 @@ def run_state(run_dir: Path | None) -> str | None:
         return None
 
 
-def _flat_names() -> set[str]:
-    """Every name RunConfig.from_flat accepts."""
+def _flat_defaults() -> dict[str, Any]:
+    """Every name RunConfig.from_flat accepts, with its default value."""
     from dataclasses import fields
 
-    names = {f.name for f in fields(RunConfig)} - {"model", "data", "train", "prune"}
+    run = RunConfig()
+    out = {f.name: getattr(run, f.name) for f in fields(RunConfig) if f.name not in ("model", "data", "train", "prune")}
     for sec, cls in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig), ("prune", PruneConfig)):
         for f in fields(cls):
-            names.update({f.name, f"{sec}__{f.name}", f"{sec}.{f.name}"})
-    return names
+            default = getattr(getattr(run, sec), f.name)
+            out.update({f.name: default, f"{sec}__{f.name}": default, f"{sec}.{f.name}": default})
+    return out
 
 
 def _default_notebooks_dir() -> Path:
@@ -235,7 +238,7 @@ class _Builder:
 
     def __init__(self, path: Path, data: Any, lines: dict[tuple, int], notebooks_dir: Path | None) -> None:
         self.path, self.data, self.lines = path, data, lines
-        self.flat_names = _flat_names()
+        self.flat_defaults = _flat_defaults()
         self.tasks = _known_tasks()
         self._nb_params: dict[str, dict] = {}
         self.jobs: dict[str, Job] = {}
@@ -305,8 +308,26 @@ class _Builder:
         for key in params:
             if key in SET_BY_SWEEP:
                 raise self.error(at + (key,), f"{key!r} is set by the sweep; remove it here")
-            if key == EXTRA or not (key in nb_params or (allow_flat and key in self.flat_names)):
+            if key == EXTRA or not (key in nb_params or (allow_flat and key in self.flat_defaults)):
                 raise self.error(at + (key,), f"unknown key {key!r}")
+        self.check_types(params, at, nb_params)
+
+    def check_types(self, params: dict, at: tuple, nb_params: dict) -> None:
+        """A value of the wrong type (``levels: two``) fails at its own line, before any config is built."""
+        for key, value in params.items():
+            default = nb_params.get(key, self.flat_defaults.get(key))
+            if default is None or value is None:
+                continue
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+            elif isinstance(default, int):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif isinstance(default, float):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            else:
+                ok = isinstance(value, type(default))
+            if not ok:
+                raise self.error(at + (key,), f"{key!r} must be {type(default).__name__}, got {value!r}")
 
     def split_params(self, params: dict, nb_params: dict) -> dict:
         """Notebook parameters as given; everything else goes into ``extra``."""
@@ -377,7 +398,7 @@ class _Builder:
             cfg = config_from_params({**nb_params, **given})
         except (ConfigError, TypeError, ValueError) as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            key = next((k for k in params if f"'{k}'" in msg), None)
+            key = next((k for k in params if re.search(rf"\b{re.escape(k)}\b", msg)), None)
             raise self.error(at + (key,) if key else at, f"{label}: {msg}") from None
         name = cfg.run_name()
         if name in self.jobs:  # the same run listed twice: keep one
