@@ -289,3 +289,18 @@ def test_process_workers_each_get_a_gpu():
     with sweep.process_executor(2, ["3", "4"]) as ex:
         seen = {f.result() for f in [ex.submit(_visible) for _ in range(4)]}
     assert seen and seen <= {"3", "4"}
+
+
+def test_transfer_from_a_mask_file(make_sweep, tmp_path):
+    text = BASE.split("transfers:")[0] + textwrap.dedent("""\
+        transfers:
+          - mask_path: {mask}
+            targets: [imdb]
+            seeds: [0, 1]
+        """).replace("{mask}", str(tmp_path / "m.safetensors"))
+    with pytest.raises(SweepError, match=r"sweep.yaml:21: mask file .* does not exist"):
+        sweep.plan_sweep(make_sweep(text))
+    (tmp_path / "m.safetensors").write_bytes(b"x")
+    jobs = [j for j in sweep.plan_sweep(make_sweep(text)).jobs if j.label.startswith("transfer")]
+    assert [j.label for j in jobs] == ["transfer m.safetensors->imdb seed 0", "transfer m.safetensors->imdb seed 1"]
+    assert all(j.deps == [] and j.parameters["mask_path"] == str(tmp_path / "m.safetensors") for j in jobs)

@@ -135,7 +135,10 @@ def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.Dat
                         textcoords="offset points", fontsize=MIN_FONT_PT)
         ax.set_title(task)
         ax.set_xlabel("sparsity (%)")
-        ax.set_ylabel(metric_label or metric)
+        if metric_label is None and metric == "score" and "main_metric" in d.columns and d["main_metric"].notna().any():
+            ax.set_ylabel(" / ".join(sorted(d["main_metric"].dropna().unique())))
+        else:
+            ax.set_ylabel(metric_label or metric)
     handles = [plt.Line2D([], [], color=palette[m], marker="o", label=m) for m in methods]
     handles += [plt.Line2D([], [], color="0.35", ls="-", label="dense mean"),
                 plt.Line2D([], [], color="0.35", ls=":", label="matching threshold")]

@@ -39,6 +39,9 @@ Sweep file
         targets: [tweet_sentiment]
         seeds: [0]
         source_levels: [3]
+      - mask_path: masks/mlm_level5.safetensors   # or one mask file (no trunk, no sources)
+        targets: [rotten_tomatoes]
+        seeds: [0]
     analysis:                    # run last, on everything under output_root
       - sparsity_curves
       - notebook: mask_overlap
@@ -514,10 +517,13 @@ class _Builder:
             self.add_run(kind, task, seed, merged, at, source_run=src, deps=deps, label=label)
 
     def add_transfers(self, entry: dict, at: tuple) -> None:
-        trunk = self.trunk_of(entry, at)
         if "targets" not in entry:
             raise self.error(at, "a transfer entry needs 'targets'")
         targets = self.names(entry["targets"], at + ("targets",), "targets", check_tasks=True)
+        if "mask_path" in entry and "trunk" not in entry:
+            self.add_mask_transfers(entry, targets, at)
+            return
+        trunk = self.trunk_of(entry, at)
         if "sources" in entry:
             sources = self.names(entry["sources"], at + ("sources",), "sources", check_tasks=True)
         elif trunk["tasks"] is not None:
@@ -538,6 +544,23 @@ class _Builder:
             if source in self.data_dirs and run_params.get("data_dir") == self.data_dirs[source]:
                 run_params.pop("data_dir")  # the source's folder is not the target's
             self.add_run("transfer", target, seed, run_params, at, source_run=src, deps=deps, label=label)
+
+    def add_mask_transfers(self, entry: dict, targets: list, at: tuple) -> None:
+        """Transfers of one mask file (``mask_path``) to each target; no trunk involved."""
+        mask = self.path_value(entry["mask_path"], at + ("mask_path",), "mask_path")
+        if not mask.is_file():
+            raise self.error(at + ("mask_path",), f"mask file {mask} does not exist")
+        if "sources" in entry:
+            raise self.error(at + ("sources",), "a transfer from mask_path has no 'sources'")
+        if "seeds" not in entry:
+            raise self.error(at, "a transfer from mask_path needs 'seeds'")
+        seeds = self.names(entry["seeds"], at + ("seeds",), "seeds")
+        params = self.entry_params(entry, "transfers")
+        _, nb_params = self.notebook("transfer", at)
+        self.check_params(params, at, nb_params, allow_flat=True)
+        for target, seed in itertools.product(targets, seeds):
+            self.add_run("transfer", target, seed, {**self.defaults, **params}, at,
+                         label=f"transfer {mask.name}->{target} seed {seed}")
 
     def add_analysis(self, entry: Any, at: tuple) -> None:
         if isinstance(entry, str):
