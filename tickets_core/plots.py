@@ -12,6 +12,7 @@ scripts and tests without a display fall back to Agg.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from pathlib import Path
@@ -27,6 +28,7 @@ from .analysis import METHOD_LABELS, AnalysisError
 
 #: Paper widths in inches.
 WIDTHS: dict[str, float] = {"single": 3.3, "double": 6.9}
+_MARKERS = ("o", "X", "s", "P", "D", "^", "v", "<", ">")
 #: Smallest font size used anywhere in a figure (points).
 MIN_FONT_PT = 8
 _RC = {
@@ -115,6 +117,7 @@ def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.Dat
     tasks = sorted(rows["task"].unique()) if tasks is None else list(tasks)
     methods = _method_order(rows["method"].unique())
     palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    markers = dict(zip(methods, itertools.cycle(_MARKERS)))
     fig, axes = _grid(len(tasks), width)
     base = baselines.set_index("task") if baselines is not None and len(baselines) else None
     best = highest.set_index("task") if highest is not None and len(highest) else None
@@ -122,7 +125,7 @@ def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.Dat
     for ax, task in zip(axes, tasks):
         d = data[data["task"] == task]
         sns.lineplot(data=d, x="sparsity_pct", y=metric, hue="method", style="method", hue_order=methods,
-                     style_order=methods, palette=palette, markers=True, dashes=False, errorbar="sd",
+                     style_order=methods, palette=palette, markers=markers, dashes=False, errorbar="sd",
                      err_kws={"alpha": 0.15, "linewidth": 0}, ax=ax, legend=False)
         if base is not None and task in base.index:
             ax.axhline(base.loc[task, "mean"], color="0.35", lw=0.9, ls="-", zorder=1)
@@ -139,7 +142,7 @@ def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.Dat
             ax.set_ylabel(" / ".join(sorted(d["main_metric"].dropna().unique())))
         else:
             ax.set_ylabel(metric_label or metric)
-    handles = [plt.Line2D([], [], color=palette[m], marker="o", label=m) for m in methods]
+    handles = [plt.Line2D([], [], color=palette[m], marker=markers[m], label=m) for m in methods]
     handles += [plt.Line2D([], [], color="0.35", ls="-", label="dense mean"),
                 plt.Line2D([], [], color="0.35", ls=":", label="matching threshold")]
     if best is not None:
