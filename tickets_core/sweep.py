@@ -717,6 +717,8 @@ def run_plan(jobs: list[Job], executor: cf.Executor, *, runner: Callable[[Job], 
     pending = list(jobs)
     running: dict[cf.Future, Job] = {}
     names = {j.name for j in jobs}
+    # Finished before this sweep started: never executed (checked once per job).
+    already = {j.name for j in jobs if j.is_run and run_state(j.run_dir) == "done"}
 
     def finish(outcome: Outcome) -> None:
         results[outcome.job.name] = outcome
@@ -728,7 +730,7 @@ def run_plan(jobs: list[Job], executor: cf.Executor, *, runner: Callable[[Job], 
     try:
         while pending or running:
             for job in list(pending):
-                if job.is_run and run_state(job.run_dir) == "done":
+                if job.name in already:
                     pending.remove(job)
                     finish(Outcome(job, "done"))
                     continue
