@@ -70,7 +70,8 @@ Executors: ``--workers N`` local processes (``ProcessPoolExecutor``), each
 pinned to one GPU through ``CUDA_VISIBLE_DEVICES`` when GPUs exist (``--gpus``
 to choose them); or ``--executor dask --scheduler ADDRESS`` to hand the
 notebooks to an existing Dask cluster (``dask.distributed``, imported only
-then; give each Dask worker its GPU, e.g. with dask-cuda).
+then; give each Dask worker its GPU, e.g. with dask-cuda, and put the
+notebooks, ``output_root`` and the data on a file system every worker sees).
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable
 
 import yaml
 
