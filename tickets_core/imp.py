@@ -203,7 +203,7 @@ class _Experiment:
 
     def load_state(self, path: Path, level: int | None = None) -> State:
         if not path.is_file():
-            raise ConfigError(f"{path} is missing; delete the run folder's unfinished levels to recompute it")
+            raise ConfigError(f"{path} is missing (an earlier level writes it); delete {self.run.root} to start the run again")
         data = path.read_bytes()
         if level is not None:
             from safetensors import safe_open
