@@ -225,11 +225,21 @@ def cli(name: str, doc: str, run) -> None:
     p = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc)
     p.add_argument("--quick", action="store_true", help="small sizes (< 2 min); numbers are indicative only")
     p.add_argument("--no-write", action="store_true", help="print only, do not write benchmarks/results/")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: torch's choice, one per core)")
     a = p.parse_args()
+    set_threads(a.threads)
     res = timed_run(run, a.quick)
     print(res.markdown())
     if not a.no_write:
         res.write()
+
+
+def set_threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
 
 
 def timed_run(run, quick: bool) -> Result:
