@@ -112,6 +112,19 @@ def run(quick: bool) -> Result:
     res.add(md_table(["variant", "median ms/step", "range ms", "ratio to dense"], rows_md))
     res.data = {"per_step_s": per_step, "widths": widths, "sparsity": SPARSITY, "source": source}
     if masked_ok:
+        # the masking work alone: BoundMask.mask_grads_() + apply_() on the masked model
+        m = models[mk]
+        for p in m.parameters():
+            p.grad = torch.randn_like(p) * 1e-3
+        def mask_ops():
+            bound.mask_grads_()
+            bound.apply_()
+        mt = interleaved({"mask": mask_ops}, repeats=10, warmup=1)["mask"]
+        for p in m.parameters():
+            p.grad = None
+        res.add(f"BoundMask.mask_grads_() + apply_() alone: {median(mt) * 1000:.1f} ms per step "
+                f"({100 * median(mt) / dense:.1f}% of a dense step), over {len(bound._pairs)} masked matrices.")
+        res.data["mask_ops_s"] = mt
         r = median(per_step[mk]) / dense
         h = median(per_step["prune hooks (reference)"]) / dense
         res.target("masked/dense <= 1.05", f"{r:.3f} (prune hooks: {h:.3f})", r <= 1.05,
