@@ -193,7 +193,10 @@ def test_rerunning_the_sweep_skips_finished_runs(tiny_sweep, capsys):
 
 
 @pytest.mark.notebook
-def test_a_failing_notebook_is_reported_in_one_line(tmp_path):
+def test_a_failing_notebook_is_reported_in_one_line(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))  # execute_job may extend it
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("value = 1", metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell("raise ValueError(f'bad value {value}\\nsecond line')"),
