@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from transformers import BertConfig, BertForSequenceClassification
 
+from tickets_core import config
 from tickets_core.config import ConfigError, PruneConfig
 from tickets_core.masks import Mask
 from tickets_core.prunable import base_model, prunable_parameters
@@ -159,4 +160,6 @@ def test_other_errors_are_one_line():
         magnitude_global({k: v for k, v in list(w.items())[1:]}, ones, 0.3)
     with pytest.raises(PruningError):
         target_sparsity(10, "linear", 0.1)
-    assert set(STRATEGIES) == {"magnitude_global", "magnitude_layerwise", "random_global", "random_layerwise"}
+    # The registry and the names PruneConfig accepts must agree.
+    assert set(STRATEGIES) == set(config.STRATEGIES) == {
+        "magnitude_global", "magnitude_layerwise", "random_global", "random_layerwise"}

@@ -168,6 +168,7 @@ class _Experiment:
         self.head_keys = [k for k, t in live.items() if id(t) not in base_ids]
         self._data = None
         self._rewind: State | None = None
+        self._reinit: State | None = None
 
     # -- helpers --------------------------------------------------------------
 
@@ -291,12 +292,14 @@ class _Experiment:
             self.save_state(self.paths.rewind(), self._rewind, 0)
 
     def reinit_state(self) -> State:
-        """Base weights freshly initialised by the architecture's own init (seeded)."""
-        cfg = self.cfg
-        fresh = models.build_model(dataclasses.replace(cfg.model, random_init=True), self.task.head,
-                                   self.task.num_labels, seed=cfg.seed + REINIT_SEED_OFFSET)
-        state = fresh.state_dict()
-        return {k: state[k].detach().clone() for k in self.base_keys}
+        """Base weights freshly initialised by the architecture's own init (seeded; the same for every level)."""
+        if self._reinit is None:
+            cfg = self.cfg
+            fresh = models.build_model(dataclasses.replace(cfg.model, random_init=True), self.task.head,
+                                       self.task.num_labels, seed=cfg.seed + REINIT_SEED_OFFSET)
+            state = fresh.state_dict()
+            self._reinit = {k: state[k].detach().clone() for k in self.base_keys}
+        return self._reinit
 
     def metrics(self, level: int, mask: Mask, result: dict, source: dict | None) -> dict:
         ev = result["eval"]
