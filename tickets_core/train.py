@@ -64,7 +64,7 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
 
     order_gen = torch.Generator().manual_seed(seed)
     mask_gen = torch.Generator().manual_seed(seed + 1)
-    lengths = data.train.data.column("length").to_pylist() if cfg.group_by_length else None
+    lengths = list(data.train["length"]) if cfg.group_by_length else None
     params = [p for p in model.parameters() if p.requires_grad]
 
     from tqdm.auto import tqdm
