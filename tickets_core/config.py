@@ -93,7 +93,13 @@ class DataConfig:
             hashed=True,
         ),
     )
-    max_seq_length: int = field(default=128, metadata=_help("Truncate inputs to this many tokens."))
+    max_seq_length: int = field(
+        default=128,
+        metadata=_help(
+            "Truncate inputs to this many tokens (MLM: block length). SQuAD left at this default uses its "
+            "standard 384-token windows with stride 128; any other value sets the window (stride = value // 3)."
+        ),
+    )
     max_train_samples: int | None = field(
         default=None, metadata=_help("Use only the first N training examples (after the deterministic shuffle).")
     )

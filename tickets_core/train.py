@@ -34,6 +34,7 @@ from .models import check_vocab
 from .tasks.common import TaskData
 
 GROUP_CHUNK = 50  # length-grouped batching sorts chunks of this many batches
+PROGRESS_EVERY = 10  # refresh the progress bar's loss every N steps (reading it syncs a GPU)
 
 
 def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_mask=None,
@@ -71,7 +72,7 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
 
     bar = tqdm(total=total_steps, desc=desc or "fine-tune", disable=not cfg.progress, leave=False)
     history: list[dict] = []
-    loss_sum, examples, step = 0.0, 0, 0
+    loss_sum, examples, step = torch.zeros((), device=device), 0, 0
     start = time.perf_counter()
     model.train()
     if bound_mask is not None:
@@ -94,11 +95,10 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
                 bound_mask.apply_()
             step += 1
             examples += len(indices)
-            loss_value = loss.item()
-            loss_sum += loss_value
+            loss_sum = loss_sum + loss.detach().float()  # stays on the device: no sync per step
             bar.update(1)
-            if cfg.progress:
-                bar.set_postfix(loss=f"{loss_value:.4f}", refresh=False)
+            if cfg.progress and step % PROGRESS_EVERY == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if on_step is not None:
                 on_step(step, model)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
@@ -111,7 +111,7 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     if cfg.eval_every:
         history.append({"step": step, **final})
     return {
-        "train_loss": loss_sum / max(step, 1),
+        "train_loss": loss_sum.item() / max(step, 1),
         "steps": step,
         "examples": examples,
         "time_s": time.perf_counter() - start,
