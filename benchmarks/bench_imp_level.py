@@ -62,6 +62,13 @@ def run(quick: bool) -> Result:
                        device="cpu", precision="fp32", group_by_length=True)
     pcfg = PruneConfig()  # magnitude_global, linear 10%: level 1 = 10% sparsity
 
+    # Warm-up (untimed): one forward/backward at both widths, so neither side pays first-call costs.
+    from .reference import pad128
+    warm = build_model(mcfg, "classification", num_labels=2, seed=seed)
+    for b in (data.collate(data.train[list(range(bs))]), pad128(train_rows[:bs], pad)):
+        warm(**{k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "token_type_ids", "labels")}).loss.backward()
+    del warm
+
     runs: dict[str, list[dict]] = {"project": [], "reference": []}
     masks = {}
     for who in order:
