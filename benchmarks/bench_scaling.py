@@ -105,14 +105,18 @@ def plot(records: dict, path_stem: Path) -> None:
     a.set_ylabel("seconds")
     a.set_title("Time per IMP level vs model size")
     a.legend(fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+
     for n in names:
         r = records[n]
-        b.plot(range(r["levels"]), r["cumulative_s"], "o-", label=f"{n} ({r['steps_per_level']} steps/level)")
-    b.set_xlabel("IMP level (0 = dense)")
-    b.set_ylabel("cumulative wall time (s)")
+        b.plot(range(r["levels"]), r["level_s"], "o-", label=f"{n}: per level ({r['steps_per_level']} steps/level)")
+        b.plot(range(r["levels"]), r["cumulative_s"], ":", color=b.lines[-1].get_color(), label=f"{n}: cumulative")
+    b.set_xlabel("IMP level (0 = dense, includes model build)")
+    b.set_ylabel("wall time (s)")
     b.set_yscale("log")
-    b.set_title("Time vs number of levels (measured)")
-    b.legend(fontsize=8)
+    b.xaxis.set_major_locator(MaxNLocator(integer=True))
+    b.set_title("Time vs number of levels (measured, imp.run)")
+    b.legend(fontsize=7)
     fig.tight_layout()
     path_stem.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path_stem.with_suffix(".png"), dpi=150)
@@ -153,6 +157,14 @@ def run(quick: bool) -> Result:
     res.add(f"![scaling](../../figures/{stem.name}.png)")
     res.data = {"records": records, "figure": str(stem.with_suffix(".png").relative_to(FIGURES_DIR.parent))}
     return res
+
+
+def replot(quick: bool = False) -> None:
+    """Redraw the figure from the stored results JSON (no measuring)."""
+    from .common import RESULTS_DIR
+
+    recs = json.loads((RESULTS_DIR / f"{NAME}{'_quick' if quick else ''}.json").read_text())["data"]["records"]
+    plot(recs, FIGURES_DIR / ("scaling_quick" if quick else "scaling"))
 
 
 if __name__ == "__main__":
