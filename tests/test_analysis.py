@@ -68,6 +68,16 @@ def test_dense_baseline_falls_back_to_imp_level0():
     assert b.mean == pytest.approx(0.7) and b.n_seeds == 2
 
 
+def test_dense_baseline_combines_dense_runs_with_imp_level0_once_per_seed():
+    # seed 0 only has an IMP run; seeds 1, 2 have dense runs; seed 1's IMP level 0 is not counted twice
+    df = pd.DataFrame([row("D", "imp", 0, 0, 0.0, 0.70), row("D", "imp", 1, 0, 0.0, 0.99),
+                       row("D", "dense", 1, 0, 0.0, 0.80), row("D", "dense", 2, 0, 0.0, 0.90)])
+    b = analysis.dense_baseline(df, "D")
+    assert b.n_seeds == 3
+    assert b.mean == pytest.approx(0.80)
+    assert b.std == pytest.approx(np.std([0.70, 0.80, 0.90], ddof=1))
+
+
 def test_dense_baseline_errors_are_one_line(runs):
     with pytest.raises(AnalysisError, match="no dense result"):
         analysis.dense_baseline(runs, "missing")

@@ -10,8 +10,8 @@ tables to :mod:`tickets_core.plots`.
 The matching criterion follows Chen et al. (NeurIPS 2020): a subnetwork is
 *matching* on task T when its score is at least the mean of the dense model's
 scores over seeds minus ``n_std`` standard deviations (``n_std=1`` in the
-paper).  The dense model of a task is its ``dense`` runs; a task without any
-uses level 0 of its ``imp`` runs (the same fine-tuning of theta0).  With a
+paper).  The dense model of a task is its ``dense`` runs together with level
+0 of its ``imp`` runs (the same fine-tuning of theta0), one row per seed.  With a
 single dense seed the standard deviation is taken as 0 (threshold = that
 score) and a warning says so.
 """
@@ -126,11 +126,16 @@ class DenseBaseline:
 
 
 def dense_rows(df: pd.DataFrame, task: str) -> pd.DataFrame:
-    """The dense fine-tunings of ``task``: its ``dense`` runs, else level 0 of its ``imp`` runs."""
-    rows = df[(df["task"] == task) & (df["kind"] == "dense")]
-    if len(rows) == 0:
-        rows = df[(df["task"] == task) & (df["kind"] == "imp") & (df["level"] == 0)]
-    return rows
+    """The dense fine-tunings of ``task``: its ``dense`` runs, plus level 0 of its ``imp`` runs.
+
+    Level 0 of an IMP run is a dense fine-tuning from theta0, so it counts as
+    one seed of the dense baseline; a seed that also has a ``dense`` run is
+    counted once (the ``dense`` run's row is kept).
+    """
+    dense = df[(df["task"] == task) & (df["kind"] == "dense")]
+    level0 = df[(df["task"] == task) & (df["kind"] == "imp") & (df["level"] == 0)]
+    level0 = level0[~level0["seed"].isin(dense["seed"])]
+    return pd.concat([dense, level0]) if len(level0) else dense
 
 
 def dense_baseline(df: pd.DataFrame, task: str, n_std: float = 1.0, *, metric: str = "score",
