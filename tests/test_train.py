@@ -144,3 +144,14 @@ def test_minilm_learns_rotten_tomatoes(tmp_path):
                                              progress=False), seed=0)
     print(f"minilm rotten_tomatoes: accuracy {res['eval']['accuracy']:.3f} in {time.perf_counter() - start:.1f}s")
     assert res["eval"]["accuracy"] >= 0.70
+
+
+def test_fresh_mlm_head_is_seeded_and_tied():
+    """all-MiniLM-L6-v2 ships no MLM head: build_model creates one from the seed, decoder tied to the embeddings."""
+    heads = [build_model(ModelConfig("minilm"), "mlm", seed=s) for s in (0, 0, 1)]
+    for m in heads:
+        assert m.get_output_embeddings().weight is m.get_input_embeddings().weight
+    dense = [dict(m.named_parameters())["cls.predictions.transform.dense.weight"] for m in heads]
+    assert torch.equal(dense[0], dense[1]) and not torch.equal(dense[0], dense[2])
+    base = build_model(ModelConfig("minilm"), "base")
+    assert torch.equal(heads[0].get_input_embeddings().weight, base.get_input_embeddings().weight)  # pre-trained
