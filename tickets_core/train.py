@@ -201,7 +201,13 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
             continue
         (plain if name.endswith("bias") or id(p) in no_decay else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate)
+    # The fused kernel does one pass over each tensor instead of ~7 small ops per
+    # parameter (CPU and CUDA; 3-7x faster optimizer steps on CPU, see benchmarks/).
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in _FUSED_DTYPES for p in decay + plain)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, fused=fused or None)
+
+
+_FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
 def batch_order(n: int, batch_size: int, generator: torch.Generator, lengths=None) -> list[list[int]]:
