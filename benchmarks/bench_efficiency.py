@@ -100,7 +100,7 @@ def run(quick: bool) -> Result:
             f"(matmul/attention kernels {100 * mm_share:.0f}% of self time).")
     res.add(md_table(["operator", "calls", "self ms", "share"], prow))
     # the optimizer: the project's AdamW (train.make_optimizer) vs foreach / fused implementations
-    opt_rows, opt_t = _optimizer_table(model, repeats=3 if quick else 10)
+    opt_rows, opt_t = _optimizer_table(model, repeats=10 if quick else 30)
     res.add("Optimizer step alone (MiniLM, all 22.7M parameters, random gradients), alternated, median. "
             "`train.make_optimizer` builds `torch.optim.AdamW` without `foreach`/`fused`: on CPU that is the "
             "per-parameter Python loop (the profile's mul_/lerp_/addcmul_/sqrt/div/addcdiv_ rows, one call per "
