@@ -304,3 +304,12 @@ def test_transfer_from_a_mask_file(make_sweep, tmp_path):
     jobs = [j for j in sweep.plan_sweep(make_sweep(text)).jobs if j.label.startswith("transfer")]
     assert [j.label for j in jobs] == ["transfer m.safetensors->imdb seed 0", "transfer m.safetensors->imdb seed 1"]
     assert all(j.deps == [] and j.parameters["mask_path"] == str(tmp_path / "m.safetensors") for j in jobs)
+
+
+def test_run_progress_reads_levels_from_status(tmp_path):
+    assert sweep.run_progress(tmp_path / "missing") == "starting"
+    (tmp_path / "status.json").write_text(json.dumps({"state": "running", "levels_done": [0, 1],
+                                                      "levels_planned": 5}))
+    assert sweep.run_progress(tmp_path) == "2/5 levels"
+    (tmp_path / "status.json").write_text("{not json")
+    assert sweep.run_progress(tmp_path) == "starting"

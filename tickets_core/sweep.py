@@ -211,6 +211,16 @@ def run_state(run_dir: Path | None) -> str | None:
         return None
 
 
+def run_progress(run_dir: Path | None) -> str:
+    """``levels done/planned`` of a running run folder, from its status.json ("starting" before it has one)."""
+    try:
+        status = json.loads((run_dir / "status.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return "starting"
+    done, planned = len(status.get("levels_done") or []), status.get("levels_planned")
+    return f"{done}/{planned} levels" if planned else f"{done} levels"
+
+
 def _flat_defaults() -> dict[str, Any]:
     """Every name RunConfig.from_flat accepts, with its default value."""
     from dataclasses import fields
@@ -704,8 +714,12 @@ def select(plan: Plan, pattern: str | None) -> list[Job]:
 
 
 def run_plan(jobs: list[Job], executor: cf.Executor, *, runner: Callable[[Job], dict] = execute_job,
-             log: Callable[[str], None] | None = None, progress: bool = True) -> list[Outcome]:
+             log: Callable[[str], None] | None = None, progress: bool = True,
+             poll_s: float = 10.0) -> list[Outcome]:
     """Execute ``jobs`` on ``executor``, trunks before their branches, analysis last.
+
+    The progress bar counts notebooks; its suffix shows, every ``poll_s``
+    seconds, how many levels each run in flight has finished.
 
     Runs already ``done`` on disk are not executed; a job whose dependency
     failed is skipped; analysis jobs wait until every run job has ended.
@@ -749,7 +763,10 @@ def run_plan(jobs: list[Job], executor: cf.Executor, *, runner: Callable[[Job], 
                 if pending:  # cannot happen with an acyclic plan; never spin
                     raise SweepError(f"cannot order the remaining jobs: {', '.join(j.name for j in pending)}")
                 continue
-            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+            done, _ = cf.wait(running, timeout=poll_s, return_when=cf.FIRST_COMPLETED)
+            # Live view of the notebooks in flight: each run's finished levels (from status.json).
+            bar.set_postfix_str("; ".join(f"{j.label}: {run_progress(j.run_dir) if j.is_run else 'running'}"
+                                          for j in running.values()), refresh=True)
             for fut in done:
                 job = running.pop(fut)
                 try:
