@@ -80,9 +80,10 @@ def _prune_lowest(scores: torch.Tensor, keep: torch.Tensor, n_prune: int) -> tor
     keep = keep.clone()
     if n_prune <= 0:
         return keep
-    # The k-th smallest surviving score, by numpy's in-place introselect on a copy of the
-    # survivors (linear time; several times faster than torch.kthvalue on a CPU).
-    alive = scores[keep].numpy()
+    # The k-th smallest surviving score, by numpy's in-place introselect (linear time; several
+    # times faster than torch.kthvalue on a CPU) on a copy in which pruned entries are +inf:
+    # one pass, no gather of the survivors (the gather alone cost 2.5 s at bert-base scale).
+    alive = scores.masked_fill(~keep, float("inf")).numpy()
     alive.partition(n_prune - 1)
     threshold = float(alive[n_prune - 1])
     below = (scores < threshold) & keep
