@@ -13,8 +13,7 @@ weights (no download), sequence-classification head: 73 prunable matrices,
 Time (median) and peak resident-memory growth of the call (sampled from
 /proc/self/statm); whether both give the same mask. Then mask files:
 ``Mask.save``/``Mask.load`` (bit-packed safetensors) against the reference's
-record, ``torch.save`` of the float32 ``weight_mask`` tensors. A third row times the
-proposed patch in ``benchmarks/proposals.py`` (same masks, no survivor gather).
+record, ``torch.save`` of the float32 ``weight_mask`` tensors.
 """
 
 from __future__ import annotations
@@ -69,18 +68,7 @@ def run(quick: bool) -> Result:
             for k, p in prunable_parameters(model).items():
                 p.copy_(orig[k])
 
-    def proposed():
-        from .proposals import patched_prune_lowest
-
-        with patched_prune_lowest():
-            return project()
-
-    import tickets_core.pruning as project_pruning
-
-    has_proposal = hasattr(project_pruning, "_prune_lowest")
     fns = {"project": project, "reference": reference}
-    if has_proposal:
-        fns["proposed"] = proposed
     rec = {k: [] for k in fns}
     last = {}
     names = list(fns)
@@ -115,17 +103,7 @@ def run(quick: bool) -> Result:
          f"{t['project'] / t['reference']:.2f}"],
         ["torch.nn.utils.prune.global_unstructured (L1)", f"{t['reference']:.2f}",
          ", ".join(f"{x['s']:.2f}" for x in rec["reference"]), f"{m['reference'] / MB:.0f}", "1.00"],
-    ] + ([[
-        "proposed patch: prune() with benchmarks.proposals.prune_lowest_no_gather", f"{t['proposed']:.2f}",
-        ", ".join(f"{x['s']:.2f}" for x in rec["proposed"]), f"{m['proposed'] / MB:.0f}",
-        f"{t['proposed'] / t['reference']:.2f}"]] if has_proposal else [])))
-    if has_proposal:
-        same_prop = all(torch.equal(last["proposed"][k], last["project"][k]) for k in last["project"])
-        res.add("Proposed patch (not in tickets_core): in `pruning._prune_lowest`, replace the survivor gather "
-                f"`scores[keep]` (a boolean-mask gather over all {numel:,} scores) by "
-                "`scores.masked_fill(~keep, inf)` before the numpy partition; same threshold, same tie rule. "
-                f"Mask identical to the project's: {same_prop}; time {t['proposed']:.2f} s vs {t['project']:.2f} s.")
-        res.data["proposed_same_mask"] = same_prop
+    ]))
 
     # mask files
     mask = Mask(last["project"])
@@ -154,10 +132,8 @@ def run(quick: bool) -> Result:
                faster, "" if faster else "see times above")
     why = ""
     if t["project"] >= 2.0:
-        why = ("memory-bound passes over 85.5M scores; the largest single cost is the boolean-mask gather "
-               "`scores[keep]` in `_prune_lowest`"
-               + (f" (the proposed patch without it: {t['proposed']:.2f} s)" if has_proposal else "")
-               + f"; load average {res.machine['loadavg_start'][0]:.1f} at start")
+        why = ("memory-bound passes over 85.5M scores (abs, concatenation, inf-fill, numpy partition, "
+               f"comparisons); load average {res.machine['loadavg_start'][0]:.1f} at start")
     res.target("pruning step < 2 s", f"{t['project']:.2f} s", t["project"] < 2.0, why)
     payload = sum((v.numel() + 7) // 8 for v in mask.values())
     import zlib
