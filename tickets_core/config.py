@@ -350,7 +350,7 @@ def from_dict(cls, d: dict, prefix: str = ""):
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(d) - set(known))
     if unknown:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]!r}")
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}")
     return cls(**d)
 
 
