@@ -343,3 +343,29 @@ def test_figures_are_readable_and_saved_as_png_and_pdf(runs, run_root, tmp_path)
         plots.save_figure(figs["curves"], "../escape", tmp_path)
     with pytest.raises(AnalysisError, match="unknown figure width"):
         plots.figure_width("triple")
+
+
+def test_report_tables_from_run_folders(run_root, capsys):
+    from tickets_core import report
+
+    write_run(run_root, "random_prune", "rotten_tomatoes", 0, {1: (0.2, 0.75), 2: (0.36, 0.60)},
+              source_task="rotten_tomatoes")
+    assert report.main([str(run_root), "--level", "2"]) == 0
+    text = capsys.readouterr().out
+    # rotten_tomatoes: dense 0.80/0.84 -> threshold 0.82 - 0.0283 = 0.7917; IMP matches at 20% (0.81), not 36% (0.79)
+    assert "| rotten_tomatoes | accuracy | 2 | 0.8200 ± 0.0283 | 0.7917 |" in text
+    assert "| rotten_tomatoes | 36% | 20% | none |" in text  # random pruning never reaches 0.7917
+    assert "| imdb | 36% | 20% | - |" in text               # imdb has no random-pruning run
+    assert "| rotten_tomatoes | 20% | 0.810 | 0.750 | +0.060 |" in text
+    assert "| rotten_tomatoes | 36% | 0.790 | 0.600 | +0.190 |" in text
+    # transfer at level 2: rotten_tomatoes' mask on imdb scores 0.85, 0.05 below imdb's dense mean 0.90
+    assert "| rotten_tomatoes | 0.850 (-0.050) | 0.790 (-0.030) |" in text  # diagonal: the IMP ticket itself
+    assert "| imdb | 0.880 (-0.020) | 0.700 (-0.120) |" in text
+
+
+def test_report_on_an_empty_folder_is_one_line_error(tmp_path, capsys):
+    from tickets_core import report
+
+    assert report.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
