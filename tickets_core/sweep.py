@@ -636,7 +636,9 @@ def execute_job(job: Job) -> dict:
         ensure_importable()
         job.output.parent.mkdir(parents=True, exist_ok=True)
         pm.execute_notebook(str(job.notebook), str(job.output), parameters=job.parameters, kernel_name="python3",
-                            progress_bar=False, log_output=False, cwd=str(job.notebook.parent))
+                            progress_bar=False, log_output=False, cwd=str(job.notebook.parent),
+                            # keep the kernels' start-up warnings out of the sweep's terminal
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
         if job.is_run and run_state(job.run_dir) != "done":
             raise RuntimeError(f"the notebook ended but {job.run_dir}/status.json is not 'done' "
                                f"(state {run_state(job.run_dir)!r}); do its parameters build the same config?")
