@@ -141,9 +141,25 @@ def test_sparsity_outside_unit_interval_is_an_error(bad):
     with pytest.raises(PruningError) as info:
         magnitude_global(weights_of(model), Mask.ones_like(model), bad)
     assert "\n" not in str(info.value) and isinstance(info.value, ConfigError)
-    with pytest.raises(PruningError):
-        random_layerwise(weights_of(model), Mask.ones_like(model), 0.1,
-                         layer_sparsities={k: bad for k in Mask.ones_like(model)})
+    if bad != 1.0:  # one matrix may be pruned completely (next test); the total may not
+        with pytest.raises(PruningError, match="layer sparsity"):
+            random_layerwise(weights_of(model), Mask.ones_like(model), 0.1,
+                             layer_sparsities={k: bad for k in Mask.ones_like(model)})
+
+
+def test_random_layerwise_reproduces_a_fully_pruned_matrix():
+    # A pre-trained pooler can have much smaller weights than the encoder (all-MiniLM-L6-v2's:
+    # std 0.009 vs 0.04-0.09), so global magnitude pruning removes all of it; random pruning
+    # with IMP's per-matrix sparsities must accept that matrix at sparsity 1.
+    model = small_bert()
+    w, ones = weights_of(model), Mask.ones_like(model)
+    small = next(iter(w))
+    w = {k: (v * 1e-3 if k == small else v) for k, v in w.items()}
+    imp = magnitude_global(w, ones, 0.5)
+    assert imp.layer_sparsities()[small] == 1.0
+    rl = random_layerwise(w, ones, 0.0, generator=level_generator(0, 1), layer_sparsities=imp.layer_sparsities())
+    assert int(rl[small].sum()) == 0
+    assert {k: int(v.sum()) for k, v in rl.items()} == {k: int(v.sum()) for k, v in imp.items()}
 
 
 def test_other_errors_are_one_line():
