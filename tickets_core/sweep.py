@@ -490,6 +490,21 @@ class _Builder:
         raise self.error(at, f"{who}: its trunk run {name} ({trunk['kind']} {task} seed {seed}) {where} "
                              f"under {self.output_root}")
 
+    def tasks_or_trunks(self, entry: dict, key: str, trunk: dict, at: tuple) -> list[str]:
+        """The entry's task list under ``key`` (validated), else its trunk's tasks."""
+        if key in entry:
+            return self.names(entry[key], at + (key,), key, check_tasks=True)
+        if trunk["tasks"] is not None:
+            return trunk["tasks"]
+        raise self.error(at, f"give '{key}' (the trunk is not in this file)")
+
+    def branch_params(self, entry: dict, section: str, notebook: str, trunk: dict, at: tuple) -> dict:
+        """The trunk's parameters overridden by the entry's own (checked against ``notebook``'s)."""
+        params = self.entry_params(entry, section)
+        _, nb_params = self.notebook(notebook, at)
+        self.check_params(params, at, nb_params, allow_flat=True)
+        return {**trunk["params"], **params}
+
     def branch_seeds(self, entry: dict, trunk: dict, at: tuple) -> tuple[list[int], Any]:
         if "seeds" in entry:
             seeds = self.names(entry["seeds"], at + ("seeds",), "seeds")
@@ -511,17 +526,9 @@ class _Builder:
                 raise self.error(at + ("kinds",), f"branch kind must be random_prune or random_reinit, got {kind!r}"
                                  + (" (transfers have their own section)" if kind == "transfer" else ""))
         trunk = self.trunk_of(entry, at)
-        if "tasks" in entry:
-            tasks = self.names(entry["tasks"], at + ("tasks",), "tasks", check_tasks=True)
-        elif trunk["tasks"] is not None:
-            tasks = trunk["tasks"]
-        else:
-            raise self.error(at, "give 'tasks' (the trunk is not in this file)")
+        tasks = self.tasks_or_trunks(entry, "tasks", trunk, at)
         seeds, trunk_seed = self.branch_seeds(entry, trunk, at)
-        params = self.entry_params(entry, "branches")
-        _, nb_params = self.notebook("baselines", at)
-        self.check_params(params, at, nb_params, allow_flat=True)
-        merged = {**trunk["params"], **params}
+        merged = self.branch_params(entry, "branches", "baselines", trunk, at)
         for kind, task, seed in itertools.product(kinds, tasks, seeds):
             label = f"{kind} {task} seed {seed}"
             src, deps = self.trunk_run(trunk, task, seed if trunk_seed is None else trunk_seed, at, label)
@@ -535,17 +542,9 @@ class _Builder:
             self.add_mask_transfers(entry, targets, at)
             return
         trunk = self.trunk_of(entry, at)
-        if "sources" in entry:
-            sources = self.names(entry["sources"], at + ("sources",), "sources", check_tasks=True)
-        elif trunk["tasks"] is not None:
-            sources = trunk["tasks"]
-        else:
-            raise self.error(at, "give 'sources' (the trunk is not in this file)")
+        sources = self.tasks_or_trunks(entry, "sources", trunk, at)
         seeds, trunk_seed = self.branch_seeds(entry, trunk, at)
-        params = self.entry_params(entry, "transfers")
-        _, nb_params = self.notebook("transfer", at)
-        self.check_params(params, at, nb_params, allow_flat=True)
-        merged = {**trunk["params"], **params}
+        merged = self.branch_params(entry, "transfers", "transfer", trunk, at)
         for source, target, seed in itertools.product(sources, targets, seeds):
             if source == target:
                 continue
