@@ -34,18 +34,22 @@ def movie_csv_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_config_factory(movie_csv_dir, tmp_path_factory):
-    """``make(output_root, **flat_overrides) -> RunConfig``: tiny-bert on the fixture data, 1 step per level, CPU."""
+    """``make(output_root, **flat_overrides) -> RunConfig``: tiny-bert on the fixture data, 1 step per level, CPU.
+
+    The config comes resolved (its data identified), so ``run_name()`` works.
+    """
     from tickets_core.config import RunConfig
+    from tickets_core.identity import resolve
 
     cache = tmp_path_factory.mktemp("tokenized")
 
     def make(output_root, **overrides):
-        params = dict(kind="imp", seed=0, name_or_path="tiny-bert", task="rotten_tomatoes",
+        params = dict(kind="imp", seed=0, model="tiny-bert", task="rotten_tomatoes",
                       data_dir=str(movie_csv_dir), cache_dir=str(cache), max_seq_length=16,
                       batch_size=8, eval_batch_size=16, max_steps=1, learning_rate=1e-3, device="cpu",
                       progress=False, levels=3, rate=0.2, output_root=str(output_root))
         params.update(overrides)
-        return RunConfig.from_flat(**params)
+        return resolve(RunConfig.from_flat(**params))
 
     return make
 

@@ -137,37 +137,25 @@ def test_filter_runs_and_methods(runs):
 # ---------------------------------------------------------------------------
 
 
-def random_mask(density: float, seed: int, shapes=((64, 32), (32, 16), (100,))) -> dict[str, torch.Tensor]:
+def random_mask(density: float, seed: int, shapes=((64, 32), (32, 16), (100,))):
+    from tickets_core.masks import Mask
+
     g = torch.Generator().manual_seed(seed)
-    return {f"m{i}": torch.rand(s, generator=g) < density for i, s in enumerate(shapes)}
+    return Mask({f"m{i}": torch.rand(s, generator=g) < density for i, s in enumerate(shapes)})
 
 
-def test_mask_iou_matches_sklearn_jaccard():
+def test_mask_overlap_matches_sklearn_jaccard(tmp_path):
     from sklearn.metrics import jaccard_score
+
+    from tickets_core.masks import Mask, MaskFitError
 
     a, b = random_mask(0.4, 1), random_mask(0.7, 2)
     flat = lambda m: torch.cat([m[k].reshape(-1) for k in sorted(m)]).numpy()  # noqa: E731
-    assert analysis.mask_iou(a, b) == pytest.approx(jaccard_score(flat(a), flat(b)))
-    assert analysis.mask_iou(a, a) == 1.0
-    assert analysis.mask_density(a) == pytest.approx(flat(a).mean())
-
-
-def test_mask_iou_on_saved_masks_equals_mask_overlap(tmp_path):
-    from tickets_core.masks import Mask
-
-    a, b = Mask(random_mask(0.3, 3)), Mask(random_mask(0.5, 4))
-    a2 = Mask.load(a.save(tmp_path / "a.safetensors"))
-    assert analysis.mask_iou(a2, b) == pytest.approx(a.overlap(b))
-
-
-def test_mask_iou_rejects_mismatched_masks():
-    a = random_mask(0.5, 1)
-    with pytest.raises(AnalysisError, match="different matrices"):
-        analysis.mask_iou(a, {"m0": a["m0"]})
-    with pytest.raises(AnalysisError, match="shapes differ"):
-        analysis.mask_iou({"x": torch.ones(3, dtype=torch.bool)}, {"x": torch.ones(4, dtype=torch.bool)})
-    with pytest.raises(AnalysisError, match="boolean"):
-        analysis.mask_iou({"x": torch.ones(3)}, {"x": torch.ones(3)})
+    assert a.overlap(b) == pytest.approx(jaccard_score(flat(a), flat(b)))
+    assert a.overlap(a) == 1.0 and a.density == pytest.approx(flat(a).mean())
+    assert Mask.load(a.save(tmp_path / "a.safetensors")).overlap(b) == pytest.approx(a.overlap(b))
+    with pytest.raises(MaskFitError, match="same names"):
+        a.overlap(Mask({"m0": a["m0"]}))
 
 
 @pytest.mark.parametrize("d1,d2", [(0.1, 0.1), (0.3, 0.6), (0.9, 0.5)])
@@ -184,8 +172,8 @@ def test_overlap_matrices():
     masks = {"A": random_mask(0.4, 1), "B": random_mask(0.4, 2), "C": random_mask(0.2, 3)}
     m = analysis.overlap_matrix(masks)
     assert np.allclose(m.to_numpy(), m.to_numpy().T) and np.allclose(np.diag(m), 1.0)
-    assert m.loc["A", "C"] == pytest.approx(analysis.mask_iou(masks["A"], masks["C"]))
-    dens = {k: analysis.mask_density(v) for k, v in masks.items()}
+    assert m.loc["A", "C"] == pytest.approx(masks["A"].overlap(masks["C"]))
+    dens = {k: v.density for k, v in masks.items()}
     r = analysis.random_overlap_matrix(dens)
     assert r.loc["A", "C"] == pytest.approx(analysis.random_iou(dens["A"], dens["C"]))
     # independent random masks: observed IoU close to the random expectation
@@ -221,8 +209,9 @@ def write_run(root, kind, task, seed, levels: dict[int, tuple[float, float]], *,
     """A run folder as docs/ARCHITECTURE.md describes it; ``levels``: level -> (sparsity, score)."""
     from tickets_core.config import RunConfig
 
-    cfg = RunConfig.from_flat(kind=kind, task=task, seed=seed, name_or_path="tiny-bert", output_root=str(root),
+    cfg = RunConfig.from_flat(kind=kind, task=task, seed=seed, model="tiny-bert", output_root=str(root),
                               **({"source_run": f"imp-{source_task}"} if source_task else {}))
+    cfg.data.fingerprint = "fixture"  # written by hand, not resolved: tasks here are made-up names
     d = root / cfg.run_name()
     d.mkdir(parents=True)
     (d / "config.json").write_text(cfg.to_json())
@@ -328,7 +317,7 @@ def test_figures_are_readable_and_saved_as_png_and_pdf(runs, run_root, tmp_path)
         "curves": plots.sparsity_curves(analysis.add_method(runs[runs.kind != "dense"]), base, high, width="single"),
         "transfer": plots.transfer_heatmaps(analysis.transfer_matrix(results.load_runs(run_root))),
         "overlap": plots.overlap_heatmaps(*(lambda m: (analysis.overlap_matrix(m), analysis.random_overlap_matrix(
-            {k: analysis.mask_density(v) for k, v in m.items()})))({"A": random_mask(.4, 1), "B": random_mask(.4, 2)})),
+            {k: v.density for k, v in m.items()})))({"A": random_mask(.4, 1), "B": random_mask(.4, 2)})),
     }
     for name, fig in figs.items():
         sizes = _font_sizes(fig)

@@ -140,7 +140,7 @@ def test_killed_run_resumes_with_the_same_masks(trunk, tiny_config_factory, tmp_
         imp.run(cfg)
     paths = RunPaths(tmp_path / "runs" / cfg.run_name())
     status = json.loads(paths.status().read_text())
-    assert status["state"] == "failed" and "simulated kill" in status["error"] and status["levels_done"] == [0, 1]
+    assert status["state"] == "interrupted" and "simulated kill" in status["error"] and status["levels_done"] == [0, 1]
     monkeypatch.undo()
     calls = record_fine_tune(monkeypatch)
     imp.run(cfg)
@@ -225,7 +225,7 @@ def test_transfer_of_an_mlm_mask_to_a_classifier(tiny_run_config, tmp_path):
 
 @pytest.mark.parametrize("family", ["tiny-roberta", "tiny-distilbert", "tiny-electra"])
 def test_each_family_runs_imp(tiny_run_config, family):
-    d = imp.run(tiny_run_config(name_or_path=family, levels=1))
+    d = imp.run(tiny_run_config(model=family, levels=1))
     df = load_runs(d)
     assert df["sparsity"].tolist() == pytest.approx([0.0, 0.2], abs=1e-4)
     assert (df["state"] == "done").all()

@@ -10,7 +10,8 @@ import torch
 from tickets_core.config import ModelConfig
 from tickets_core.masks import Mask
 from tickets_core.models import build_model
-from tickets_core.prunable import base_model, describe, prunable_parameters
+from tickets_core.components import describe
+from tickets_core.prunable import base_model, prunable_parameters
 
 FAMILIES = ["tiny-bert", "tiny-roberta", "tiny-distilbert", "tiny-electra"]
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tickets_core.config import RunConfig
+from tickets_core.identity import resolve
 from tickets_core.masks import Mask
 from tickets_core.results import RUN_COLUMNS, load_masks, load_runs, load_sparsity
 from tickets_core.store import Run, RunStoreError
@@ -19,7 +20,7 @@ NAMES = ("encoder.layer.0.attention.self.query.weight", "pooler.dense.weight")
 
 def fake_run(root, kind="imp", seed=0, levels=2, **kw) -> Run:
     """A run folder written through the store API, with made-up metrics (no training)."""
-    cfg = RunConfig.from_flat(output_root=str(root), kind=kind, seed=seed, name_or_path="tiny-bert", **kw)
+    cfg = resolve(RunConfig.from_flat(output_root=str(root), kind=kind, seed=seed, model="tiny-bert", **kw))
     run = Run.open(cfg, levels_planned=levels)
     for k in range(levels):
         keep = torch.arange(16).reshape(4, 4) >= 4 * k  # level k prunes k rows
@@ -76,7 +77,7 @@ def test_malformed_metrics_is_a_one_line_error_naming_the_file(tmp_path):
 
 
 def test_results_imports_no_training_code():
-    code = ("import sys, tickets_core.results; "
-            "bad = [m for m in ('transformers', 'tickets_core.train', 'tickets_core.imp') if m in sys.modules]; "
+    code = ("import sys, tickets_core.results, tickets_core.analysis, tickets_core.report; "
+            "bad = [m for m in ('torch', 'transformers', 'tickets_core.train', 'tickets_core.imp') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -9,12 +9,14 @@ import pytest
 import torch
 
 from tickets_core.config import RunConfig
+from tickets_core.fsio import atomic_write_json
+from tickets_core.identity import resolve
 from tickets_core.masks import Mask
-from tickets_core.store import Run, RunPaths, RunStoreError, atomic_write_json, is_run_dir
+from tickets_core.store import Run, RunPaths, RunStoreError, is_run_dir
 
 
 def cfg_at(tmp_path, **kw) -> RunConfig:
-    return RunConfig.from_flat(output_root=str(tmp_path), name_or_path="tiny-bert", **kw)
+    return resolve(RunConfig.from_flat(output_root=str(tmp_path), model="tiny-bert", **kw))
 
 
 def test_paths_have_one_method_per_artifact(tmp_path):

@@ -1,11 +1,10 @@
 """Analysis of finished runs: matching, highest matching sparsity, mask overlap, transfer.
 
 Pure functions on the DataFrames of :mod:`tickets_core.results` (one row per
-run and level, columns documented in ``docs/ARCHITECTURE.md``) and on masks
-(mappings parameter name -> boolean tensor or array, such as
-:class:`tickets_core.masks.Mask`).  Nothing here trains, loads a model or
-imports torch; the analysis notebooks call these functions and hand the
-tables to :mod:`tickets_core.plots`.
+run and level, columns documented in ``docs/ARCHITECTURE.md``) and on
+:class:`tickets_core.masks.Mask` objects that the caller loaded.  Nothing
+here trains, loads a model or imports torch; the analysis notebooks call
+these functions and hand the tables to :mod:`tickets_core.plots`.
 
 The matching criterion follows Chen et al. (NeurIPS 2020): a subnetwork is
 *matching* on task T when its score is at least the mean of the dense model's
@@ -26,19 +25,8 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-#: Display names of the run kinds, in the order the figures list them.
-METHOD_LABELS: dict[str, str] = {
-    "imp": "IMP",
-    "standard": "standard pruning",
-    "oneshot": "one-shot",
-    "random_prune": "random pruning",
-    "random_reinit": "random re-init",
-    "transfer": "transfer",
-    "dense": "dense",
-}
-
-#: Prunable components (``tickets_core.prunable.describe``), in model order.
-COMPONENTS: tuple[str, ...] = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out", "pooler")
+from .components import COMPONENTS
+from .kinds import KINDS
 
 # Two sparsities closer than this are "the same sparsity" (levels of runs that
 # prune the same number of weights differ by rounding only).
@@ -72,8 +60,8 @@ def _scores(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def method_label(kind: str, source_task: Any = None) -> str:
-    """Display name of a run kind; transfers name their source task."""
-    label = METHOD_LABELS.get(kind, kind)
+    """Display name of a run kind (its registry label); transfers name their source task."""
+    label = KINDS[kind].label if kind in KINDS else kind
     if kind == "transfer" and isinstance(source_task, str) and source_task:
         label = f"transfer from {source_task}"
     return label
@@ -268,56 +256,6 @@ def highest_matching_sparsity(df: pd.DataFrame, *, kind: str = "imp", metric: st
 # ---------------------------------------------------------------------------
 
 
-def _bool_array(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch tensor, without importing torch
-        x = x.detach().cpu().numpy()
-    a = np.asarray(x)
-    if a.dtype != np.bool_:
-        raise AnalysisError(f"masks must hold boolean arrays, got dtype {a.dtype}")
-    return a
-
-
-def _items(mask: Any) -> Mapping[str, Any]:
-    if isinstance(mask, Mapping):
-        return mask
-    if hasattr(mask, "items"):
-        return dict(mask.items())
-    raise AnalysisError(f"expected a mask (mapping name -> boolean tensor), got {type(mask).__name__}")
-
-
-def mask_density(mask: Any) -> float:
-    """Fraction of weights a mask keeps (over all its matrices)."""
-    items = _items(mask)
-    if not items:
-        raise AnalysisError("empty mask")
-    kept = total = 0
-    for value in items.values():
-        a = _bool_array(value)
-        kept += int(np.count_nonzero(a))
-        total += a.size
-    return kept / total
-
-
-def mask_iou(a: Any, b: Any) -> float:
-    """Intersection over union (Jaccard index) of the weights two masks keep.
-
-    Both masks must cover the same matrices with the same shapes.  Two masks
-    that keep nothing have IoU 1 (they agree everywhere).
-    """
-    ia, ib = _items(a), _items(b)
-    if set(ia) != set(ib):
-        only = sorted(set(ia) ^ set(ib))
-        raise AnalysisError(f"masks cover different matrices (e.g. {only[0]!r}); they come from different models")
-    inter = union = 0
-    for name in ia:
-        x, y = _bool_array(ia[name]), _bool_array(ib[name])
-        if x.shape != y.shape:
-            raise AnalysisError(f"mask shapes differ for {name!r}: {x.shape} vs {y.shape}")
-        inter += int(np.count_nonzero(x & y))
-        union += int(np.count_nonzero(x | y))
-    return 1.0 if union == 0 else inter / union
-
-
 def random_iou(d1: float, d2: float) -> float:
     """Expected IoU of two independent random masks keeping fractions ``d1`` and ``d2``.
 
@@ -332,14 +270,14 @@ def random_iou(d1: float, d2: float) -> float:
 
 
 def overlap_matrix(masks: Mapping[str, Any]) -> pd.DataFrame:
-    """Label x label IoU of the kept weights (labels are usually task names)."""
+    """Label x label IoU of the kept weights (``Mask.overlap``; labels are usually task names)."""
     if not masks:
         raise AnalysisError("mask overlap: no masks given")
     labels = list(masks)
     m = pd.DataFrame(np.eye(len(labels)), index=labels, columns=labels)
     for i, a in enumerate(labels):
         for b in labels[i + 1:]:
-            m.loc[a, b] = m.loc[b, a] = mask_iou(masks[a], masks[b])
+            m.loc[a, b] = m.loc[b, a] = masks[a].overlap(masks[b])
     return m
 
 
@@ -489,10 +427,3 @@ def transfer_matrix(df: pd.DataFrame, *, sparsity: float | None = None, level: i
                 # The diagonal cell's sparsity is the IMP level's own.
                 out.append(cell(task, task, own[own["level"] == own["level"].iloc[0]]))
     return pd.DataFrame(out).sort_values(["source_task", "target_task"], ignore_index=True)
-
-
-def pivot(table: pd.DataFrame, value: str, *, index: str = "source_task", columns: str = "target_task") -> pd.DataFrame:
-    """Square-ish pivot of a long table (e.g. :func:`transfer_matrix`) for a heat map."""
-    if value not in table.columns:
-        raise AnalysisError(f"no column {value!r} to pivot; have {', '.join(table.columns)}")
-    return table.pivot(index=index, columns=columns, values=value)

@@ -1,13 +1,20 @@
-"""Typed experiment configuration.
+"""Typed experiment configuration: the one place where parameters are declared.
 
-Every experiment is described by one :class:`RunConfig` made of smaller
-dataclasses, each field with its help text.  Notebooks turn their papermill
-``parameters`` cell into a ``RunConfig`` (see :func:`RunConfig.from_flat`),
-and the run store hashes the resolved config into the run folder's name, so
-identical configs share a folder and a re-run resumes instead of repeating.
+Every experiment is one :class:`RunConfig` made of smaller dataclasses.  Each
+field is declared once with :func:`~tickets_core.params.param` (default,
+help, whether it changes results, whether it is a path, its choices), and
+everything else derives from that declaration: the type and range checks
+(a bad value fails at once with a one-line :class:`ConfigError` naming the
+parameter), the flat parameter names of notebooks and sweeps
+(:data:`PARAMS`, :meth:`RunConfig.from_flat`), the experiment notebook's
+parameters cell, the sweep's path handling and the run-folder name.
 
-Validation happens in ``__post_init__``: a bad value fails at once with a
-one-line :class:`ConfigError`, before anything is written.
+Identity: the run folder is ``<kind>-<task>-<hash8>`` over the fields that
+change results.  Paths never enter the hash: the data are identified by
+their files' fingerprint (``data.fingerprint``), a mask file by its content
+(``mask_fingerprint``) and a source run by its run name, all filled in by
+:func:`tickets_core.identity.resolve` and kept in ``config.json``; so a runs
+folder can be moved, copied or shared.
 """
 
 from __future__ import annotations
@@ -15,260 +22,183 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
+from .errors import ConfigError
+from .kinds import KINDS, get_kind
+from .params import Param, check_fields, describe, flat_params, hashed_view, param, require
 
-class ConfigError(ValueError):
-    """A configuration value is invalid (one-line message)."""
+__all__ = ["ConfigError", "ModelConfig", "DataConfig", "TrainConfig", "PruneConfig", "RunConfig", "PARAMS",
+           "SCHEDULES", "describe", "from_dict"]
 
-
-def _help(text: str, *, hashed: bool = True) -> dict:
-    # ``hashed=False`` marks fields that do not change results (paths, logging,
-    # throughput knobs): they are left out of the run hash.
-    return {"help": text, "hashed": hashed}
-
-
-# ---------------------------------------------------------------------------
-# Model
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class ModelConfig:
-    name_or_path: str = field(
-        default="minilm",
-        metadata=_help(
-            "Model to start from: an alias ('minilm' = the offline all-MiniLM-L6-v2 "
-            "package; 'tiny-bert', 'tiny-roberta', 'tiny-distilbert', 'tiny-electra' = "
-            "small random configs for tests), a Hugging Face hub id such as "
-            "'bert-base-uncased', or a local directory with config + weights."
-        ),
-    )
-    tokenizer: str | None = field(
-        default=None,
-        metadata=_help("Tokenizer (alias, hub id or directory); defaults to the model's own."),
-    )
-    random_init: bool = field(
-        default=False,
-        metadata=_help("Build the architecture from its config with random weights (no pre-trained weights)."),
-    )
-    config_overrides: dict = field(
-        default_factory=dict,
-        metadata=_help("Overrides applied to the model config, e.g. {'num_hidden_layers': 2}."),
-    )
-    include_pooler: bool = field(
-        default=True,
-        metadata=_help("Count the pooler's dense layer as prunable when the model has one (the paper does)."),
-    )
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.name_or_path, str) or not self.name_or_path:
-            raise ConfigError("model.name_or_path must be a non-empty string")
-        if not isinstance(self.config_overrides, dict):
-            raise ConfigError("model.config_overrides must be a dict")
-
-
-# ---------------------------------------------------------------------------
-# Data / task
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class DataConfig:
-    task: str = field(
-        default="rotten_tomatoes",
-        metadata=_help(
-            "Task name from the registry (tickets_core.tasks.TASKS): GLUE (cola, sst2, mrpc, "
-            "stsb, qqp, mnli, qnli, rte, wnli), squad, mlm, and the offline tasks "
-            "(rotten_tomatoes, imdb, tweet_sentiment, ptb_mlm)."
-        ),
-    )
-    data_dir: str | None = field(
-        default=None,
-        metadata=_help(
-            "Local data in the task's standard layout (GLUE TSV folder, SQuAD JSON folder, "
-            "plain-text folder for MLM). None = the hub (GLUE/SQuAD/MLM) or the installed "
-            "offline package.",
-            hashed=True,
-        ),
-    )
-    max_seq_length: int = field(
-        default=128,
-        metadata=_help(
-            "Truncate inputs to this many tokens (MLM: block length). SQuAD left at this default uses its "
-            "standard 384-token windows with stride 128; any other value sets the window (stride = value // 3)."
-        ),
-    )
-    max_train_samples: int | None = field(
-        default=None, metadata=_help("Use only the first N training examples (after the deterministic shuffle).")
-    )
-    max_eval_samples: int | None = field(
-        default=None, metadata=_help("Evaluate on only the first N validation examples.")
-    )
-    mlm_probability: float = field(default=0.15, metadata=_help("Fraction of tokens masked for MLM (80/10/10)."))
-    cache_dir: str | None = field(
-        default=None,
-        metadata=_help("Where tokenized datasets are cached (default: ~/.cache/tickets_core).", hashed=False),
-    )
-
-    def __post_init__(self) -> None:
-        if self.max_seq_length < 8:
-            raise ConfigError(f"data.max_seq_length must be >= 8, got {self.max_seq_length}")
-        for name in ("max_train_samples", "max_eval_samples"):
-            v = getattr(self, name)
-            if v is not None and v < 1:
-                raise ConfigError(f"data.{name} must be >= 1 or None, got {v}")
-        if not 0.0 < self.mlm_probability < 1.0:
-            raise ConfigError(f"data.mlm_probability must be in (0, 1), got {self.mlm_probability}")
-
-
-# ---------------------------------------------------------------------------
-# Training
-# ---------------------------------------------------------------------------
-
-
-@dataclass
-class TrainConfig:
-    learning_rate: float = field(default=2e-5, metadata=_help("Peak AdamW learning rate."))
-    weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay (not applied to biases/LayerNorm)."))
-    warmup_ratio: float = field(default=0.0, metadata=_help("Fraction of a level's steps spent in linear warm-up."))
-    batch_size: int = field(default=32, metadata=_help("Training batch size (per device)."))
-    eval_batch_size: int = field(default=64, metadata=_help("Evaluation batch size.", hashed=False))
-    num_epochs: float = field(default=3.0, metadata=_help("Epochs per IMP level (ignored when max_steps is set)."))
-    max_steps: int | None = field(default=None, metadata=_help("Optimizer steps per level; overrides num_epochs."))
-    eval_every: int | None = field(
-        default=None, metadata=_help("Also evaluate every N steps (None: only at the end of the level).")
-    )
-    max_grad_norm: float = field(default=1.0, metadata=_help("Gradient clipping norm (0 disables)."))
-    group_by_length: bool = field(
-        default=True, metadata=_help("Batch examples of similar length together (less padding, faster).")
-    )
-    precision: str = field(
-        default="auto", metadata=_help("'fp32', 'bf16', or 'auto' (bf16 on a GPU that supports it, else fp32).")
-    )
-    device: str = field(default="auto", metadata=_help("'auto', 'cpu', 'cuda', 'cuda:1', ...", hashed=False))
-    progress: bool = field(default=True, metadata=_help("Show tqdm progress bars.", hashed=False))
-
-    def __post_init__(self) -> None:
-        if self.learning_rate <= 0:
-            raise ConfigError(f"train.learning_rate must be > 0, got {self.learning_rate}")
-        if self.batch_size < 1 or self.eval_batch_size < 1:
-            raise ConfigError("train.batch_size and train.eval_batch_size must be >= 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"train.max_steps must be >= 1 or None, got {self.max_steps}")
-        if self.num_epochs <= 0:
-            raise ConfigError(f"train.num_epochs must be > 0, got {self.num_epochs}")
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ConfigError(f"train.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
-
-
-# ---------------------------------------------------------------------------
-# Pruning
-# ---------------------------------------------------------------------------
-
-STRATEGIES = ("magnitude_global", "magnitude_layerwise", "random_global", "random_layerwise")
 SCHEDULES = ("linear", "geometric")
 
 
-@dataclass
-class PruneConfig:
-    strategy: str = field(
-        default="magnitude_global",
-        metadata=_help(
-            "How each level picks the weights to remove: 'magnitude_global' (rank |w| across all "
-            "prunable matrices), 'magnitude_layerwise' (rank within each matrix), 'random_global', "
-            "'random_layerwise' (random, matching given per-matrix sparsities)."
-        ),
-    )
-    schedule: str = field(
-        default="linear",
-        metadata=_help(
-            "'linear': level k has sparsity k*rate of the original prunable weights (the paper: "
-            "10%, 20%, ...); 'geometric': each level removes `rate` of the remaining weights."
-        ),
-    )
-    rate: float = field(default=0.1, metadata=_help("Pruning rate per level (see schedule)."))
-    levels: int = field(default=9, metadata=_help("Number of pruning levels after the dense level 0."))
-    rewind_step: int = field(
-        default=0,
-        metadata=_help("Rewind survivors to theta_i, the weights after step i of level 0 (0 = theta0, the pre-trained weights)."),
-    )
-    reset_head: bool = field(
-        default=True,
-        metadata=_help("Reset the task head to its initial values at each level (False keeps the trained head, as the reference code does)."),
-    )
+class _Checked:
+    """Runs the field checks declared by :func:`param`, then the class's own :meth:`check`."""
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ConfigError(f"unknown pruning strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"unknown pruning schedule {self.schedule!r}; choose one of {', '.join(SCHEDULES)}")
-        if not 0.0 < self.rate < 1.0:
-            raise ConfigError(f"prune.rate must be in (0, 1), got {self.rate}")
-        if self.levels < 0:
-            raise ConfigError(f"prune.levels must be >= 0, got {self.levels}")
-        if self.schedule == "linear" and self.levels * self.rate >= 1.0 - 1e-9:
-            raise ConfigError(
-                f"linear schedule with rate {self.rate} reaches sparsity {self.levels * self.rate:.2f} "
-                f"at level {self.levels}; sparsity must stay below 1"
-            )
-        if self.rewind_step < 0:
-            raise ConfigError(f"prune.rewind_step must be >= 0, got {self.rewind_step}")
+        check_fields(self)
+        self.check()
 
-
-# ---------------------------------------------------------------------------
-# A whole run
-# ---------------------------------------------------------------------------
-
-KINDS = ("imp", "dense", "random_prune", "random_reinit", "oneshot", "standard", "transfer")
-BRANCH_KINDS = ("random_prune", "random_reinit", "transfer")  # read masks from a source run
+    def check(self) -> None:
+        pass
 
 
 @dataclass
-class RunConfig:
-    kind: str = field(
-        default="imp",
-        metadata=_help(
-            "'imp' (the trunk), 'dense' (level 0 only, one seed), 'oneshot' (magnitude-prune theta0, "
-            "no training before pruning), 'standard' (prune the fine-tuned model, keep its weights), "
-            "and the branches that read a source run's masks: 'random_prune' (random masks with the "
-            "source's sparsities), 'random_reinit' (source mask, random weights), 'transfer' "
-            "(source mask fine-tuned on this task from theta0)."
-        ),
-    )
-    seed: int = field(default=0, metadata=_help("Seed of head init, data order, dropout and masking."))
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    prune: PruneConfig = field(default_factory=PruneConfig)
-    source_run: str | None = field(
-        default=None,
-        metadata=_help("Branches: the source run folder (path, or its name under output_root)."),
-    )
-    source_levels: list | None = field(
-        default=None, metadata=_help("Branches: which source levels to use (None = all finished levels).")
-    )
-    mask_path: str | None = field(
-        default=None, metadata=_help("Transfer from a single mask file instead of a source run.")
-    )
-    output_root: str = field(default="runs", metadata=_help("Folder holding the run folders.", hashed=False))
+class ModelConfig(_Checked):
+    name_or_path: str = param(
+        "minilm", flat="model",
+        help="Model to start from: an alias ('minilm' = the offline all-MiniLM-L6-v2 package; 'tiny-bert', "
+             "'tiny-roberta', 'tiny-distilbert', 'tiny-electra' = small random configs for tests), a Hugging "
+             "Face hub id such as 'bert-base-uncased', or a local directory with config + weights.")
+    tokenizer: str | None = param(None, help="Tokenizer (alias, hub id or directory); defaults to the model's own.")
+    random_init: bool = param(False, help="Build the architecture from its config with random weights.")
+    config_overrides: dict = param(factory=dict,
+                                   help="Overrides applied to the model config, e.g. {'num_hidden_layers': 2}.")
+    include_pooler: bool = param(True, help="Count the pooler's dense layer as prunable when the model has one "
+                                            "(the paper does).")
 
-    def __post_init__(self) -> None:
-        for name, cls in (("model", ModelConfig), ("data", DataConfig), ("train", TrainConfig), ("prune", PruneConfig)):
+    def check(self) -> None:
+        require(bool(self.name_or_path), "model", "must be a non-empty string")
+
+
+@dataclass
+class DataConfig(_Checked):
+    task: str = param(
+        "rotten_tomatoes",
+        help="Task name from the registry (tickets_core.tasks.TASKS): GLUE (cola, sst2, mrpc, stsb, qqp, mnli, "
+             "qnli, rte, wnli), squad, mlm, and the offline tasks (rotten_tomatoes, imdb, tweet_sentiment, ptb_mlm).")
+    data_dir: str | None = param(
+        None, hashed=False, path=True,
+        help="Local data in the task's standard layout (GLUE TSV folder, SQuAD JSON folder, plain-text folder "
+             "for MLM). None = the hub (GLUE/SQuAD/MLM) or the installed offline package. Identified by the "
+             "files' content, not their path.")
+    max_seq_length: int = param(
+        128, help="Truncate inputs to this many tokens (MLM: block length). SQuAD left at this default uses its "
+                  "standard 384-token windows with stride 128; any other value sets the window (stride = value // 3).")
+    max_train_samples: int | None = param(None, help="Use only the first N training examples (after the "
+                                                     "deterministic shuffle).")
+    max_eval_samples: int | None = param(None, help="Evaluate on only the first N validation examples.")
+    mlm_probability: float = param(0.15, help="Fraction of tokens masked for MLM (80/10/10).")
+    cache_dir: str | None = param(None, hashed=False, path=True,
+                                  help="Where tokenized datasets are cached (default: ~/.cache/tickets_core).")
+    fingerprint: str | None = param(None, internal=True,
+                                    help="What the data are: the files' content hash, a package version or a hub id.")
+
+    def check(self) -> None:
+        require(self.max_seq_length >= 8, "max_seq_length", f"must be >= 8, got {self.max_seq_length}")
+        for name in ("max_train_samples", "max_eval_samples"):
             v = getattr(self, name)
-            if isinstance(v, dict):
-                setattr(self, name, from_dict(cls, v, prefix=name + "."))
-        if self.kind not in KINDS:
-            raise ConfigError(f"unknown run kind {self.kind!r}; choose one of {', '.join(KINDS)}")
-        if self.kind in BRANCH_KINDS and not (self.source_run or (self.kind == "transfer" and self.mask_path)):
-            raise ConfigError(f"a {self.kind!r} run needs source_run" + (" or mask_path" if self.kind == "transfer" else ""))
-        if self.source_levels is not None:
-            self.source_levels = [int(x) for x in self.source_levels]
+            require(v is None or v >= 1, name, f"must be >= 1 or None, got {v}")
+        require(0.0 < self.mlm_probability < 1.0, "mlm_probability", f"must be in (0, 1), got {self.mlm_probability}")
 
-    # -- (de)serialisation --------------------------------------------------
+
+@dataclass
+class TrainConfig(_Checked):
+    learning_rate: float = param(2e-5, help="Peak AdamW learning rate.")
+    weight_decay: float = param(0.0, help="AdamW weight decay (not applied to biases/LayerNorm).")
+    warmup_ratio: float = param(0.0, help="Fraction of a level's steps spent in linear warm-up.")
+    batch_size: int = param(32, help="Training batch size (per device).")
+    eval_batch_size: int = param(64, hashed=False, help="Evaluation batch size.")
+    num_epochs: float = param(3.0, help="Epochs per level (ignored when max_steps is set).")
+    max_steps: int | None = param(None, help="Optimizer steps per level; overrides num_epochs.")
+    eval_every: int | None = param(None, help="Also evaluate every N steps (None: only at the end of the level).")
+    max_grad_norm: float = param(1.0, help="Gradient clipping norm (0 disables).")
+    group_by_length: bool = param(True, help="Batch examples of similar length together (less padding, faster).")
+    precision: str = param("auto", choices=("auto", "fp32", "bf16"),
+                           help="'fp32', 'bf16', or 'auto' (bf16 on a GPU that supports it, else fp32).")
+    device: str = param("auto", hashed=False, help="'auto' (a GPU when present), 'cpu', 'cuda', 'cuda:1', ...")
+    progress: bool = param(True, hashed=False, help="Show tqdm progress bars.")
+
+    def check(self) -> None:
+        require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+        require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+        require(self.max_steps is None or self.max_steps >= 1, "max_steps", f"must be >= 1 or None, got {self.max_steps}")
+        require(self.eval_every is None or self.eval_every >= 1, "eval_every", f"must be >= 1 or None, got {self.eval_every}")
+        require(self.num_epochs > 0, "num_epochs", f"must be > 0, got {self.num_epochs}")
+        require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        require(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
+
+
+@dataclass
+class PruneConfig(_Checked):
+    strategy: str = param(
+        "magnitude_global",
+        help="How each level picks the weights to remove (tickets_core.pruning.STRATEGIES): 'magnitude_global' "
+             "(rank |w| across all prunable matrices), 'magnitude_layerwise' (rank within each matrix), "
+             "'random_global', 'random_layerwise'.")
+    schedule: str = param("linear", choices=SCHEDULES,
+                          help="'linear': level k has sparsity k*rate of the original prunable weights (the paper: "
+                               "10%, 20%, ...); 'geometric': each level removes `rate` of the remaining weights.")
+    rate: float = param(0.1, help="Pruning rate per level (see schedule).")
+    levels: int = param(9, help="Number of pruning levels after the dense level 0.")
+    rewind_step: int = param(0, help="Rewind survivors to theta_i, the weights after step i of level 0 "
+                                     "(0 = theta0, the pre-trained weights).")
+    reset_head: bool = param(True, help="Reset the task head to its initial values at each level (False keeps "
+                                        "the trained head, as the reference code does).")
+
+    def check(self) -> None:
+        require(0.0 < self.rate < 1.0, "rate", f"must be in (0, 1), got {self.rate}")
+        require(self.levels >= 0, "levels", f"must be >= 0, got {self.levels}")
+        require(self.rewind_step >= 0, "rewind_step", f"must be >= 0, got {self.rewind_step}")
+        last = self.sparsity(self.levels)
+        require(last < 1.0 - 1e-9, "levels", f"{self.levels} with a {self.schedule} rate of {self.rate} reaches "
+                                             f"sparsity {last:.2f}; sparsity must stay below 1")
+
+    def sparsity(self, level: int) -> float:
+        """Target sparsity of ``level``: ``level * rate`` (linear) or ``1 - (1 - rate) ** level`` (geometric)."""
+        if self.schedule == "linear":
+            return level * self.rate
+        return 1.0 - (1.0 - self.rate) ** level
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "prune": PruneConfig}
+
+
+@dataclass
+class RunConfig(_Checked):
+    kind: str = param("imp", help="What to run: " + "; ".join(f"'{k.name}' ({k.help})" for k in KINDS.values()) + ".")
+    seed: int = param(0, help="Seed of head init, data order, dropout and masking.")
+    source_run: str | None = param(
+        None, hash_as="name",
+        help="Branches: the source run, by its run name (looked up under output_root) or its folder; "
+             "identified by its name, so runs folders can move.")
+    source_levels: list[int] | None = param(None, help="Branches: which source levels to use (None = all "
+                                                       "finished levels).")
+    mask_path: str | None = param(None, hashed=False, path=True,
+                                  help="transfer: one mask file instead of a source run (identified by content).")
+    model: ModelConfig = param(factory=ModelConfig, help="The model.")
+    data: DataConfig = param(factory=DataConfig, help="The task and its data.")
+    train: TrainConfig = param(factory=TrainConfig, help="Fine-tuning, the same at every level.")
+    prune: PruneConfig = param(factory=PruneConfig, help="Pruning strategy and schedule.")
+    output_root: str = param("runs", hashed=False, path=True, help="Folder holding the run folders.")
+    mask_fingerprint: str | None = param(None, internal=True, help="Content hash of mask_path.")
+
+    def __post_init__(self) -> None:
+        for name, cls in _SECTIONS.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, from_dict(cls, value, prefix=name + "."))
+            elif not isinstance(value, cls):
+                raise ConfigError(f"{name} must be a {cls.__name__} or a mapping, got {type(value).__name__}")
+        super().__post_init__()
+
+    def check(self) -> None:
+        kind = get_kind(self.kind)
+        if kind.source == "none":
+            require(self.source_run is None and self.mask_path is None, "source_run",
+                    f"is for branches; a {self.kind!r} run reads no source")
+        elif kind.source == "run":
+            require(bool(self.source_run), "source_run", f"is required: a {self.kind!r} run reads a source run")
+            require(self.mask_path is None, "mask_path", f"is for transfers; a {self.kind!r} run reads source_run")
+        else:
+            require(bool(self.source_run) != bool(self.mask_path), "source_run",
+                    f"or mask_path (exactly one) is required: a {self.kind!r} run reads a source run or a mask file")
+
+    # -- (de)serialisation ----------------------------------------------------
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -282,44 +212,36 @@ class RunConfig:
 
     @classmethod
     def from_flat(cls, **params: Any) -> "RunConfig":
-        """Build a config from flat notebook parameters.
+        """A config from flat parameters (``learning_rate=1e-4, levels=4, model='tiny-bert'``).
 
-        Keys are either top-level fields (``kind``, ``seed`` ...) or
-        ``section__field`` / ``section.field`` (``train__learning_rate``), or
-        a bare field name that is unique across sections (``learning_rate``).
-        Unknown names raise :class:`ConfigError`.
+        Names are those of :data:`PARAMS` (also accepted: ``section.field``
+        and ``section__field``).  Unknown names raise :class:`ConfigError`.
         """
-        top = {f.name for f in fields(cls)}
-        sections = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig, "prune": PruneConfig}
-        owner: dict[str, list[str]] = {}
-        for sec, sc in sections.items():
-            for f in fields(sc):
-                owner.setdefault(f.name, []).append(sec)
-        out: dict[str, Any] = {s: {} for s in sections}
+        nested: dict[str, Any] = {s: {} for s in _SECTIONS}
         for key, value in params.items():
-            k = key.replace(".", "__")
-            if "__" in k:
-                sec, name = k.split("__", 1)
-                if sec not in sections or name not in {f.name for f in fields(sections[sec])}:
-                    raise ConfigError(f"unknown parameter {key!r}")
-                out[sec][name] = value
-            elif k in top and k not in sections:
-                out[k] = value
-            elif k in owner:
-                if len(owner[k]) > 1:
-                    raise ConfigError(f"parameter {key!r} is ambiguous; write one of " + ", ".join(f"{s}__{k}" for s in owner[k]))
-                out[owner[k][0]][k] = value
-            else:
-                raise ConfigError(f"unknown parameter {key!r}")
-        return from_dict(cls, out)
+            p = lookup(key)
+            (nested[p.section] if p.section else nested).__setitem__(p.field, value)
+        return from_dict(cls, nested)
 
-    # -- hashing --------------------------------------------------------------
+    def flat(self) -> dict[str, Any]:
+        """The inverse of :meth:`from_flat`: every flat parameter and its value."""
+        return {p.name: getattr(getattr(self, p.section) if p.section else self, p.field) for p in PARAMS.values()}
+
+    # -- identity ---------------------------------------------------------------
+
+    @property
+    def resolved(self) -> bool:
+        """True once :func:`tickets_core.identity.resolve` filled in what identifies the data and mask file."""
+        return self.data.fingerprint is not None and (self.mask_path is None or self.mask_fingerprint is not None)
 
     def hashed_dict(self) -> dict:
-        """The config restricted to fields that change results."""
-        return _hashed(self)
+        """The config restricted to what changes results."""
+        return hashed_view(self)
 
     def config_hash(self, length: int = 8) -> str:
+        if not self.resolved:
+            raise ConfigError("the config is not resolved (its data are not identified yet): "
+                              "use tickets_core.identity.resolve(cfg)")
         blob = json.dumps(self.hashed_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
@@ -328,39 +250,27 @@ class RunConfig:
         return f"{self.kind}-{self.data.task}-{self.config_hash()}"
 
 
-def _hashed(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        out = {}
-        for f in fields(obj):
-            if not f.metadata.get("hashed", True):
-                continue
-            out[f.name] = _hashed(getattr(obj, f.name))
-        return out
-    if isinstance(obj, dict):
-        return {str(k): _hashed(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_hashed(v) for v in obj]
-    return obj
+#: Every flat parameter, by name, in the order of the declarations.
+PARAMS: dict[str, Param] = flat_params(RunConfig, _SECTIONS)
+_SPELLINGS: dict[str, Param] = {
+    **{f"{p.section}{sep}{p.field}": p for p in PARAMS.values() if p.section for sep in (".", "__")},
+    **PARAMS,
+}
+
+
+def lookup(name: str) -> Param:
+    """The flat parameter ``name`` (or ``section.field`` / ``section__field``); unknown is a :class:`ConfigError`."""
+    try:
+        return _SPELLINGS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"unknown parameter {name!r}", param=str(name)) from None
 
 
 def from_dict(cls, d: dict, prefix: str = ""):
     """Build dataclass ``cls`` from a (possibly nested) dict; unknown keys are an error."""
     if not isinstance(d, dict):
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__} must be a mapping, got {type(d).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(d) - set(known))
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
     if unknown:
-        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}")
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}", param=unknown[0])
     return cls(**d)
-
-
-def describe(cls) -> str:
-    """Human-readable help for every field of a config dataclass."""
-    lines = []
-    for f in fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        if dataclasses.is_dataclass(default):
-            default = type(default).__name__ + "()"
-        lines.append(f"{f.name} = {default!r}: {f.metadata.get('help', '')}")
-    return "\n".join(lines)

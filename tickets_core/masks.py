@@ -23,9 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ConfigError
-from .prunable import base_model, describe, is_pooler, prunable_parameters
-from .store import atomic_write_bytes
+from .components import describe, is_pooler
+from .errors import ConfigError
+from .fsio import atomic_write_bytes
+from .prunable import base_model, prunable_parameters
 
 FORMAT = "tickets_core.mask"
 VERSION = "1"

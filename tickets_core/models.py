@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, ModelConfig
-
-HEAD_TYPES = ("classification", "regression", "qa", "mlm", "base")
+from .config import ModelConfig
+from .errors import ConfigError
+from .heads import get_head
 
 # Small random configs, one per supported family.  All use the uncased
 # BERT WordPiece vocabulary (30522 ids) so they share the offline tokenizer.
@@ -37,7 +37,6 @@ _TINY = {
     "tiny-electra": ("electra", dict(embedding_size=32, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
                                      intermediate_size=128)),
 }
-TINY_ALIASES = tuple(_TINY)
 OFFLINE_ALIASES = ("minilm",)
 
 
@@ -83,18 +82,6 @@ def load_config(cfg: ModelConfig):
     return config
 
 
-def _auto_class(head: str):
-    import transformers as tf
-
-    return {
-        "classification": tf.AutoModelForSequenceClassification,
-        "regression": tf.AutoModelForSequenceClassification,
-        "qa": tf.AutoModelForQuestionAnswering,
-        "mlm": tf.AutoModelForMaskedLM,
-        "base": tf.AutoModel,
-    }[head]
-
-
 def build_model(cfg: ModelConfig, head: str, num_labels: int = 2, seed: int = 0):
     """Build the model for ``head`` with theta0 weights; the head is seeded by ``seed``.
 
@@ -102,13 +89,14 @@ def build_model(cfg: ModelConfig, head: str, num_labels: int = 2, seed: int = 0)
     checkpoint lacks (the task head, or an MLM head for a checkpoint without
     one) is freshly initialised from ``seed``.
     """
-    if head not in HEAD_TYPES:
-        raise ConfigError(f"unknown head type {head!r}; choose one of {', '.join(HEAD_TYPES)}")
+    import transformers
+
+    spec = get_head(head)
     config = load_config(cfg)
-    if head in ("classification", "regression"):
-        config.num_labels = 1 if head == "regression" else num_labels
-        config.problem_type = "regression" if head == "regression" else "single_label_classification"
-    auto = _auto_class(head)
+    if spec.problem_type is not None:
+        config.num_labels = 1 if spec.problem_type == "regression" else num_labels
+        config.problem_type = spec.problem_type
+    auto = getattr(transformers, spec.auto_class)
     torch.manual_seed(seed)
     with _quiet():
         if cfg.random_init or cfg.name_or_path in _TINY:

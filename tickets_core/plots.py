@@ -24,7 +24,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.patches import Rectangle
 
-from .analysis import METHOD_LABELS, AnalysisError
+from .analysis import AnalysisError, method_label
+from .kinds import KINDS
 
 #: Paper widths in inches.
 WIDTHS: dict[str, float] = {"single": 3.3, "double": 6.9}
@@ -91,7 +92,7 @@ def save_figure(fig, name: str, figures_dir: str | Path = "figures", *, dpi: int
 
 
 def _method_order(methods: Iterable[str]) -> list[str]:
-    known = [m for m in METHOD_LABELS.values() if m in set(methods)]
+    known = [m for m in (method_label(k) for k in KINDS) if m in set(methods)]
     return known + sorted(set(methods) - set(known))
 
 

@@ -16,26 +16,7 @@ layer counts or attribute paths like ``model.bert``.
 
 from __future__ import annotations
 
-import re
-
 from torch import nn
-
-COMPONENTS = ("query", "key", "value", "attn_out", "ffn_in", "ffn_out", "pooler")
-
-# Rules mapping the module path inside one block to a component, checked in
-# order; they cover BERT/RoBERTa/ELECTRA/MiniLM (HF BERT layout) and DistilBERT.
-_COMPONENT_RULES: tuple[tuple[str, str], ...] = (
-    (r"(^|\.)(query|q_lin|q_proj)$", "query"),
-    (r"(^|\.)(key|k_lin|k_proj)$", "key"),
-    (r"(^|\.)(value|v_lin|v_proj)$", "value"),
-    (r"(^|\.)attention\.output\.dense$", "attn_out"),
-    (r"(^|\.)(out_lin|o_proj|out_proj)$", "attn_out"),
-    (r"(^|\.)intermediate\.dense$", "ffn_in"),
-    (r"(^|\.)(lin1|fc1)$", "ffn_in"),
-    (r"(^|\.)output\.dense$", "ffn_out"),
-    (r"(^|\.)(lin2|fc2)$", "ffn_out"),
-)
-
 
 def base_model(model: nn.Module) -> nn.Module:
     """The encoder without its task head (``model.base_model`` for HF models, else the model)."""
@@ -77,27 +58,3 @@ def prunable_parameters(model: nn.Module, include_pooler: bool = True) -> dict[s
         if in_blocks or in_pooler:
             out[f"{name}.weight"] = mod.weight
     return out
-
-
-def is_pooler(name: str) -> bool:
-    """True for a prunable name that belongs to the pooler."""
-    return name.split(".", 1)[0] == "pooler"
-
-
-def describe(name: str) -> tuple[int | None, str]:
-    """``(layer index, component)`` of a prunable name; layer is None for the pooler.
-
-    Components: query, key, value, attn_out, ffn_in, ffn_out, pooler.  A name
-    matching no known layout keeps its module's own name as component.
-    """
-    module = name[: -len(".weight")] if name.endswith(".weight") else name
-    if is_pooler(module):
-        return None, "pooler"
-    m = re.search(r"\.(\d+)\.(.+)$", module)
-    if m is None:
-        return None, module.rsplit(".", 1)[-1]
-    layer, inner = int(m.group(1)), m.group(2)
-    for pattern, component in _COMPONENT_RULES:
-        if re.search(pattern, inner):
-            return layer, component
-    return layer, inner.rsplit(".", 1)[-1]

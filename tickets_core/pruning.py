@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import ConfigError, PruneConfig, SCHEDULES
+from .config import SCHEDULES, PruneConfig
+from .errors import ConfigError
 from .masks import Mask
 from .prunable import base_model
 
@@ -207,7 +208,8 @@ def get_strategy(name: str) -> Strategy:
     try:
         return STRATEGIES[name]
     except KeyError:
-        raise PruningError(f"unknown pruning strategy {name!r}; choose one of {', '.join(STRATEGIES)}") from None
+        raise PruningError(f"unknown pruning strategy {name!r}; choose one of {', '.join(STRATEGIES)}",
+                           param="strategy") from None
 
 
 def level_generator(seed: int, level: int) -> torch.Generator:
@@ -219,7 +221,7 @@ def prune(model: nn.Module, current_mask: Mask, cfg: PruneConfig, level: int, se
           layer_sparsities: dict[str, float] | None = None) -> Mask:
     """The mask of ``level``: ``cfg.strategy`` applied to ``model``'s weights at ``cfg.schedule``'s sparsity."""
     strategy = get_strategy(cfg.strategy)
-    target = target_sparsity(level, cfg.schedule, cfg.rate)
+    target = cfg.sparsity(level)  # the config checked the whole schedule when it was built
     params = dict(base_model(model).named_parameters())
     missing = [k for k in current_mask if k not in params]
     if missing:

@@ -1,9 +1,10 @@
 """Load run folders into pandas (the only way analysis code reads runs).
 
-Imports no training code (no ``transformers``): analysis notebooks stay fast
-and independent of the training stack.  Folders that are not runs (no
-``config.json`` + ``status.json``) are skipped; a malformed JSON file raises
-a one-line :class:`~tickets_core.store.RunStoreError` naming it.
+Imports no training code and no torch (only :func:`load_masks` loads torch,
+when called): analysis notebooks stay fast and independent of the training
+stack.  Folders that are not runs (no ``config.json`` + ``status.json``) are
+skipped; a malformed JSON file raises a one-line
+:class:`~tickets_core.errors.RunStoreError` naming it.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .masks import Mask
-from .store import RunPaths, RunStoreError, is_run_dir, read_json
+from .errors import RunStoreError
+from .fsio import read_json
+from .store import RunPaths, is_run_dir
 
 RUN_COLUMNS = ["run", "run_dir", "kind", "task", "model", "seed", "level", "sparsity", "main_metric", "score",
                "source_run", "source_task", "source_level", "strategy", "schedule", "rate", "state"]
@@ -93,8 +95,10 @@ def load_sparsity(root: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=SPARSITY_COLUMNS)
 
 
-def load_masks(run_dir: str | Path) -> dict[int, Mask]:
-    """The masks of a run's finished levels, by level; dense levels (no mask file) are left out."""
+def load_masks(run_dir: str | Path) -> dict:
+    """The masks of a run's finished levels (:class:`~tickets_core.masks.Mask`), by level; dense levels are left out."""
+    from .masks import Mask
+
     paths = RunPaths(run_dir)
     if not is_run_dir(paths.root):
         raise RunStoreError(f"{paths.root} is not a run folder (no config.json/status.json)")

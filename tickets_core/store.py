@@ -3,72 +3,29 @@
 Layout (see docs/ARCHITECTURE.md)::
 
     <output_root>/<kind>-<task>-<hash8>/
-      config.json  status.json  rewind.safetensors  carry.safetensors
-      level_00/ mask.safetensors  sparsity.json  metrics.json
+      config.json  status.json  rewind.safetensors
+      level_00/ mask.safetensors  sparsity.json  metrics.json  carry.safetensors
 
 A level counts as done when its ``metrics.json`` exists, so a run opened
-again with the same config resumes at the first unfinished level.  Opening a
-folder whose ``config.json`` describes a different experiment (different
-hashed fields) is an error.
+again with the same config resumes at the first unfinished level.  What a
+level needs from the level before it (its mask, and the weights it starts
+from when it does not rewind: ``carry.safetensors``) lies in its own folder,
+written before the earlier level is marked done and never overwritten by a
+later one; a level's carry file is removed once the level is done.
+Opening a folder whose ``config.json`` describes a different experiment
+(different hashed fields) is an error.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
-import os
-import tempfile
 from pathlib import Path
-from typing import Any
 
-from .config import ConfigError, RunConfig
+from .config import RunConfig
+from .errors import ConfigError, RunStoreError
+from .fsio import atomic_write_json, atomic_write_text, read_json
 
-
-class RunStoreError(ConfigError):
-    """A run folder is inconsistent with the config that opens it (one-line message)."""
-
-
-# ---------------------------------------------------------------------------
-# Atomic writes
-# ---------------------------------------------------------------------------
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, allow_nan=True) + "\n")
-
-
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file; a malformed one raises a one-line :class:`RunStoreError` naming it."""
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise RunStoreError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
-
-
-# ---------------------------------------------------------------------------
-# Paths
-# ---------------------------------------------------------------------------
+__all__ = ["RunPaths", "Run", "RunStoreError", "is_run_dir", "read_status", "run_state", "run_progress"]
 
 
 class RunPaths:
@@ -87,10 +44,6 @@ class RunPaths:
         """theta_i (base-model weights after step ``rewind_step`` of level 0)."""
         return self.root / "rewind.safetensors"
 
-    def carry(self) -> Path:
-        """Trained weights the next level starts from (standard pruning; a kept head)."""
-        return self.root / "carry.safetensors"
-
     def level_dir(self, level: int) -> Path:
         return self.root / f"level_{level:02d}"
 
@@ -102,6 +55,10 @@ class RunPaths:
 
     def metrics(self, level: int) -> Path:
         return self.level_dir(level) / "metrics.json"
+
+    def carry(self, level: int) -> Path:
+        """Weights level ``level`` starts from, left by the level before it (standard pruning; a kept head)."""
+        return self.level_dir(level) / "carry.safetensors"
 
     def levels(self) -> list[int]:
         """Levels with a finished ``metrics.json``, ascending."""
@@ -118,9 +75,30 @@ def is_run_dir(path: str | Path) -> bool:
     return p.config().is_file() and p.status().is_file()
 
 
-# ---------------------------------------------------------------------------
-# Runs
-# ---------------------------------------------------------------------------
+def read_status(run_dir: str | Path | None) -> dict | None:
+    """A run folder's status record, or None when it has none (or it cannot be read)."""
+    if run_dir is None:
+        return None
+    try:
+        status = read_json(RunPaths(run_dir).status())
+    except RunStoreError:
+        return None
+    return status if isinstance(status, dict) else None
+
+
+def run_state(run_dir: str | Path | None) -> str | None:
+    """``running`` / ``done`` / ``failed`` / ``interrupted`` of a run folder (None when it has no status)."""
+    status = read_status(run_dir)
+    return status.get("state") if status else None
+
+
+def run_progress(run_dir: str | Path | None) -> str:
+    """``levels done/planned`` of a run folder ("starting" before it has a status)."""
+    status = read_status(run_dir)
+    if status is None:
+        return "starting"
+    done, planned = len(status.get("levels_done") or []), status.get("levels_planned")
+    return f"{done}/{planned} levels" if planned else f"{done} levels"
 
 
 def _now() -> str:
@@ -143,7 +121,8 @@ class Run:
         """Create ``<output_root>/<run_name>`` or resume it; a differing stored config is an error.
 
         Only the hashed fields (those that change results) are compared, so a
-        run can be resumed on another device or with progress bars off.
+        run can be resumed on another device, from another folder, or with
+        progress bars off.
         """
         run = cls(cfg, Path(cfg.output_root) / cfg.run_name())
         cfg_path = run.paths.config()
@@ -174,28 +153,26 @@ class Run:
         status["updated"] = _now()
         atomic_write_json(self.paths.status(), status)
 
-    def set_state(self, state: str, error: str | None = None, levels_planned: int | None = None) -> None:
-        """Record ``running`` / ``done`` / ``failed`` (with the error's one-line text)."""
+    def set_state(self, state: str, error: str | None = None) -> None:
+        """Record ``running`` / ``done`` / ``failed`` / ``interrupted`` (with the error's one-line text)."""
         status = self.status
         status.update(state=state, error=error, levels_done=self.paths.levels())
-        if levels_planned is not None:
-            status["levels_planned"] = levels_planned
         self._write_status(status)
 
     def level_done(self, level: int) -> bool:
         return self.paths.metrics(level).is_file()
 
-    def write_mask(self, level: int, mask) -> None:
-        """Store the mask level ``level`` trains with (skipped for a dense mask)."""
-        if mask is not None and mask.nonzero < mask.numel:
-            mask.save(self.paths.mask(level))
-
     def write_level(self, level: int, mask, metrics: dict) -> None:
-        """Finish a level: its mask (unless dense), sparsity report, then metrics (the done marker)."""
-        self.write_mask(level, mask)
-        if mask is not None:
-            atomic_write_json(self.paths.sparsity(level), mask.report())
+        """Finish a level: its mask (unless dense), sparsity report, then metrics (the done marker).
+
+        The level's carry file has served its purpose once the level is done
+        and is removed (whole-model carries are large).
+        """
+        if mask.nonzero < mask.numel:
+            mask.save(self.paths.mask(level))
+        atomic_write_json(self.paths.sparsity(level), mask.report())
         atomic_write_json(self.paths.metrics(level), metrics)
+        self.paths.carry(level).unlink(missing_ok=True)
         status = self.status
         status["levels_done"] = self.paths.levels()
         self._write_status(status)

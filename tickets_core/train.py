@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .config import TrainConfig
-from .metrics import mlm_metrics, squad_scores
+from .heads import get_head
 from .models import check_vocab
 from .tasks.common import TaskData
 
@@ -138,43 +138,19 @@ def evaluate(model, data: TaskData, cfg: TrainConfig) -> dict[str, float]:
 
 
 def _evaluate_split(model, data: TaskData, ds, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+    """Feed ``ds`` through ``model`` in order; the task's evaluator turns the outputs into metrics."""
     task = data.task
     autocast = _autocast(device, cfg.precision)
-    keys = _forward_keys(model)
-    # MLM logits are batch x length x vocab: keep eval batches small enough for memory.
-    bs = min(cfg.eval_batch_size, 16) if task.head == "mlm" else cfg.eval_batch_size
-    preds, labels, starts, ends = [], [], [], []
-    loss_sum, correct, count = 0.0, 0, 0
+    keys = _forward_keys(model) - set(get_head(task.head).targets)
+    bs = min(cfg.eval_batch_size, task.max_eval_batch or cfg.eval_batch_size)
+    scorer = task.evaluator(data, ds)
     for lo in range(0, len(ds), bs):
         rows = ds[lo: lo + bs]
         batch = data.collate(rows)
-        inputs = {k: v.to(device) for k, v in batch.items() if k in keys and k not in
-                  ("labels", "start_positions", "end_positions")}
         with autocast:
-            out = model(**inputs)
-        if task.head == "mlm":
-            target = batch["labels"].to(device)
-            sel = target != -100
-            logits = out.logits[sel].float()
-            loss_sum += torch.nn.functional.cross_entropy(logits, target[sel], reduction="sum").item()
-            correct += int((logits.argmax(-1) == target[sel]).sum())
-            count += int(sel.sum())
-        elif task.head == "qa":
-            for i, n in enumerate(rows["length"]):
-                starts.append(out.start_logits[i, :n].float().cpu().numpy())
-                ends.append(out.end_logits[i, :n].float().cpu().numpy())
-        else:
-            logits = out.logits.float().cpu()
-            preds.append(logits[:, 0] if task.head == "regression" else logits.argmax(-1))
-            labels.append(batch["labels"])
-    if task.head == "mlm":
-        return mlm_metrics(loss_sum, correct, count)
-    if task.head == "qa":
-        from .tasks.squad import postprocess
-
-        answers = postprocess(data.eval_examples, ds, starts, ends)
-        return squad_scores([answers[i] for i in data.eval_examples["id"]], list(data.eval_examples["answers"]))
-    return task.compute_metrics(torch.cat(preds).numpy(), torch.cat(labels).numpy())
+            out = model(**{k: v.to(device) for k, v in batch.items() if k in keys})
+        scorer.add(out, batch, rows)
+    return scorer.result()
 
 
 # ---------------------------------------------------------------------------

@@ -28,7 +28,7 @@ def get_task(name: str) -> Task:
     try:
         return TASKS[name]
     except (KeyError, TypeError):
-        raise UnknownTaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
+        raise UnknownTaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}", param="task") from None
 
 
 __all__ = ["TASKS", "get_task", "Task", "TaskData", "DataError", "UnknownTaskError"]

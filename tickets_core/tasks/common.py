@@ -24,13 +24,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..config import ConfigError, DataConfig
+from ..config import DataConfig
+from ..errors import ConfigError
+from ..fsio import content_hash
 
 # Bump when the tokenized layout changes, so stale caches are not reused.
 CACHE_VERSION = 1
 # Seed of every deterministic train/validation split and training-set shuffle.
 SPLIT_SEED = 1234
-HEADS = ("classification", "regression", "qa", "mlm")
 
 
 class DataError(ConfigError):
@@ -52,6 +53,17 @@ class Source:
 
     fingerprint: str
     read: Callable[[], dict[str, dict[str, list]]]
+
+
+def pad(rows: list[list[int]], value: int, width: int | None = None):
+    """A ``len(rows) x width`` long tensor of the rows, right-padded with ``value``."""
+    import torch
+
+    width = width or max(len(r) for r in rows)
+    out = torch.full((len(rows), width), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
 
 
 @dataclass
@@ -76,57 +88,39 @@ class TaskData:
     mlm_probability: float = 0.15
 
     def collate(self, rows: dict[str, list], generator=None) -> dict:
-        """Pad one batch (a column dict as ``dataset[indices]`` returns it) to its longest row.
+        """One batch (a column dict as ``dataset[indices]`` returns it) padded to its longest row, with targets.
 
-        For MLM training rows (no ``labels`` column) the tokens are masked
-        here with ``generator`` (15% by default, 80/10/10).
+        The inputs are padded here; the task adds its targets
+        (:meth:`Task.add_targets`; MLM masks training tokens with ``generator``).
         """
-        import torch
-
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = rows["input_ids"]
         width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(ids), width), dtype=torch.long)
-        for i, x in enumerate(ids):
-            input_ids[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-            attention[i, : len(x)] = 1
-        batch = {"input_ids": input_ids, "attention_mask": attention}
+        batch = {"input_ids": pad(ids, pad_id, width),
+                 "attention_mask": pad([[1] * len(x) for x in ids], 0, width)}
         if "token_type_ids" in rows:
-            tt = torch.zeros((len(ids), width), dtype=torch.long)
-            for i, x in enumerate(rows["token_type_ids"]):
-                tt[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-            batch["token_type_ids"] = tt
-        head = self.task.head
-        if head == "mlm":
-            if "labels" in rows:
-                labels = torch.full((len(ids), width), -100, dtype=torch.long)
-                for i, x in enumerate(rows["labels"]):
-                    labels[i, : len(x)] = torch.tensor(x, dtype=torch.long)
-                batch["labels"] = labels
-            else:
-                from .mlm import mask_tokens
-
-                batch["input_ids"], batch["labels"] = mask_tokens(
-                    input_ids, attention, self.tokenizer, self.mlm_probability, generator
-                )
-        elif head == "qa":
-            if "start_positions" in rows:
-                batch["start_positions"] = torch.tensor(rows["start_positions"], dtype=torch.long)
-                batch["end_positions"] = torch.tensor(rows["end_positions"], dtype=torch.long)
-        elif head == "regression":
-            batch["labels"] = torch.tensor(rows["labels"], dtype=torch.float32)
-        else:
-            batch["labels"] = torch.tensor(rows["labels"], dtype=torch.long)
+            batch["token_type_ids"] = pad(rows["token_type_ids"], 0, width)
+        self.task.add_targets(batch, rows, self, generator)
         return batch
 
 
+class Evaluator:
+    """Accumulates a task's predictions over evaluation batches: ``add`` each batch, then ``result``."""
+
+    def add(self, outputs, batch: dict, rows: dict) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def result(self) -> dict[str, float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
 class Task:
-    """One registry entry: data source, preprocessing and metrics of a task.
+    """One registry entry: data source, preprocessing, targets and metrics of a task.
 
     Subclasses implement :meth:`source` (where the raw data is),
-    :meth:`tokenize` (raw splits -> tokenized splits) and
-    :meth:`compute_metrics`.
+    :meth:`tokenize` (raw splits -> tokenized splits), :meth:`add_targets`
+    (a batch's targets) and :meth:`evaluator` (how predictions are scored).
+    ``head`` names an entry of :data:`tickets_core.heads.HEADS`.
     """
 
     name: str
@@ -135,6 +129,8 @@ class Task:
     main_metric: str
     metric_names: tuple[str, ...]
     description: str = ""
+    #: Cap on the evaluation batch size (MLM logits are batch x length x vocabulary).
+    max_eval_batch: int | None = None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, head={self.head!r}, main_metric={self.main_metric!r})"
@@ -156,8 +152,17 @@ class Task:
             "max_eval_samples": cfg.max_eval_samples,
         }
 
-    def compute_metrics(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    def add_targets(self, batch: dict, rows: dict[str, list], data: TaskData, generator) -> None:
+        """Put the targets of ``rows`` into ``batch`` (tensors)."""
         raise NotImplementedError  # pragma: no cover - abstract
+
+    def evaluator(self, data: TaskData, ds) -> Evaluator:
+        """A fresh :class:`Evaluator` for evaluation set ``ds`` of ``data``."""
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def fingerprint(self, cfg: DataConfig) -> str:
+        """What identifies this task's data for ``cfg`` (content, package or hub), without reading it all."""
+        return self.source(cfg).fingerprint
 
     # -- loading ------------------------------------------------------------------
 
@@ -243,12 +248,15 @@ def _save_splits(path: Path, splits: dict[str, Any]) -> None:
 
 
 def file_fingerprint(*paths: Path) -> str:
-    """Identify local files by path, size and modification time (no reading)."""
-    parts = []
+    """Identify local files by their names and content (SHA-256), never by where they lie.
+
+    A copy of the same files elsewhere has the same fingerprint, so run
+    folders keep their names when the data move.
+    """
+    h = hashlib.sha256()
     for p in paths:
-        st = p.stat()
-        parts.append(f"{p.resolve()}:{st.st_size}:{st.st_mtime_ns}")
-    return "files:" + "|".join(parts)
+        h.update(f"{p.name}:{content_hash(p)};".encode())
+    return "sha256:" + h.hexdigest()[:32]
 
 
 # ---------------------------------------------------------------------------

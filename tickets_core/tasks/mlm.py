@@ -31,7 +31,9 @@ from typing import Any, Callable
 import torch
 
 from ..config import DataConfig
-from .common import DataError, SPLIT_SEED, Source, Task, file_fingerprint, limit_eval, limit_train, package_version
+from ..metrics import mlm_metrics
+from .common import (DataError, Evaluator, SPLIT_SEED, Source, Task, TaskData, file_fingerprint, limit_eval,
+                     limit_train, package_version, pad)
 
 HUB_DATASET = ("Salesforce/wikitext", "wikitext-103-raw-v1")
 MIN_BLOCK = 8
@@ -58,6 +60,7 @@ class MlmTask(Task):
     num_labels = 0
     main_metric = "mlm_accuracy"
     metric_names = ("mlm_accuracy", "mlm_loss", "perplexity")
+    max_eval_batch = 16
 
     def __init__(self, name: str, read_source: Callable[[DataConfig], Source], description: str) -> None:
         self.name = name
@@ -103,8 +106,35 @@ class MlmTask(Task):
             out[split] = datasets.Dataset.from_dict(data, features=datasets.Features(features))
         return out
 
-    def compute_metrics(self, predictions, labels):  # pragma: no cover - MLM metrics come from train.evaluate
-        raise NotImplementedError("MLM metrics are accumulated over masked tokens in train.evaluate")
+    def add_targets(self, batch: dict, rows: dict[str, list], data: TaskData, generator) -> None:
+        if "labels" in rows:  # evaluation blocks: masked once, with fixed labels
+            batch["labels"] = pad(rows["labels"], -100, batch["input_ids"].shape[1])
+        else:  # training blocks: masked afresh in every batch
+            batch["input_ids"], batch["labels"] = mask_tokens(batch["input_ids"], batch["attention_mask"],
+                                                              data.tokenizer, data.mlm_probability, generator)
+
+    def evaluator(self, data: TaskData, ds) -> Evaluator:
+        return _MaskedTokens()
+
+
+class _MaskedTokens(Evaluator):
+    """Cross-entropy and accuracy summed over the masked positions only."""
+
+    def __init__(self) -> None:
+        self.loss_sum, self.correct, self.count = 0.0, 0, 0
+
+    def add(self, outputs, batch: dict, rows: dict) -> None:
+        import torch.nn.functional as F
+
+        target = batch["labels"].to(outputs.logits.device)
+        sel = target != -100
+        logits = outputs.logits[sel].float()
+        self.loss_sum += F.cross_entropy(logits, target[sel], reduction="sum").item()
+        self.correct += int((logits.argmax(-1) == target[sel]).sum())
+        self.count += int(sel.sum())
+
+    def result(self) -> dict[str, float]:
+        return mlm_metrics(self.loss_sum, self.correct, self.count)
 
 
 def _blocks(lines: list[str], tokenizer, max_len: int) -> list[list[int]]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import metrics as M
 from ..config import DataConfig
-from .common import Source, Task, limit_eval, limit_train, n_rows
+from .common import Evaluator, Source, Task, TaskData, limit_eval, limit_train, n_rows
 
 METRIC_FNS: dict[str, Callable[[Any, Any], dict[str, float]]] = {
     "accuracy": lambda p, y: {"accuracy": M.accuracy(p, y)},
@@ -73,5 +73,31 @@ class SequenceTask(Task):
             assert n_rows(data) == len(out[split])
         return out
 
+    def add_targets(self, batch: dict, rows: dict[str, list], data: TaskData, generator) -> None:
+        import torch
+
+        dtype = torch.float32 if self.head == "regression" else torch.long
+        batch["labels"] = torch.tensor(rows["labels"], dtype=dtype)
+
+    def evaluator(self, data: TaskData, ds) -> Evaluator:
+        return _Predictions(self)
+
     def compute_metrics(self, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         return METRIC_FNS[self.metric_fn](predictions, labels)
+
+
+class _Predictions(Evaluator):
+    """Class ids (argmax) or regression scores against the labels, scored by the task's GLUE metric."""
+
+    def __init__(self, task: SequenceTask) -> None:
+        self.task, self.preds, self.labels = task, [], []
+
+    def add(self, outputs, batch: dict, rows: dict) -> None:
+        logits = outputs.logits.float().cpu()
+        self.preds.append(logits[:, 0] if self.task.head == "regression" else logits.argmax(-1))
+        self.labels.append(batch["labels"])
+
+    def result(self) -> dict[str, float]:
+        import torch
+
+        return self.task.compute_metrics(torch.cat(self.preds).numpy(), torch.cat(self.labels).numpy())

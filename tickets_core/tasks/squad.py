@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 
 from ..config import DataConfig
-from .common import DataError, Source, Task, file_fingerprint, limit_eval, limit_train
+from ..metrics import squad_scores
+from .common import DataError, Evaluator, Source, Task, TaskData, file_fingerprint, limit_eval, limit_train
 
 HUB_DATASET = "rajpurkar/squad"
 DEFAULT_MAX_LENGTH, DEFAULT_STRIDE = 384, 128
@@ -105,6 +106,32 @@ class SquadTask(Task):
                                                          "answers": ev["answers"]}),
         }
         return out
+
+    def add_targets(self, batch: dict, rows: dict[str, list], data: TaskData, generator) -> None:
+        import torch
+
+        if "start_positions" in rows:  # training windows; evaluation windows carry offsets instead
+            batch["start_positions"] = torch.tensor(rows["start_positions"], dtype=torch.long)
+            batch["end_positions"] = torch.tensor(rows["end_positions"], dtype=torch.long)
+
+    def evaluator(self, data: TaskData, ds) -> Evaluator:
+        return _Spans(data.eval_examples, ds)
+
+
+class _Spans(Evaluator):
+    """Start/end logits of every window, turned into answer texts and scored with SQuAD's EM and F1."""
+
+    def __init__(self, examples, features) -> None:
+        self.examples, self.features, self.starts, self.ends = examples, features, [], []
+
+    def add(self, outputs, batch: dict, rows: dict) -> None:
+        for i, n in enumerate(rows["length"]):
+            self.starts.append(outputs.start_logits[i, :n].float().cpu().numpy())
+            self.ends.append(outputs.end_logits[i, :n].float().cpu().numpy())
+
+    def result(self) -> dict[str, float]:
+        answers = postprocess(self.examples, self.features, self.starts, self.ends)
+        return squad_scores([answers[i] for i in self.examples["id"]], list(self.examples["answers"]))
 
 
 def _features(cols: dict[str, list], tokenizer, max_length: int, stride: int, *, training: bool) -> dict[str, list]:

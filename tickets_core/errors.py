@@ -1,0 +1,19 @@
+"""The error types every layer raises: one-line messages, never a traceback for bad input."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """Bad input: a configuration value, a file, a name (one-line message).
+
+    ``param`` names the flat parameter at fault when there is one (the sweep
+    uses it to point at the line of the sweep file that set it).
+    """
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class RunStoreError(ConfigError):
+    """A run folder, or one of its files, is missing, malformed or inconsistent (one-line message)."""

@@ -1,0 +1,187 @@
+"""One run in memory: its model, theta0, data and run folder, and the moves every level is made of.
+
+:class:`Experiment` is what a kind's level function (:mod:`tickets_core.levels`)
+works with: put weights into the model (:meth:`load`), take them out
+(:meth:`snapshot`), read the masks and weights earlier levels left
+(:meth:`stored_mask`, :meth:`carried`), fine-tune under a mask
+(:meth:`train`), and leave the next level its mask and weights
+(:meth:`leave_next`).  Every tensor it keeps is a real copy (theta0 is
+cloned, never a view of the live weights: the reference MLM code's
+"rewind" was an alias and never rewound).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from . import models, train
+from .config import RunConfig
+from .errors import ConfigError, RunStoreError
+from .fsio import atomic_write_bytes
+from .masks import Mask
+from .prunable import base_model
+from .pruning import prune
+from .store import Run, RunPaths
+
+State = dict[str, torch.Tensor]
+
+# random_reinit draws its weights from the run seed shifted by this offset, so
+# they differ from a tiny random "pre-trained" model built from the same seed.
+REINIT_SEED_OFFSET = 1_000_003
+
+
+@dataclass
+class Level:
+    """One level to run; branches carry the source mask and where it came from."""
+
+    level: int
+    last: bool = False
+    source_mask: Mask | None = None
+    source: dict | None = None
+
+
+class Experiment:
+    """Model, theta0 and data of one run, and the operations its levels are made of."""
+
+    def __init__(self, cfg: RunConfig, task) -> None:
+        self.cfg, self.task = cfg, task
+        self.run: Run | None = None
+        self.model = models.build_model(cfg.model, task.head, task.num_labels, seed=cfg.seed)
+        # theta0: a real copy (clone), never a view of the live weights.
+        self.theta0: State = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        base_ids = {id(t) for t in base_model(self.model).state_dict(keep_vars=True).values()}
+        live = self.model.state_dict(keep_vars=True)
+        self.base_keys = [k for k, t in live.items() if id(t) in base_ids]
+        self.head_keys = [k for k, t in live.items() if id(t) not in base_ids]
+        self.all_keys = self.base_keys + self.head_keys
+        self._data = None
+        self._rewind: State | None = None
+        self._reinit: State | None = None
+
+    @property
+    def data(self):
+        if self._data is None:
+            tokenizer = models.load_tokenizer(self.cfg.model)
+            self._data = self.task.load(self.cfg.data, tokenizer)
+        return self._data
+
+    @property
+    def paths(self) -> RunPaths:
+        return self.run.paths
+
+    # -- masks --------------------------------------------------------------------
+
+    def dense_mask(self) -> Mask:
+        return Mask.ones_like(self.model, self.cfg.model.include_pooler)
+
+    def fit(self, mask: Mask) -> Mask:
+        """``mask`` adapted to this run's model (pooler entries dropped or kept dense)."""
+        return mask.fitted(self.model, self.cfg.model.include_pooler)
+
+    def stored_mask(self, level: int) -> Mask:
+        """The mask the level before ``level`` left for it."""
+        path = self.paths.mask(level)
+        if not path.is_file():
+            raise RunStoreError(f"{path} is missing (level {level - 1} writes it); "
+                                f"delete {self.run.root} to start the run again")
+        return self.fit(Mask.load(path))
+
+    def prune_trained(self, mask: Mask, level: int) -> Mask:
+        """The mask of ``level``: ``prune.strategy`` applied to the current weights, from ``mask``."""
+        return prune(self.model, mask, self.cfg.prune, level, self.cfg.seed)
+
+    # -- weights ------------------------------------------------------------------
+
+    def load(self, state: State, keys: list[str]) -> None:
+        """Copy ``state[k]`` into the model's tensors for ``keys`` (in place, on the model's device)."""
+        live = self.model.state_dict()
+        with torch.no_grad():
+            for k in keys:
+                live[k].copy_(state[k])
+
+    def snapshot(self, keys: list[str]) -> State:
+        live = self.model.state_dict()
+        return {k: live[k].detach().to("cpu", copy=True) for k in keys}
+
+    def save_state(self, path: Path, state: State, level: int) -> None:
+        atomic_write_bytes(path, st_save(state, metadata={"level": str(level)}))
+
+    def load_state(self, path: Path, level: int) -> State:
+        if not path.is_file():
+            raise RunStoreError(f"{path} is missing (an earlier level writes it); "
+                                f"delete {self.run.root} to start the run again")
+        with safe_open(str(path), framework="pt") as f:
+            saved = (f.metadata() or {}).get("level")
+        if saved != str(level):
+            raise RunStoreError(f"{path} holds the state for level {saved}, not level {level}")
+        return st_load(path.read_bytes())
+
+    def carried(self, level: int) -> State:
+        """The weights the level before ``level`` left for it (``level_KK/carry.safetensors``)."""
+        return self.load_state(self.paths.carry(level), level)
+
+    def rewind_state(self) -> State:
+        """theta_i for ``rewind_step = i > 0``, else theta0."""
+        if self.cfg.prune.rewind_step == 0:
+            return self.theta0
+        if self._rewind is None:
+            self._rewind = self.load_state(self.paths.rewind(), 0)
+        return self._rewind
+
+    def capture_rewind(self, step: int, model) -> None:
+        """``on_step`` hook of level 0: save theta_i when step ``rewind_step`` is reached."""
+        if step == self.cfg.prune.rewind_step:
+            self._rewind = self.snapshot(self.base_keys)
+            self.save_state(self.paths.rewind(), self._rewind, 0)
+
+    def reinit_state(self) -> State:
+        """Base weights freshly initialised by the architecture's own init (seeded; the same for every level)."""
+        if self._reinit is None:
+            cfg = self.cfg
+            fresh = models.build_model(dataclasses.replace(cfg.model, random_init=True), self.task.head,
+                                       self.task.num_labels, seed=cfg.seed + REINIT_SEED_OFFSET)
+            state = fresh.state_dict()
+            self._reinit = {k: state[k].detach().clone() for k in self.base_keys}
+        return self._reinit
+
+    # -- training and what a level leaves -----------------------------------------
+
+    def train(self, level: int, mask: Mask, on_step=None) -> dict:
+        """Fine-tune the model as it is now under ``mask`` (pruned weights zeroed first and kept at 0)."""
+        bound = mask.bind(self.model) if mask.nonzero < mask.numel else None
+        if bound is not None:
+            bound.apply_()
+        return train.fine_tune(self.model, self.data, self.cfg.train, seed=self.cfg.seed, bound_mask=bound,
+                               on_step=on_step, desc=f"level {level}")
+
+    def leave_next(self, level: int, mask: Mask, carry: list[str] | None = None) -> None:
+        """Write what level ``level + 1`` starts from: its mask, pruned from the trained weights, and
+        (``carry``) the trained tensors it keeps.  Called before level ``level`` is marked done."""
+        self.prune_trained(mask, level + 1).save(self.paths.mask(level + 1))
+        if carry:
+            self.save_state(self.paths.carry(level + 1), self.snapshot(carry), level + 1)
+
+    def metrics(self, level: int, mask: Mask, result: dict, source: dict | None) -> dict:
+        ev = result["eval"]
+        main = self.task.main_metric
+        if main not in ev:
+            raise ConfigError(f"evaluation of task {self.task.name!r} did not report its main metric {main!r}")
+        return {
+            "level": level,
+            "sparsity": mask.sparsity,
+            "main_metric": main,
+            "score": ev[main],
+            "eval": ev,
+            "train": {k: v for k, v in result.items() if k != "eval"},
+            "source": source,
+            "seed": self.cfg.seed,
+            "task": self.task.name,
+            "kind": self.cfg.kind,
+        }

@@ -1,0 +1,114 @@
+"""What one level of each run kind does: one function per kind of :mod:`tickets_core.kinds`.
+
+A level function gets the :class:`~tickets_core.experiment.Experiment` and
+the :class:`~tickets_core.experiment.Level` to run.  It puts the level's
+starting weights into the model, fine-tunes under the level's mask, writes
+what the next level needs (:meth:`Experiment.leave_next`), and returns the
+mask and the training result; the driver (:mod:`tickets_core.imp`) then
+writes the level's mask, sparsity report and metrics, the last being the
+level's done marker.  Every level uses the run seed, so a level killed
+anywhere and run again repeats exactly.
+
+To add a kind: register it in :mod:`tickets_core.kinds`, then write its
+function here under ``@level_function("<name>")``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .errors import ConfigError
+from .experiment import Experiment, Level
+from .masks import Mask
+from .pruning import get_strategy, level_generator
+
+LevelFunction = Callable[[Experiment, Level], "tuple[Mask, dict]"]
+LEVEL_FUNCTIONS: dict[str, LevelFunction] = {}
+
+
+def level_function(kind: str) -> Callable[[LevelFunction], LevelFunction]:
+    """Register the decorated function as what one level of run kind ``kind`` does."""
+    def register(fn: LevelFunction) -> LevelFunction:
+        if kind in LEVEL_FUNCTIONS:
+            raise ValueError(f"run kind {kind!r} has two level functions")
+        LEVEL_FUNCTIONS[kind] = fn
+        return fn
+    return register
+
+
+def _dense_from_theta0(x: Experiment, item: Level, on_step=None) -> tuple[Mask, dict]:
+    mask = x.dense_mask()
+    x.load(x.theta0, x.all_keys)
+    return mask, x.train(item.level, mask, on_step)
+
+
+@level_function("imp")
+def imp_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
+    k, keep_head = item.level, not x.cfg.prune.reset_head
+    if k == 0:
+        rewind = x.cfg.prune.rewind_step
+        mask, result = _dense_from_theta0(x, item, on_step=x.capture_rewind if rewind else None)
+        if rewind and not x.paths.rewind().is_file():
+            raise ConfigError(f"rewind_step {rewind} exceeds the {result['steps']} steps of level 0",
+                              param="rewind_step")
+    else:
+        mask = x.stored_mask(k)
+        x.load(x.rewind_state(), x.base_keys)
+        x.load(x.carried(k) if keep_head else x.theta0, x.head_keys)
+        result = x.train(k, mask)
+    if not item.last:
+        x.leave_next(k, mask, carry=x.head_keys if keep_head else None)
+    return mask, result
+
+
+@level_function("dense")
+def dense_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
+    return _dense_from_theta0(x, item)
+
+
+@level_function("oneshot")
+def oneshot_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
+    x.load(x.theta0, x.all_keys)
+    mask = x.prune_trained(x.dense_mask(), item.level)  # the "trained" weights are theta0 itself
+    return mask, x.train(item.level, mask)
+
+
+@level_function("standard")
+def standard_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
+    k = item.level
+    if k == 0:
+        mask, result = _dense_from_theta0(x, item)
+    else:
+        mask = x.stored_mask(k)
+        x.load(x.carried(k), x.all_keys)
+        result = x.train(k, mask)
+    if not item.last:
+        x.leave_next(k, mask, carry=x.all_keys)
+    return mask, result
+
+
+@level_function("random_prune")
+def random_prune_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
+    template = item.source_mask
+    # A random strategy reads only the shapes of the weights it is given.
+    dense = Mask({n: torch.ones_like(v) for n, v in template.items()})
+    mask = get_strategy("random_layerwise")(dict(template), dense, 0.0,
+                                            generator=level_generator(x.cfg.seed, item.level),
+                                            layer_sparsities=template.layer_sparsities())
+    x.load(x.theta0, x.all_keys)
+    return mask, x.train(item.level, mask)
+
+
+@level_function("random_reinit")
+def random_reinit_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
+    x.load(x.theta0, x.head_keys)
+    x.load(x.reinit_state(), x.base_keys)
+    return item.source_mask, x.train(item.level, item.source_mask)
+
+
+@level_function("transfer")
+def transfer_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
+    x.load(x.theta0, x.all_keys)
+    return item.source_mask, x.train(item.level, item.source_mask)
