@@ -1,16 +1,14 @@
 """The notebooks: committed clean, and executed for real through papermill by a tiny sweep.
 
 One module-scoped sweep (tiny-bert, a fixture CSV, 2 optimizer steps per
-level) executes every notebook once: imp.ipynb (two IMP trunks),
-baselines.ipynb (random pruning), transfer.ipynb, then the three analysis
-notebooks.  The tests assert on what those executions wrote: run folders with
+level) executes every notebook once: experiment.ipynb (two IMP trunks, a
+random-pruning branch, a transfer), then the three analysis notebooks.  The tests assert on what those executions wrote: run folders with
 level metrics, executed notebooks beside them, figures as PNG and PDF.  Takes
 about two minutes on two CPU cores (a kernel start costs seconds).
 """
 
 from __future__ import annotations
 
-import ast
 import csv
 import json
 import random
@@ -21,10 +19,12 @@ import nbformat
 import pytest
 
 from tickets_core import sweep
-from tickets_core.notebook_utils import PARAM_ALIASES, check_clean, notebook_parameters, parameters_cells
+from tickets_core.config import PARAMS
+from tickets_core.notebook_utils import (NOTEBOOK_DEFAULTS, check_clean, notebook_parameters, parameters_cells,
+                                         parameters_source)
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-EXPERIMENT = ("imp", "baselines", "transfer")
+EXPERIMENT = ("experiment",)
 ANALYSIS = ("sparsity_curves", "mask_overlap", "transfer_matrix")
 FIGURES = ("sparsity_curves", "mask_overlap", "layer_profile", "transfer_matrix")
 
@@ -43,23 +43,22 @@ def test_every_notebook_is_committed_clean():
         nb = nbformat.read(path, as_version=4)
         nbformat.validate(nb)
         src = parameters_cells(nb)[0].source
-        assert all(line.count("=") <= 1 for line in src.splitlines()), f"{name}: papermill parses 'x = v  # c'"
+        assert all(line.count("=") <= 1 for line in src.splitlines()), \
+            f"{name}: papermill skips a parameter line with a second '=', even in its comment"
         params = notebook_parameters(path)
         if name in ANALYSIS:
             assert {"runs_root", "figures_dir", "width"} <= set(params), name
 
 
-@pytest.mark.parametrize("name", EXPERIMENT)
-def test_experiment_notebooks_pass_every_parameter_to_the_config(name):
-    """The config cell must use each parameter once, so the sweep can predict the run folder."""
-    nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
-    params = notebook_parameters(NOTEBOOKS / f"{name}.ipynb")
-    cell = next(c for c in nb.cells if c.cell_type == "code" and "RunConfig.from_flat(" in c.source)
-    call = next(n for n in ast.walk(ast.parse(cell.source))
-                if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "from_flat")
-    passed = {kw.arg: kw.value.id for kw in call.keywords if kw.arg is not None}
-    assert [kw.value.id for kw in call.keywords if kw.arg is None] == ["extra"]
-    assert passed == {PARAM_ALIASES.get(p, p): p for p in params if p != "extra"}
+def test_the_experiment_notebook_takes_every_parameter_from_the_config():
+    """Its parameters cell is generated from the config declarations, and its config cell reads them all."""
+    nb = nbformat.read(NOTEBOOKS / "experiment.ipynb", as_version=4)
+    assert parameters_cells(nb)[0].source == parameters_source(), \
+        "regenerate it: python -m tickets_core.notebook_utils --sync"
+    params = notebook_parameters(NOTEBOOKS / "experiment.ipynb")
+    assert list(params) == list(PARAMS)
+    assert {k: v for k, v in params.items() if v != PARAMS[k].default} == NOTEBOOK_DEFAULTS
+    assert any("experiment_config(globals())" in c.source for c in nb.cells if c.cell_type == "code")
 
 
 # ---------------------------------------------------------------------------
@@ -144,7 +143,7 @@ def test_sweep_executes_every_notebook(tiny_sweep):
     assert tiny_sweep["status"] == 0, tiny_sweep["out"]
     assert "sweep: 7 ran, 0 already done, 0 failed, 0 skipped" in tiny_sweep["out"]
     plan = sweep.plan_sweep(tiny_sweep["file"])
-    assert sorted({j.notebook.stem for j in plan.jobs}) == sorted(EXPERIMENT[:1] + ("baselines", "transfer") + ANALYSIS)
+    assert sorted({j.notebook.stem for j in plan.jobs}) == sorted(EXPERIMENT + ANALYSIS)
     for job in plan.jobs:
         nb = nbformat.read(job.output, as_version=4)  # the executed notebook, beside its run folder
         recorded = nb.metadata["papermill"]["parameters"]

@@ -72,3 +72,14 @@ def test_non_result_fields_may_change_on_resume_but_a_different_config_is_an_err
     run.paths.config().write_text("{not json")
     with pytest.raises(RunStoreError, match="config.json"):
         Run.open(cfg)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path, umask, mode):
+    """Shared run folders stay readable: atomic writes get what a plain open() would give."""
+    old = os.umask(umask)
+    try:
+        path = atomic_write_json(tmp_path / f"x{umask}.json", {"v": 1})
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode

@@ -18,6 +18,7 @@ import pytest
 
 from tickets_core import sweep
 from tickets_core.config import RunConfig
+from tickets_core.identity import resolve
 from tickets_core.sweep import SweepError
 
 BASE = """\
@@ -98,17 +99,18 @@ def test_expansion_counts_names_and_dependencies(make_sweep, tmp_path):
     assert len(plan.jobs) == 4 + 1 + 4 + 2 + 2
     assert "transfer rotten_tomatoes->imdb seed 0" in labels and "transfer imdb->imdb seed 0" not in labels
     # Each run's folder name is the one RunConfig gives for the same values (independent of the notebooks).
-    expected = RunConfig.from_flat(kind="imp", task="imdb", seed=1, name_or_path="tiny-bert", max_steps=2,
-                                   levels=2, rate=0.3).run_name()
+    expected = resolve(RunConfig.from_flat(kind="imp", task="imdb", seed=1, model="tiny-bert", max_steps=2,
+                                           levels=2, rate=0.3)).run_name()
     trunk = next(j for j in plan.jobs if j.label == "imp imdb seed 1")
     assert trunk.name == expected and trunk.run_dir == tmp_path / "runs" / expected
-    assert trunk.output == trunk.run_dir / "notebook.ipynb" and trunk.notebook.name == "imp.ipynb"
+    assert trunk.output == trunk.run_dir / "notebook.ipynb" and trunk.notebook.name == "experiment.ipynb"
     assert trunk.parameters["output_root"] == str(tmp_path / "runs") and trunk.parameters["progress"] is False
     branch = next(j for j in plan.jobs if j.label == "random_reinit imdb seed 1")
-    assert branch.deps == [trunk.name] and branch.parameters["source_run"] == str(trunk.run_dir)
-    assert branch.notebook.name == "baselines.ipynb"
-    # parameters that are not in the notebook's parameters cell travel in `extra`
-    assert branch.parameters["extra"] == {"levels": 2, "rate": 0.3}
+    # a branch names its trunk by run name (resolved under output_root), so the folder can move
+    assert branch.deps == [trunk.name] and branch.parameters["source_run"] == trunk.name
+    assert branch.notebook.name == "experiment.ipynb"
+    assert {k: branch.parameters[k] for k in ("levels", "rate", "max_steps")} == {"levels": 2, "rate": 0.3,
+                                                                                  "max_steps": 2}
     tr = next(j for j in plan.jobs if j.label == "transfer imdb->rotten_tomatoes seed 0")
     src = next(j for j in plan.jobs if j.label == "imp imdb seed 0")
     assert tr.deps == [src.name] and tr.parameters["source_levels"] == [1, 2]
@@ -136,8 +138,8 @@ def test_trunk_on_disk_is_used_without_dependency(make_sweep, tmp_path):
             tasks: [imdb]
             seeds: [5]
         """)
-    name = RunConfig.from_flat(kind="imp", task="imdb", seed=5, name_or_path="tiny-bert", max_steps=2,
-                               levels=4).run_name()
+    name = resolve(RunConfig.from_flat(kind="imp", task="imdb", seed=5, model="tiny-bert", max_steps=2,
+                                       levels=4)).run_name()
     with pytest.raises(SweepError, match=rf"sweep.yaml:17: random_prune imdb seed 5: its trunk run {name} "
                                          r"\(imp imdb seed 5\) is neither in this sweep nor on disk"):
         sweep.plan_sweep(make_sweep(text))
@@ -147,7 +149,7 @@ def test_trunk_on_disk_is_used_without_dependency(make_sweep, tmp_path):
         sweep.plan_sweep(make_sweep(text))
     (tmp_path / "runs" / name / "status.json").write_text('{"state": "done"}')
     job = next(j for j in sweep.plan_sweep(make_sweep(text)).jobs if j.label.startswith("random_prune"))
-    assert job.deps == [] and job.parameters["source_run"] == str(tmp_path / "runs" / name)
+    assert job.deps == [] and job.parameters["source_run"] == name
 
 
 # ---------------------------------------------------------------------------
@@ -161,8 +163,6 @@ def test_trunk_on_disk_is_used_without_dependency(make_sweep, tmp_path):
     ("    tasks: [rotten_tomatoes, imdb]", "    tasks: [rotten_tomatoes,\n      imbd]", 10,
      "unknown task 'imbd'"),
     ("    trunk: imp\n    tasks: [imdb]", "    trunk: impp\n    tasks: [imdb]", 18, "unknown trunk 'impp'"),
-    ("    rate: 0.3", "    rate: 3", 12, "imp rotten_tomatoes seed 0: prune.rate must be in (0, 1)"),
-    ("    levels: 2", "    levels: two", 11, "'levels' must be int, got 'two'"),
     ("  max_steps: 2", "  max_steps: 2\n  seed: 3", 6, "'seed' is set by the sweep"),
     ("  max_steps: 2", "  max_steps: 2\n  max_steps: 3", 6, "duplicate key 'max_steps'"),
     ("  - sparsity_curves", "  - notebook: sparsity_curves\n    levels: 3", 27, "unknown key 'levels'"),
@@ -180,9 +180,19 @@ def test_bad_sweep_files_fail_naming_the_line(make_sweep, old, new, line, messag
     assert text.startswith(f"{path}:{line}: ") and message in text and "\n" not in text
 
 
+@pytest.mark.parametrize("old,new,line,message", [
+    ("    rate: 0.3", "    rate: 3", 12, "imp rotten_tomatoes seed 0: rate must be in (0, 1)"),
+    ("    levels: 2", "    levels: two", 11, "imp rotten_tomatoes seed 0: levels must be an integer, got 'two'"),
+    ("  max_steps: 2", "  max_steps: 2.5", 5, "max_steps must be an integer or None, got 2.5"),
+    ("  max_steps: 2", "  max_steps: 2\n  train.learning_rate: -1", 6, "learning_rate must be > 0"),
+])
+def test_bad_values_are_reported_by_the_config_at_the_line_that_set_them(make_sweep, old, new, line, message):
+    test_bad_sweep_files_fail_naming_the_line(make_sweep, old, new, line, message)
+
+
 def test_cli_reports_bad_file_before_running(make_sweep, capsys, monkeypatch):
     called = []
-    monkeypatch.setattr(sweep, "process_executor", lambda *a: called.append(a))
+    monkeypatch.setattr(sweep.execute, "process_executor", lambda *a: called.append(a))
     status = sweep.main([str(make_sweep(BASE.replace("figures_dir:", "figure_dir:")))])
     assert status == 2 and not called
     assert "sweep.yaml:2: unknown key 'figure_dir'" in capsys.readouterr().err
@@ -233,12 +243,12 @@ def test_failures_skip_dependents_and_are_reported(make_sweep):
 
 
 def test_main_runs_and_reports_with_exit_status(make_sweep, monkeypatch, capsys):
-    monkeypatch.setattr(sweep, "process_executor", lambda workers, gpus: cf.ThreadPoolExecutor(workers))
-    monkeypatch.setattr(sweep, "execute_job", FakeRunner(fail=("analysis",)))
+    monkeypatch.setattr(sweep.execute, "process_executor", lambda workers, gpus: cf.ThreadPoolExecutor(workers))
+    monkeypatch.setattr(sweep.execute, "execute_job", FakeRunner(fail=("analysis",)))
     assert sweep.main([str(make_sweep()), "--workers", "2"]) == 1
     out = capsys.readouterr().out
     assert "2 failed, 0 skipped" in out and "FAILED analysis mask_overlap: RuntimeError: boom" in out
-    monkeypatch.setattr(sweep, "execute_job", FakeRunner())
+    monkeypatch.setattr(sweep.execute, "execute_job", FakeRunner())
     assert sweep.main([str(make_sweep()), "--only", "analysis*"]) == 0
     assert "sweep: 2 ran, 0 already done" in capsys.readouterr().out
 
@@ -263,6 +273,8 @@ def test_one_line_error_of_a_notebook_failure():
 
 
 def test_gpu_assignment(monkeypatch):
+    import os
+
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,5")
     assert sweep.detect_gpus() == ["2", "5"]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
@@ -272,23 +284,27 @@ def test_gpu_assignment(monkeypatch):
         def get(self):
             return "7"
 
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    sweep._init_worker(Slots(), 3)
-    import os
-
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.setenv(var, "x")  # records the variable's state, so the test restores it afterwards
+        monkeypatch.delenv(var)
+    sweep.execute._init_worker(Slots(), 3)
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "7" and os.environ["OMP_NUM_THREADS"] == "3"
 
 
-def _visible() -> str:
+def _visible(barrier) -> tuple[int, str]:
     import os
 
-    return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    barrier.wait(timeout=60)  # both tasks run at once, so each runs in its own worker
+    return os.getpid(), os.environ.get("CUDA_VISIBLE_DEVICES", "")
 
 
 def test_process_workers_each_get_a_gpu():
-    with sweep.process_executor(2, ["3", "4"]) as ex:
-        seen = {f.result() for f in [ex.submit(_visible) for _ in range(4)]}
-    assert seen and seen <= {"3", "4"}
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Manager() as manager, sweep.process_executor(2, ["3", "4"]) as ex:
+        barrier = manager.Barrier(2)
+        seen = [f.result() for f in [ex.submit(_visible, barrier) for _ in range(2)]]
+    assert len({pid for pid, _ in seen}) == 2 and sorted(gpu for _, gpu in seen) == ["3", "4"]
 
 
 def test_transfer_from_a_mask_file(make_sweep, tmp_path):
@@ -298,7 +314,8 @@ def test_transfer_from_a_mask_file(make_sweep, tmp_path):
             targets: [imdb]
             seeds: [0, 1]
         """).replace("{mask}", str(tmp_path / "m.safetensors"))
-    with pytest.raises(SweepError, match=r"sweep.yaml:21: mask file .* does not exist"):
+    with pytest.raises(SweepError, match=r"sweep.yaml:21: transfer m.safetensors->imdb seed 0: mask file .* "
+                                         r"does not exist"):
         sweep.plan_sweep(make_sweep(text))
     (tmp_path / "m.safetensors").write_bytes(b"x")
     jobs = [j for j in sweep.plan_sweep(make_sweep(text)).jobs if j.label.startswith("transfer")]
@@ -307,9 +324,11 @@ def test_transfer_from_a_mask_file(make_sweep, tmp_path):
 
 
 def test_run_progress_reads_levels_from_status(tmp_path):
-    assert sweep.run_progress(tmp_path / "missing") == "starting"
+    from tickets_core.store import run_progress
+
+    assert run_progress(tmp_path / "missing") == "starting"
     (tmp_path / "status.json").write_text(json.dumps({"state": "running", "levels_done": [0, 1],
                                                       "levels_planned": 5}))
-    assert sweep.run_progress(tmp_path) == "2/5 levels"
+    assert run_progress(tmp_path) == "2/5 levels"
     (tmp_path / "status.json").write_text("{not json")
-    assert sweep.run_progress(tmp_path) == "starting"
+    assert run_progress(tmp_path) == "starting"

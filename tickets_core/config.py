@@ -170,11 +170,11 @@ class RunConfig(_Checked):
                                                        "finished levels).")
     mask_path: str | None = param(None, hashed=False, path=True,
                                   help="transfer: one mask file instead of a source run (identified by content).")
+    output_root: str = param("runs", hashed=False, path=True, help="Folder holding the run folders.")
     model: ModelConfig = param(factory=ModelConfig, help="The model.")
     data: DataConfig = param(factory=DataConfig, help="The task and its data.")
     train: TrainConfig = param(factory=TrainConfig, help="Fine-tuning, the same at every level.")
     prune: PruneConfig = param(factory=PruneConfig, help="Pruning strategy and schedule.")
-    output_root: str = param("runs", hashed=False, path=True, help="Folder holding the run folders.")
     mask_fingerprint: str | None = param(None, internal=True, help="Content hash of mask_path.")
 
     def __post_init__(self) -> None:

@@ -94,3 +94,8 @@ register(RunKind(
     levels="source", source="run_or_mask",
     starts_from="theta0 and the source level's mask (or the mask file's, as level 0)",
 ))
+
+
+def table() -> str:
+    """The registered kinds, one line each: name, trunk or branch, what it runs."""
+    return "\n".join(f"{k.name:<14} {k.role:<7} {k.help}" for k in KINDS.values())

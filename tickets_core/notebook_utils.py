@@ -1,52 +1,65 @@
 """Helpers shared by the notebooks, the sweep runner and the notebook tests.
 
-* :func:`config_from_params` turns an experiment notebook's parameters into
-  a :class:`~tickets_core.config.RunConfig` exactly as the notebook's config
-  cell does, so the sweep knows a run's folder before running it.
-* :func:`notebook_parameters` reads the literals of a notebook's
-  ``parameters`` cell (without running it).
-* :func:`strip_outputs` / :func:`check_clean` keep committed notebooks free
-  of outputs (``python -m tickets_core.notebook_utils notebooks/*.ipynb``
-  strips them in place).
-* :func:`resolve_path` makes a notebook parameter path absolute, relative to
-  the notebook's folder.
+* The experiment notebook's ``parameters`` cell is generated from the config
+  declarations (:func:`parameters_source`): one line per flat parameter of
+  :data:`tickets_core.config.PARAMS`, its default and help.
+  ``python -m tickets_core.notebook_utils --sync`` rewrites it (and strips
+  outputs); a test checks the committed cell is in sync.
+* :func:`experiment_config` turns the notebook's namespace (or a sweep job's
+  parameters) into a resolved :class:`~tickets_core.config.RunConfig`, exactly
+  as the sweep does, so the sweep knows a run's folder before running it.
+* :func:`notebook_parameters` reads the literals of any notebook's
+  ``parameters`` cell without running it (the analysis notebooks).
+* :func:`strip_outputs` / :func:`check_clean` keep committed notebooks clean
+  (``python -m tickets_core.notebook_utils notebooks/*.ipynb`` strips in place).
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
-import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Mapping
 
-from .config import ConfigError, RunConfig
+from .config import PARAMS, RunConfig
+from .errors import ConfigError
 
-#: Experiment-notebook parameter names that differ from the flat RunConfig name.
-PARAM_ALIASES: dict[str, str] = {"model": "model__name_or_path"}
-#: Parameter holding any further RunConfig fields by flat name.
-EXTRA = "extra"
+NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+#: The notebook that runs every run kind.
+EXPERIMENT_NOTEBOOK = "experiment"
+#: Where the notebook's defaults differ from the config's: a notebook runs in notebooks/, runs live beside it.
+NOTEBOOK_DEFAULTS: dict[str, Any] = {"output_root": "../runs"}
+_SECTION_TITLES = {None: "run", "model": "model", "data": "task and data", "train": "fine-tuning (every level)",
+                   "prune": "pruning"}
 
 
-def config_from_params(params: Mapping[str, Any]) -> RunConfig:
-    """RunConfig from an experiment notebook's parameters (plus the ``extra`` dict).
+def parameters_source() -> str:
+    """The experiment notebook's ``parameters`` cell: every flat parameter, its default and its help."""
+    lines = ["# Parameters (papermill overrides them in a cell inserted below this one). Generated from",
+             "# tickets_core.config by `python -m tickets_core.notebook_utils --sync`; full help:",
+             "# tickets_core.config.describe(...). Relative paths are relative to this notebook's folder."]
+    section = object()
+    for p in PARAMS.values():
+        if p.section != section:
+            section = p.section
+            lines += ["", f"# -- {_SECTION_TITLES[section]}"]
+        value = NOTEBOOK_DEFAULTS.get(p.name, p.default)
+        assign = f"{p.name} = {value!r}"
+        # papermill skips any line with a second '=' (it cannot tell the comment's from the code's)
+        text = p.help.replace(" = ", ": ").replace("=", ":")
+        lines.append(f"{assign:<28} # {textwrap.shorten(text, 92, placeholder=' ...')}")
+    return "\n".join(lines)
 
-    ``model`` means ``model.name_or_path``; every other name is a flat
-    RunConfig name (see :meth:`RunConfig.from_flat`).  A field given both as a
-    parameter and inside ``extra`` is an error.
+
+def experiment_config(namespace: Mapping[str, Any]) -> RunConfig:
+    """The resolved RunConfig of an experiment notebook's parameters (names of :data:`PARAMS`).
+
+    ``namespace`` may be the notebook's ``globals()``: only parameter names are read.
     """
-    flat: dict[str, Any] = {}
-    for key, value in params.items():
-        if key != EXTRA:
-            flat[PARAM_ALIASES.get(key, key)] = value
-    extra = params.get(EXTRA) or {}
-    if not isinstance(extra, Mapping):
-        raise ConfigError(f"parameter 'extra' must be a dict of RunConfig fields, got {type(extra).__name__}")
-    for key, value in extra.items():
-        name = PARAM_ALIASES.get(key, key)
-        if name in flat:
-            raise ConfigError(f"parameter {key!r} is given both directly and in 'extra'")
-        flat[name] = value
-    return RunConfig.from_flat(**flat)
+    from .identity import resolve
+
+    return resolve(RunConfig.from_flat(**{k: v for k, v in namespace.items() if k in PARAMS}))
 
 
 def _load(path: str | Path):
@@ -80,8 +93,9 @@ def notebook_parameters(path: str | Path) -> dict[str, Any]:
     return out
 
 
-def strip_outputs(path: str | Path) -> bool:
-    """Remove outputs, execution counts and papermill metadata in place; True when the file changed."""
+def strip_outputs(path: str | Path, *, sync_parameters: bool = False) -> bool:
+    """Remove outputs, execution counts and papermill metadata in place (and, with ``sync_parameters``,
+    regenerate the parameters cell); True when the file changed."""
     import nbformat
 
     nb = _load(path)
@@ -93,6 +107,8 @@ def strip_outputs(path: str | Path) -> bool:
         for key in ("papermill", "execution", "collapsed", "scrolled"):
             cell.metadata.pop(key, None)
     nb.metadata.pop("papermill", None)
+    if sync_parameters:
+        parameters_cells(nb)[0].source = parameters_source()
     after = nbformat.writes(nb)
     if after != before:
         Path(path).write_text(after)
@@ -134,11 +150,15 @@ def run_summary(run_dir: str | Path):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Strip outputs from the notebooks named on the command line."""
-    paths = sys.argv[1:] if argv is None else argv
+    """Strip outputs from the notebooks named (``--sync``: all of notebooks/, regenerating the parameters cell)."""
+    ap = argparse.ArgumentParser(prog="python -m tickets_core.notebook_utils", description=main.__doc__)
+    ap.add_argument("notebooks", nargs="*", help="notebooks to strip in place")
+    ap.add_argument("--sync", action="store_true", help="also regenerate experiment.ipynb's parameters cell")
+    args = ap.parse_args(argv)
+    paths = [Path(p) for p in args.notebooks] or (sorted(NOTEBOOKS_DIR.glob("*.ipynb")) if args.sync else [])
     for p in paths:
-        if strip_outputs(p):
-            print(f"stripped {p}")
+        if strip_outputs(p, sync_parameters=args.sync and p.stem == EXPERIMENT_NOTEBOOK):
+            print(f"updated {p}")
     return 0
 
 

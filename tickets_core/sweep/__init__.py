@@ -1,0 +1,91 @@
+"""Sweeps: a YAML grid of runs, executed as papermill notebooks on a concurrent.futures executor.
+
+Modules: :mod:`.spec` (load, validate, expand), :mod:`.execute` (executors,
+ordering, progress), :mod:`.cli` (the command line).
+
+Usage::
+
+    python -m tickets_core.sweep FILE [--workers N] [--dry-run] [--only PATTERN]
+                                      [--gpus 0,1] [--executor process|dask] [--scheduler ADDRESS]
+
+(also installed as the ``tickets-sweep`` command).
+
+Sweep file
+----------
+::
+
+    output_root: runs            # run folders; relative paths are relative to the current directory
+    figures_dir: figures         # where the analysis notebooks write figures
+    notebooks_dir: notebooks     # optional; default: this checkout's notebooks/
+    data_dirs:                   # optional: local data folder per task (sets data_dir)
+      sst2: data/glue/SST-2
+    defaults:                    # parameters of every run
+      model: minilm
+      max_train_samples: 2000
+    trunks:                      # each entry: tasks x seeds runs of notebooks/experiment.ipynb
+      - name: imp                # what branches/transfers call it (default: its kind)
+        kind: imp                # any trunk kind (tickets_core.kinds): imp | dense | oneshot | standard | ...
+        tasks: [rotten_tomatoes, tweet_sentiment]
+        seeds: [0, 1, 2]
+        levels: 5                # any parameter, overriding defaults
+    branches:                    # branch kinds, from a trunk's run folders
+      - kinds: [random_prune, random_reinit]   # any branch kind but transfer
+        trunk: imp               # a trunk entry's name, or a mapping of parameters
+                                 #   describing a trunk run already on disk
+        tasks: [rotten_tomatoes] # default: the trunk's tasks
+        seeds: [0]               # default: the trunk's seeds
+        trunk_seed: 0            # trunk seed to branch from (default: the branch's seed)
+        source_levels: [2, 4]    # default: every level of the trunk
+    transfers:                   # source task's mask -> target task
+      - trunk: imp
+        sources: [rotten_tomatoes]   # default: the trunk's tasks
+        targets: [tweet_sentiment]
+        seeds: [0]
+        source_levels: [3]
+      - mask_path: masks/mlm_level5.safetensors   # or one mask file (no trunk, no sources)
+        targets: [rotten_tomatoes]
+        seeds: [0]
+    analysis:                    # run last, on everything under output_root
+      - sparsity_curves
+      - notebook: mask_overlap
+        sparsity: 0.5
+
+A run's parameters are ``defaults``, then (for branches and transfers) the
+trunk entry's own parameters, then the entry's.  Parameter names are the
+config's flat names (:data:`tickets_core.config.PARAMS`, the experiment
+notebook's parameters cell: ``learning_rate``, ``levels``, ``model``, ...;
+``train.weight_decay`` spellings work too); the config checks their values
+and an error names the line that set the value.  ``task``, ``seed``,
+``kind``, ``source_run`` and ``output_root`` are set by the sweep.  Relative
+paths are relative to the current directory.  A transfer's data are the
+target's (a trunk's ``data_dir`` is not inherited).  A transfer whose source
+and target are the same task is skipped (that is the IMP run itself).
+
+What the runner does
+--------------------
+Every run's folder name is known before it runs (``RunConfig.run_name()``; a
+branch names its trunk by run name, so a runs folder can be moved and the
+sweep rerun there),
+so: runs whose ``status.json`` says ``done`` are skipped (a killed sweep
+resumes by running the same command; a half-done run resumes inside
+``imp.run``); each executed notebook is written to ``<run_dir>/notebook.ipynb``
+(analysis notebooks to ``<output_root>/_analysis/``); branches and transfers
+start when their trunk run has finished and are skipped when it failed;
+analysis notebooks start after every run has ended.  Failures do not stop the
+sweep; they are listed at the end, one line each, and the exit status is 1.
+
+Executors: ``--workers N`` local processes (``ProcessPoolExecutor``), each
+pinned to one GPU through ``CUDA_VISIBLE_DEVICES`` when GPUs exist (``--gpus``
+to choose them); or ``--executor dask --scheduler ADDRESS`` to hand the
+notebooks to an existing Dask cluster (``dask.distributed``, imported only
+then; give each Dask worker its GPU, e.g. with dask-cuda, and put the
+notebooks, ``output_root`` and the data on a file system every worker sees).
+"""
+
+from .cli import main
+from .execute import (Outcome, describe_plan, detect_gpus, execute_job, one_line_error, process_executor, report,
+                      run_plan, select)
+from .spec import Job, Plan, SweepError, load_yaml, plan_sweep
+
+__all__ = ["main", "plan_sweep", "load_yaml", "Job", "Plan", "SweepError", "Outcome", "run_plan", "report",
+           "select", "describe_plan", "execute_job", "process_executor", "detect_gpus", "one_line_error"]
