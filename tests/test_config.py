@@ -15,11 +15,39 @@ from tickets_core.identity import resolve
 def test_run_folder_hashes_are_pinned():
     # A run folder's name is part of the on-disk contract: an accidental change to
     # the hashed fields (or their defaults) would orphan every existing run.
-    assert resolve(RunConfig()).run_name() == "imp-rotten_tomatoes-85a0b008"
+    assert resolve(RunConfig()).run_name() == "imp-rotten_tomatoes-6d488a8a"
     cfg = resolve(RunConfig.from_flat(kind="transfer", task="sst2", source_run="imp-mnli-0000", source_levels=[3],
                                       model="bert-base-uncased"))
     assert cfg.data.fingerprint == "hub:nyu-mll/glue/sst2"
-    assert cfg.run_name() == "transfer-sst2-8db1cde2"
+    assert cfg.run_name() == "transfer-sst2-c5b4b381"
+
+
+# Names hash only the values that differ from these defaults, so a default may never change silently:
+# every run folder that relied on it would then name a different experiment.  Changing one takes a
+# migration (tickets_core.migrate) and an entry here.
+PINNED_DEFAULTS = {
+    "kind": "imp", "seed": 0, "source_run": None, "source_levels": None, "model": "minilm", "tokenizer": None,
+    "random_init": False, "config_overrides": {}, "include_pooler": True, "task": "rotten_tomatoes",
+    "max_seq_length": 128, "max_train_samples": None, "max_eval_samples": None, "mlm_probability": 0.15,
+    "learning_rate": 2e-05, "weight_decay": 0.0, "warmup_ratio": 0.0, "batch_size": 32, "num_epochs": 3.0,
+    "max_steps": None, "eval_every": None, "max_grad_norm": 1.0, "group_by_length": True, "precision": "auto",
+    "strategy": "magnitude_global", "schedule": "linear", "rate": 0.1, "levels": 9, "rewind_step": 0,
+    "reset_head": True,
+}
+
+
+def test_defaults_that_names_rely_on_are_pinned():
+    current = {p.name: p.default for p in PARAMS.values() if p.hashed}
+    changed = {k: (v, current[k]) for k, v in PINNED_DEFAULTS.items() if k in current and current[k] != v}
+    assert not changed, f"defaults changed (pinned, now): {changed}"
+    # A parameter added later may have any default: at that default it leaves existing names alone.
+    assert set(PINNED_DEFAULTS) <= set(current)
+
+
+def test_a_parameter_at_its_default_is_not_part_of_the_name():
+    cfg = resolve(RunConfig.from_flat(rate=0.05))
+    assert cfg.hashed_dict() == {"data": {"fingerprint": cfg.data.fingerprint}, "prune": {"rate": 0.05}}
+    assert resolve(RunConfig.from_flat(rate=0.05, levels=9, seed=0)).run_name() == cfg.run_name()
 
 
 def test_an_unresolved_config_has_no_name():

@@ -174,16 +174,27 @@ def require(ok: bool, name: str, message: str) -> None:
 
 
 def hashed_view(obj: Any) -> Any:
-    """The parts of a config that change results: fields with ``hashed=False`` are left out."""
+    """The parts of a config that change results, as the run hash sees them.
+
+    Fields with ``hashed=False`` are left out, and so is every field at its
+    default value (the way open_lth names runs): a parameter added in a later
+    version, at its default, leaves every existing run's name as it was.  The
+    flip side: changing a default changes what existing names mean, so
+    defaults are pinned by a test (tests/test_config.py).
+    """
     if dataclasses.is_dataclass(obj):
         out = {}
         for f in fields(obj):
+            value = getattr(obj, f.name)
             if not f.metadata.get("hashed", True):
                 continue
-            value = getattr(obj, f.name)
+            if not dataclasses.is_dataclass(value) and value == _default(f):
+                continue
             if f.metadata.get("hash_as") == "name" and isinstance(value, str):
                 value = value.rstrip("/").rsplit("/", 1)[-1]
-            out[f.name] = hashed_view(value)
+            view = hashed_view(value)
+            if view != {}:
+                out[f.name] = view
         return out
     if isinstance(obj, dict):
         return {str(k): hashed_view(v) for k, v in obj.items()}
