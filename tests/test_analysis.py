@@ -205,25 +205,31 @@ def test_layer_profile_pools_matrices_by_weight_count():
 # ---------------------------------------------------------------------------
 
 
-def write_run(root, kind, task, seed, levels: dict[int, tuple[float, float]], *, source_task=None, masks=None):
-    """A run folder as docs/ARCHITECTURE.md describes it; ``levels``: level -> (sparsity, score)."""
+def write_run(root, kind, task, seed, level_scores: dict[int, tuple[float, float]], *, source_task=None, masks=None,
+              source_run=None, **params):
+    """A run folder as docs/ARCHITECTURE.md describes it; ``level_scores``: level -> (sparsity, score).
+
+    ``params``: more flat parameters (a variant); ``source_run``: the source's run name (default: a made-up one).
+    """
     from tickets_core.config import RunConfig
 
+    source_run = source_run or (f"imp-{source_task}" if source_task else None)
     cfg = RunConfig.from_flat(kind=kind, task=task, seed=seed, model="tiny-bert", output_root=str(root),
-                              **({"source_run": f"imp-{source_task}"} if source_task else {}))
+                              **({"source_run": source_run} if source_run else {}), **params)
     cfg.data.fingerprint = "fixture"  # written by hand, not resolved: tasks here are made-up names
     d = root / cfg.run_name()
     d.mkdir(parents=True)
     (d / "config.json").write_text(cfg.to_json())
-    (d / "status.json").write_text(json.dumps({"state": "done", "levels_done": sorted(levels), "levels_planned":
-                                               len(levels), "error": None, "updated": "2026-01-01T00:00:00+00:00"}))
-    for level, (sp, score) in levels.items():
+    (d / "status.json").write_text(json.dumps({"state": "done", "levels_done": sorted(level_scores),
+                                               "levels_planned": len(level_scores), "error": None,
+                                               "updated": "2026-01-01T00:00:00+00:00"}))
+    for level, (sp, score) in level_scores.items():
         ld = d / f"level_{level:02d}"
         ld.mkdir()
         if masks and level in masks:
             masks[level].save(ld / "mask.safetensors")
             (ld / "sparsity.json").write_text(json.dumps(masks[level].report()))
-        src = {"run": f"imp-{source_task}", "task": source_task, "level": level} if source_task else None
+        src = {"run": source_run, "task": source_task, "level": level} if source_task else None
         (ld / "metrics.json").write_text(json.dumps({
             "level": level, "sparsity": sp, "main_metric": "accuracy", "score": score,
             "eval": {"accuracy": score}, "train": {"steps": 1}, "source": src, "seed": seed, "task": task,
@@ -343,13 +349,18 @@ def test_report_tables_from_run_folders(run_root, capsys):
     text = capsys.readouterr().out
     # rotten_tomatoes: dense 0.80/0.84 -> threshold 0.82 - 0.0283 = 0.7917; IMP matches at 20% (0.81), not 36% (0.79)
     assert "| rotten_tomatoes | accuracy | 2 | 0.8200 ± 0.0283 | 0.7917 |" in text
-    assert "| rotten_tomatoes | 36% | 20% | none |" in text  # random pruning never reaches 0.7917
-    assert "| imdb | 36% | 20% | - |" in text               # imdb has no random-pruning run
-    assert "| rotten_tomatoes | 20% | 0.810 | 0.750 | +0.060 |" in text
-    assert "| rotten_tomatoes | 36% | 0.790 | 0.600 | +0.190 |" in text
-    # transfer at level 2: rotten_tomatoes' mask on imdb scores 0.85, 0.05 below imdb's dense mean 0.90
-    assert "| rotten_tomatoes | 0.850 (-0.050) | 0.790 (-0.030) |" in text  # diagonal: the IMP ticket itself
-    assert "| imdb | 0.880 (-0.020) | 0.700 (-0.120) |" in text
+    assert "| rotten_tomatoes | IMP | 1 | 36% | 20% |" in text
+    assert "| rotten_tomatoes | random pruning | 1 | 36% | none |" in text  # never reaches 0.7917
+    assert "| imdb | IMP | 1 | 36% | 20% |" in text and "| imdb | random pruning" not in text
+    assert "| rotten_tomatoes | IMP / random pruning | 20% | 0.810 (1) | 0.750 (1) | +0.060 |" in text
+    assert "| rotten_tomatoes | IMP / random pruning | 36% | 0.790 (1) | 0.600 (1) | +0.190 |" in text
+    # transfer at level 2: rotten_tomatoes' mask on imdb scores 0.85, 0.05 below imdb's dense mean 0.90 (1 seed)
+    assert "| rotten_tomatoes | 36% | 0.850 (-0.050, 1) | 0.790 (-0.030, 1) |" in text  # diagonal: the IMP ticket
+    assert "| imdb | 36% | 0.880 (-0.020, 1) | 0.700 (-0.120, 1) |" in text
+    # each source at its own highest matching level (both IMP tickets match at 20%, level 1)
+    assert report.main([str(run_root), "--level", "highest_matching"]) == 0
+    text = capsys.readouterr().out
+    assert "| rotten_tomatoes | 20% | 0.900 (+0.000, 1) ✓ | 0.810 (-0.010, 1) ✓ |" in text
 
 
 def test_report_on_an_empty_folder_is_one_line_error(tmp_path, capsys):
@@ -358,3 +369,177 @@ def test_report_on_an_empty_folder_is_one_line_error(tmp_path, capsys):
     assert report.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------------------
+# Variants of a method in one folder: kept apart everywhere, only seeds averaged
+# ---------------------------------------------------------------------------
+
+
+IMP_A = {"rewind 0": {0: (0.0, [0.83, 0.81]), 1: (0.2, [0.82, 0.80]), 2: (0.36, [0.81, 0.81])},
+         "rewind 2": {0: (0.0, [0.83, 0.81]), 1: (0.2, [0.79, 0.79]), 2: (0.36, [0.70, 0.72])}}
+
+
+@pytest.fixture
+def rewind_root(tmp_path):
+    """Task A: dense over 3 seeds (threshold 0.80); IMP with rewind_step 0 and 2 (2 seeds each), a random-pruning
+    branch of each (same own settings), transfers of each to task B, where IMP also runs with both rewind steps."""
+    from tickets_core.masks import Mask
+
+    root = tmp_path / "runs"
+    for seed, v in enumerate([0.80, 0.82, 0.84]):
+        write_run(root, "dense", "A", seed, {0: (0.0, v)})
+    for seed, v in enumerate([0.90, 0.90]):
+        write_run(root, "dense", "B", seed, {0: (0.0, v)})
+    shapes = ((16, 8), (8, 8))
+    src = {}
+    for r, (variant, levels) in enumerate(IMP_A.items()):
+        rewind = int(variant.split()[1])
+        for seed in (0, 1):
+            masks = {k: Mask(random_mask(1 - sp, 10 * r + seed + k, shapes)) for k, (sp, _) in levels.items() if k}
+            d = write_run(root, "imp", "A", seed, {k: (sp, v[seed]) for k, (sp, v) in levels.items()}, masks=masks,
+                          rewind_step=rewind)
+            src[(rewind, seed)] = d.name
+        write_run(root, "random_prune", "A", 0, {1: (0.2, 0.70 + 0.05 * r), 2: (0.36, 0.60 + 0.05 * r)},
+                  source_task="A", source_run=src[(rewind, 0)])
+        masks = {k: Mask(random_mask(1 - sp, 50 + r + k, shapes)) for k, sp in ((1, 0.2), (2, 0.36))}
+        write_run(root, "imp", "B", 0, {0: (0.0, 0.90), 1: (0.2, 0.90 - 0.02 * r), 2: (0.36, 0.88 - 0.04 * r)},
+                  masks=masks, rewind_step=rewind)
+        write_run(root, "transfer", "B", 0, {2: (0.36, 0.85 - 0.10 * r)}, source_task="A",
+                  source_run=src[(rewind, 0)], rewind_step=rewind)
+    return root
+
+
+def test_rewind_variants_stay_apart_everywhere(rewind_root):
+    import matplotlib.pyplot as plt
+
+    from tickets_core import plots, report, results
+
+    runs = analysis.add_method(results.load_runs(rewind_root))
+    methods = {k: sorted(g["method"].unique()) for k, g in runs.groupby("kind")}
+    assert methods == {"dense": ["dense"], "imp": ["IMP, rewind 0", "IMP, rewind 2"],
+                       "random_prune": ["random pruning (of IMP, rewind 0)", "random pruning (of IMP, rewind 2)"],
+                       "transfer": ["transfer from A, rewind 0", "transfer from A, rewind 2"]}
+    # curves: each variant averaged over its own 2 seeds, never with the other's
+    curves = analysis.curve_table(runs).set_index(["task", "method", "level"])
+    for variant, levels in IMP_A.items():
+        for level, (sp, scores) in levels.items():
+            c = curves.loc[("A", f"IMP, {variant}", level)]
+            assert (c["mean"], c["sparsity"], c["n_seeds"]) == (pytest.approx(np.mean(scores)), sp, 2)
+            assert c["std"] == pytest.approx(np.std(scores, ddof=1))
+    # highest matching (threshold 0.80): rewind 0 matches up to 36%, rewind 2 only dense; pooled would say 20%
+    high = analysis.highest_matching_sparsity(runs).set_index(["task", "method"])
+    assert high.loc[("A", "IMP, rewind 0"), "sparsity"] == pytest.approx(0.36)
+    assert high.loc[("A", "IMP, rewind 2"), "sparsity"] == 0.0
+    assert set(high["n_seeds"]) == {1, 2} and set(high["dense_method"]) == {"dense"}
+    assert high.loc[("A", "IMP, rewind 2"), "threshold"] == pytest.approx(0.80)
+    # transfer matrix: one row per source method, compared with the target's ticket of that same method
+    tm = analysis.transfer_matrix(runs, level=2).set_index(["source", "target_task"])
+    assert tm.loc[("A, rewind 0", "B"), "score"] == pytest.approx(0.85)
+    assert tm.loc[("A, rewind 0", "B"), "vs_imp"] == pytest.approx(0.85 - 0.88)
+    assert tm.loc[("A, rewind 2", "B"), "vs_imp"] == pytest.approx(0.75 - 0.84)
+    assert tm.loc[("B, rewind 2", "B"), "score"] == pytest.approx(0.84)  # diagonal: B's own "IMP, rewind 2"
+    assert tm.loc[("A, rewind 2", "A"), "score"] == pytest.approx(0.71) and tm.loc[("A, rewind 2", "A"), "n_seeds"] == 2
+    hm = analysis.transfer_matrix(runs, level="highest_matching")  # A's rewind-0 ticket matches at 36%, rewind 2 never
+    assert set(zip(hm["source"], hm["target_task"])) >= {("A, rewind 0", "B")}
+    assert ("A, rewind 2", "B") not in set(zip(hm["source"], hm["target_task"]))
+    # mask overlap: one mask per task and method, one seed each
+    picked = analysis.pick_levels(runs, 0.36, tol=0.01)
+    assert sorted(picked["label"]) == ["A: IMP, rewind 0", "A: IMP, rewind 2", "B: IMP, rewind 0", "B: IMP, rewind 2"]
+    assert set(picked["seed"]) == {0} and set(picked["level"]) == {2}
+    one = analysis.pick_levels(runs, 0.36, method="IMP, rewind 2", tol=0.01)
+    assert list(one["label"]) == ["A", "B"] and set(one["method"]) == {"IMP, rewind 2"}
+    # report: both variants, with their seeds
+    text = report.report(str(rewind_root), level=2)
+    assert "| A | IMP, rewind 0 | 2 | 36% | 36% |" in text and "| A | IMP, rewind 2 | 2 | 36% | 0% |" in text
+    assert "| A | IMP, rewind 2 / random pruning (of IMP, rewind 2) | 36% | 0.710 (2) | 0.650 (1) | +0.060 |" in text
+    assert "| A, rewind 0 | 36% |" in text and "| A, rewind 2 | 36% |" in text
+    # figures: one legend entry per method, saying over how many seeds (2 on task A, 1 on task B)
+    fig = plots.sparsity_curves(runs[runs["kind"] != "dense"], analysis.dense_baselines(runs), high.reset_index())
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "IMP, rewind 0 (1-2 seeds)" in legend and "IMP, rewind 2 (1-2 seeds)" in legend
+    assert "random pruning (of IMP, rewind 2) (1 seed)" in legend
+    plt.close(fig)
+    fig = plots.transfer_heatmaps(tm.reset_index())
+    assert "(1-2 seeds)" in fig.axes[0].get_title()
+    plt.close(fig)
+
+
+def test_schedule_variants_keep_their_own_sparsities(tmp_path):
+    from tickets_core import results
+
+    root = tmp_path / "runs"
+    for seed in (0, 1):
+        write_run(root, "dense", "B", seed, {0: (0.0, 0.7)})
+        write_run(root, "imp", "B", seed, {0: (0.0, 0.7), 1: (0.2, 0.7), 2: (0.4, 0.6)}, rate=0.2, levels=2)
+        write_run(root, "imp", "B", seed, {0: (0.0, 0.7), 1: (0.2, 0.7), 2: (0.36, 0.7)}, rate=0.2, levels=2,
+                  schedule="geometric")
+    runs = results.load_runs(root)
+    curves = analysis.curve_table(runs)
+    assert sorted(curves["method"].unique()) == ["IMP, geometric 0.2", "IMP, linear 0.2"]
+    level2 = curves[curves["level"] == 2].set_index("method")["sparsity"]
+    assert level2.to_dict() == {"IMP, geometric 0.2": pytest.approx(0.36), "IMP, linear 0.2": pytest.approx(0.4)}
+    assert 0.38 not in set(curves["sparsity"].round(2))  # no level at a sparsity that no run had
+    high = analysis.highest_matching_sparsity(runs).set_index("method")["sparsity"]
+    assert high.to_dict() == {"IMP, geometric 0.2": pytest.approx(0.36), "IMP, linear 0.2": pytest.approx(0.2)}
+
+
+def test_pooler_variants_share_their_dense_baseline(tmp_path):
+    from tickets_core import results
+
+    root = tmp_path / "runs"
+    write_run(root, "dense", "C", 5, {0: (0.0, 0.66)})
+    for pooler, score in ((True, 0.5), (False, 0.7)):
+        for seed in (0, 1):
+            write_run(root, "imp", "C", seed, {0: (0.0, 0.68 + 0.02 * seed), 1: (0.3, score)}, include_pooler=pooler)
+    runs = results.load_runs(root)
+    high = analysis.highest_matching_sparsity(runs).set_index("method")
+    assert sorted(high.index) == ["IMP, pooler dense", "IMP, pooler pruned"]
+    # include_pooler cannot change a dense fine-tuning: one dense variant of 3 seeds (dense seed 5, IMP seeds 0 and 1)
+    assert set(high["dense_method"]) == {"dense"} and set(high["n_dense_seeds"]) == {3}
+    assert high.loc["IMP, pooler dense", "sparsity"] == pytest.approx(0.3)
+    assert high.loc["IMP, pooler pruned", "sparsity"] == 0.0
+    assert analysis.dense_baseline(runs, "C").mean == pytest.approx(np.mean([0.66, 0.68, 0.70]))
+
+
+def test_dense_variants_follow_the_training_settings(tmp_path):
+    from tickets_core import results
+
+    root = tmp_path / "runs"
+    for seed, (hi, lo) in enumerate([(0.80, 0.70), (0.82, 0.72)]):
+        write_run(root, "dense", "D", seed, {0: (0.0, hi)}, learning_rate=1e-4)
+        write_run(root, "dense", "D", seed, {0: (0.0, lo)}, learning_rate=2e-5)
+    write_run(root, "imp", "D", 5, {0: (0.0, 0.84), 1: (0.5, 0.80)}, learning_rate=1e-4)
+    write_run(root, "random_prune", "D", 5, {1: (0.5, 0.75)}, source_task="D", learning_rate=3e-5)
+    runs = analysis.add_method(results.load_runs(root))
+    base = analysis.dense_baselines(runs).set_index("method")
+    assert sorted(base.index) == ["dense, lr 0.0001", "dense, lr 2e-05"]
+    assert (base.loc["dense, lr 0.0001", "n_seeds"], base.loc["dense, lr 2e-05", "n_seeds"]) == (3, 2)
+    assert base.loc["dense, lr 0.0001", "mean"] == pytest.approx(np.mean([0.80, 0.82, 0.84]))  # with IMP's level 0
+    # labels name what differs between runs of a kind: one IMP run is just "IMP"; its dense variant is found
+    # by its settings all the same
+    assert analysis.dense_baseline(runs, "D", method="IMP").method == "dense, lr 0.0001"
+    with pytest.raises(AnalysisError, match="2 dense variants"):
+        analysis.dense_baseline(runs, "D")
+    # random pruning trained at lr 3e-5: no dense fine-tuning like it, so no threshold (and a warning)
+    with pytest.warns(UserWarning, match="no dense baseline trained like random pruning on D"):
+        high = analysis.highest_matching_sparsity(runs, kind="random_prune")
+    assert np.isnan(high.loc[0, "threshold"]) and high.loc[0, "dense_method"] is None
+    with pytest.raises(AnalysisError, match="no dense fine-tuning was trained like"):
+        analysis.dense_baseline(runs, "D", method="random pruning")
+
+
+def test_labels_name_any_parameter():
+    assert analysis.describe_settings({"schedule": "geometric", "rate": 0.2, "rewind_step": 2},
+                                      ["rate", "schedule", "rewind_step"]) == ["geometric 0.2", "rewind 2"]
+    assert analysis.describe_settings({"rate": 0.15, "schedule": "linear"}, ["rate"]) == ["linear 0.15"]
+    # a parameter this module knows nothing about (e.g. one added later) is named generically
+    assert analysis.describe_settings({"lr_schedule": "across_levels", "noise_scale": 0.5},
+                                      ["noise_scale", "lr_schedule"]) == ["lr_schedule across_levels",
+                                                                          "noise_scale 0.5"]
+    df = pd.DataFrame([dict(row("A", "imp", s, 0, 0.0, 0.5), run=f"r{s}",
+                            config={"lr_schedule": v, "seed": s, "learning_rate": 2e-5})
+                       for s, v in ((0, "per_level"), (1, "across_levels"), (2, "per_level"))])
+    labels = analysis.add_method(df).set_index("run")["method"]
+    assert labels.to_dict() == {"r0": "IMP, lr_schedule per_level", "r1": "IMP, lr_schedule across_levels",
+                                "r2": "IMP, lr_schedule per_level"}

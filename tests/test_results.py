@@ -81,3 +81,25 @@ def test_results_imports_no_training_code():
             "bad = [m for m in ('torch', 'transformers', 'tickets_core.train', 'tickets_core.imp') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_each_row_carries_the_result_changing_config(tmp_path):
+    from tickets_core.config import PARAMS
+
+    fake_run(tmp_path, rewind_step=2, learning_rate=1e-4, eval_batch_size=7)
+    fake_run(tmp_path, kind="dense", seed=1, levels=1, task="imdb")
+    df = load_runs(tmp_path)
+    cfg = df[df["kind"] == "imp"].iloc[0]["config"]
+    assert set(cfg) == {n for n, p in PARAMS.items() if p.hashed} | {"mask_fingerprint"}
+    assert (cfg["rewind_step"], cfg["learning_rate"], cfg["seed"], cfg["reset_head"]) == (2, 1e-4, 0, True)
+    assert "eval_batch_size" not in cfg and "output_root" not in cfg and "data_dir" not in cfg  # not hashed
+    # only some tasks: the other runs' levels are not read
+    assert set(load_runs(tmp_path, tasks=["imdb"])["task"]) == {"imdb"}
+    assert len(load_runs(tmp_path, tasks="nothing")) == 0
+    # a config.json that is not a run config is a one-line error naming it
+    d = df[df["kind"] == "dense"].iloc[0]["run_dir"]
+    bad = json.loads((tmp_path / d / "config.json").read_text())
+    bad["train"]["learning_rate"] = "fast"
+    (tmp_path / d / "config.json").write_text(json.dumps(bad))
+    with pytest.raises(RunStoreError, match=r"config.json is not a run config: learning_rate must be a number"):
+        load_runs(tmp_path)

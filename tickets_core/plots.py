@@ -24,7 +24,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.patches import Rectangle
 
-from .analysis import AnalysisError, method_label
+from .analysis import AnalysisError
 from .kinds import KINDS
 
 #: Paper widths in inches.
@@ -91,9 +91,21 @@ def save_figure(fig, name: str, figures_dir: str | Path = "figures", *, dpi: int
     return paths
 
 
-def _method_order(methods: Iterable[str]) -> list[str]:
-    known = [m for m in (method_label(k) for k in KINDS) if m in set(methods)]
-    return known + sorted(set(methods) - set(known))
+def _method_order(rows: pd.DataFrame) -> list[str]:
+    """Methods in registry order of their kinds, then by name."""
+    kinds = list(KINDS)
+    pairs = rows[["method", "kind"]].drop_duplicates("method")
+    key = {m: (kinds.index(k) if k in kinds else len(kinds), m) for m, k in zip(pairs["method"], pairs["kind"])}
+    return sorted(key, key=key.get)
+
+
+def seeds_text(counts: Iterable[int]) -> str:
+    """"3 seeds", "2-3 seeds" (the range of the seed counts behind the points of a curve or the cells of a table)."""
+    counts = sorted({int(c) for c in counts})
+    if not counts:
+        return "no seeds"
+    span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{span} seed" + ("" if span == "1" else "s")
 
 
 # ---------------------------------------------------------------------------
@@ -108,42 +120,50 @@ def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.Dat
 
     ``rows``: results rows with a ``method`` column (:func:`analysis.add_method`),
     dense runs excluded; ``baselines``: :func:`analysis.dense_baselines`
-    (solid grey line: dense mean; dotted: the matching threshold);
+    (solid grey line: dense mean; dotted: the matching threshold; labelled
+    when a task has several dense variants);
     ``highest``: :func:`analysis.highest_matching_sparsity` (dashed vertical
-    line and a star at the highest matching sparsity).
+    line and a star at the highest matching sparsity, in the method's colour).
+    The legend says over how many seeds each method's points are averaged.
     """
     if rows is None or len(rows) == 0:
         raise AnalysisError("sparsity curves: nothing to plot")
     set_style()
     tasks = sorted(rows["task"].unique()) if tasks is None else list(tasks)
-    methods = _method_order(rows["method"].unique())
+    methods = _method_order(rows)
+    seeds = {m: seeds_text(g.groupby(["task", "level"])["seed"].nunique()) for m, g in rows.groupby("method")}
     palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
     markers = dict(zip(methods, itertools.cycle(_MARKERS)))
     fig, axes = _grid(len(tasks), width)
-    base = baselines.set_index("task") if baselines is not None and len(baselines) else None
-    best = highest.set_index("task") if highest is not None and len(highest) else None
+    base = baselines if baselines is not None and len(baselines) else None
+    best = highest if highest is not None and len(highest) else None
     data = rows.assign(sparsity_pct=(rows["sparsity"] * 100).round(2))
     for ax, task in zip(axes, tasks):
         d = data[data["task"] == task]
         sns.lineplot(data=d, x="sparsity_pct", y=metric, hue="method", style="method", hue_order=methods,
                      style_order=methods, palette=palette, markers=markers, dashes=False, errorbar="sd",
                      err_kws={"alpha": 0.15, "linewidth": 0}, ax=ax, legend=False)
-        if base is not None and task in base.index:
-            ax.axhline(base.loc[task, "mean"], color="0.35", lw=0.9, ls="-", zorder=1)
-            ax.axhline(base.loc[task, "threshold"], color="0.35", lw=0.9, ls=":", zorder=1)
-        if best is not None and task in best.index and not pd.isna(best.loc[task, "sparsity"]):
-            x = 100 * float(best.loc[task, "sparsity"])
-            ax.axvline(x, color="k", lw=0.8, ls="--", zorder=1)
-            ax.plot([x], [best.loc[task, "score"]], marker="*", ms=9, color="k", zorder=5, ls="none")
+        task_base = base[base["task"] == task] if base is not None else []
+        for b in (task_base.itertuples() if len(task_base) else ()):
+            ax.axhline(b.mean, color="0.35", lw=0.9, ls="-", zorder=1)
+            ax.axhline(b.threshold, color="0.35", lw=0.9, ls=":", zorder=1)
+            if len(task_base) > 1:  # several dense variants: say which line is which
+                ax.annotate(b.method, (1.0, b.mean), xycoords=("axes fraction", "data"), xytext=(-2, 2),
+                            textcoords="offset points", ha="right", fontsize=MIN_FONT_PT, color="0.35")
+        task_best = best[(best["task"] == task) & best["sparsity"].notna()] if best is not None else []
+        for h in (task_best.itertuples() if len(task_best) else ()):
+            x, color = 100 * float(h.sparsity), palette.get(h.method, "k") if len(task_best) > 1 else "k"
+            ax.axvline(x, color=color, lw=0.8, ls="--", zorder=1)
+            ax.plot([x], [h.score], marker="*", ms=9, color=color, zorder=5, ls="none")
             ax.annotate(f"{x:.0f}%", (x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10),
-                        textcoords="offset points", fontsize=MIN_FONT_PT)
+                        textcoords="offset points", fontsize=MIN_FONT_PT, color=color)
         ax.set_title(task)
         ax.set_xlabel("sparsity (%)")
         if metric_label is None and metric == "score" and "main_metric" in d.columns and d["main_metric"].notna().any():
             ax.set_ylabel(" / ".join(sorted(d["main_metric"].dropna().unique())))
         else:
             ax.set_ylabel(metric_label or metric)
-    handles = [plt.Line2D([], [], color=palette[m], marker=markers[m], label=m) for m in methods]
+    handles = [plt.Line2D([], [], color=palette[m], marker=markers[m], label=f"{m} ({seeds[m]})") for m in methods]
     handles += [plt.Line2D([], [], color="0.35", ls="-", label="dense mean"),
                 plt.Line2D([], [], color="0.35", ls=":", label="matching threshold")]
     if best is not None:
@@ -171,7 +191,10 @@ def _heatmap(ax, table: pd.DataFrame, *, fmt: str, cmap: str, vmin=None, vmax=No
 
 def overlap_heatmaps(observed: pd.DataFrame, expected: pd.DataFrame, *, sparsity: float | None = None,
                      width: str | float = "double"):
-    """Task x task IoU of the masks (left) beside the IoU of random masks of the same densities (right)."""
+    """Label x label IoU of the masks (left) beside the IoU of random masks of the same densities (right).
+
+    Labels are :func:`analysis.pick_levels`' ``label`` (the task, or "task: method"); each mask is one seed's.
+    """
     if observed is None or observed.empty:
         raise AnalysisError("mask overlap: nothing to plot")
     set_style()
@@ -180,11 +203,11 @@ def overlap_heatmaps(observed: pd.DataFrame, expected: pd.DataFrame, *, sparsity
     _heatmap(axes[1], expected.loc[observed.index, observed.columns], fmt=".2f", cmap="viridis", vmin=0, vmax=1,
              cbar_label="IoU of kept weights")
     at = f" at {100 * sparsity:.0f}% sparsity" if sparsity is not None else ""
-    axes[0].set_title("masks" + at)
+    axes[0].set_title("masks" + at + " (one seed each)")
     axes[1].set_title("random masks, same densities")
     for ax in axes:
-        ax.set_xlabel("task")
-        ax.set_ylabel("task")
+        ax.set_xlabel("mask")
+        ax.set_ylabel("mask")
     return fig
 
 
@@ -205,7 +228,11 @@ def layer_profile_heatmaps(profiles: Mapping[str, pd.DataFrame], *, width: str |
 
 def transfer_heatmaps(table: pd.DataFrame, *, values: Iterable[str] = ("vs_dense", "vs_imp"),
                       width: str | float = "double", metric_label: str = "score"):
-    """Source x target heat maps of :func:`analysis.transfer_matrix` columns; matching cells boxed in black."""
+    """Source x target heat maps of :func:`analysis.transfer_matrix` columns; matching cells boxed in black.
+
+    Rows are the table's ``source`` (the source task, plus what sets its
+    transfer method apart); the title says over how many seeds the cells are.
+    """
     if table is None or len(table) == 0:
         raise AnalysisError("transfer matrix: nothing to plot")
     set_style()
@@ -213,9 +240,10 @@ def transfer_heatmaps(table: pd.DataFrame, *, values: Iterable[str] = ("vs_dense
     titles = {"vs_dense": f"{metric_label} - dense", "vs_imp": f"{metric_label} - own IMP ticket",
               "score": metric_label}
     fig, axes = _grid(len(values), width, panel_aspect=0.9, max_cols=len(values) if figure_width(width) > 4 else 1)
-    match = table.pivot(index="source_task", columns="target_task", values="matching")
+    match = table.pivot(index="source", columns="target_task", values="matching")
+    n = seeds_text(table["n_seeds"])
     for ax, value in zip(axes, values):
-        m = table.pivot(index="source_task", columns="target_task", values=value)
+        m = table.pivot(index="source", columns="target_task", values=value)
         finite = np.abs(m.to_numpy(dtype=float)[np.isfinite(m.to_numpy(dtype=float))])
         lim = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
         if value == "score":
@@ -227,7 +255,7 @@ def transfer_heatmaps(table: pd.DataFrame, *, values: Iterable[str] = ("vs_dense
                 flag = match.loc[src, tgt] if src in match.index and tgt in match.columns else False
                 if flag is True or (not pd.isna(flag) and bool(flag)):
                     ax.add_patch(Rectangle((j + 0.04, i + 0.04), 0.92, 0.92, fill=False, ec="k", lw=1.4))
-        ax.set_title(titles.get(value, value))
+        ax.set_title(f"{titles.get(value, value)} ({n})")
         ax.set_xlabel("target task")
         ax.set_ylabel("source task (mask)")
     return fig

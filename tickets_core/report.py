@@ -3,9 +3,14 @@
 ``python -m tickets_core.report RUNS_ROOT [--n-std 1.0] [--level K]`` prints
 
 1. the dense baseline per task (mean, std over seeds, matching threshold);
-2. the highest matching sparsity per task for IMP (and for random pruning);
+2. the highest matching sparsity per task and method (IMP, its variants and the baselines);
 3. IMP against random pruning at equal sparsity, level by level;
-4. the transfer matrix (source task x target task) at one source level.
+4. the transfer matrix (source x target task) at one source level, or at each
+   source's highest matching level.
+
+Every number is a mean over seeds of one method (:func:`analysis.add_method`:
+runs that differ in anything but the seed are kept apart) and says over how
+many seeds.
 
 It reads runs through :mod:`tickets_core.results` and computes with
 :mod:`tickets_core.analysis` only (no training code, no torch).
@@ -22,6 +27,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from . import analysis, results
+from .kinds import KINDS
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -39,67 +45,90 @@ def _num(x: float, digits: int = 3) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
+def _several(labels) -> bool:
+    return len(set(labels)) > 1
+
+
 def dense_section(df: pd.DataFrame, n_std: float) -> str:
     base = analysis.dense_baselines(df, n_std)
     metric = df.groupby("task")["main_metric"].first()
-    rows = [[t.task, metric.get(t.task, "?"), t.n_seeds, f"{t.mean:.4f} ± {t.std:.4f}", f"{t.threshold:.4f}"]
+    variants = _several(base["method"])  # a method column only when some task has several dense variants
+    rows = [[t.task] + ([t.method] if variants else []) + [metric.get(t.task, "?"), t.n_seeds,
+                                                          f"{t.mean:.4f} ± {t.std:.4f}", f"{t.threshold:.4f}"]
             for t in base.itertuples()]
-    return md_table(["task", "metric", "seeds", "dense mean ± std", f"matching threshold (mean - {n_std:g} std)"], rows)
+    header = ["task"] + (["dense variant"] if variants else []) + [
+        "metric", "seeds", "dense mean ± std", f"matching threshold (mean - {n_std:g} std)"]
+    return md_table(header, rows)
+
+
+def _pruned_kinds(df: pd.DataFrame) -> list[str]:
+    """Kinds with a sparsity curve of their own task (not dense, not transfer), in registry order."""
+    present = set(df["kind"])
+    return [k for k in KINDS if k in present and k not in ("dense", "transfer")]
 
 
 def matching_section(df: pd.DataFrame, n_std: float) -> str:
     rows = []
-    kinds = [k for k in ("imp", "random_prune", "oneshot", "standard") if (df["kind"] == k).any()]
-    tables = {k: analysis.highest_matching_sparsity(df, kind=k, n_std=n_std).set_index("task") for k in kinds}
-    reached = df[df["kind"] == "imp"].groupby("task")["sparsity"].max()
-    for task in tables["imp"].index:
-        row = [task, _pct(reached.get(task, math.nan))]
-        for k in kinds:
-            t = tables[k]
-            row.append(_pct(t.loc[task, "sparsity"]) if task in t.index else "-")
-        rows.append(row)
-    header = ["task", "highest sparsity tried"] + [f"highest matching: {analysis.method_label(k)}" for k in kinds]
-    return md_table(header, rows)
+    for kind in _pruned_kinds(df):
+        table = analysis.highest_matching_sparsity(df, kind=kind, n_std=n_std)
+        reached = df[df["kind"] == kind].groupby(["task", "method"])["sparsity"].max()
+        for t in table.itertuples():
+            rows.append([t.task, t.method, t.n_seeds, _pct(reached.get((t.task, t.method), math.nan)),
+                         _pct(t.sparsity)])
+    rows.sort(key=lambda r: r[0])
+    return md_table(["task", "method", "seeds", "highest sparsity tried", "highest matching"], rows)
 
 
 def imp_vs_random_section(df: pd.DataFrame) -> str:
-    scored = df[df["score"].notna()]
-    imp = scored[scored["kind"] == "imp"].groupby(["task", "level"]).agg(sparsity=("sparsity", "mean"),
-                                                                         imp=("score", "mean"))
-    rnd = scored[scored["kind"] == "random_prune"].groupby(["task", "level"]).agg(random=("score", "mean"))
-    both = imp.join(rnd, how="inner").reset_index()
-    both = both[both["sparsity"] > 0]
-    rows = [[r.task, _pct(r.sparsity), _num(r.imp), _num(r.random), f"{r.imp - r.random:+.3f}"]
-            for r in both.itertuples()]
-    return md_table(["task", "sparsity", "IMP", "random pruning", "IMP - random"], rows)
+    """Each random-pruning method beside the IMP method its masks copy, level by level (means over seeds)."""
+    curves = analysis.curve_table(df, kinds=["imp", "random_prune"]).set_index(["task", "method", "level"])
+    rnd = df[df["kind"] == "random_prune"]
+    rows = []
+    for (task, method, source), _ in rnd.groupby(["task", "method", "source_method"], dropna=False, sort=True):
+        imp_methods = [source] if isinstance(source, str) else sorted(df[(df["kind"] == "imp") & (df["task"] == task)]
+                                                                      ["method"].unique())
+        if len(imp_methods) != 1:
+            continue
+        imp = curves.loc[(task, imp_methods[0])] if (task, imp_methods[0]) in curves.index.droplevel(2) else None
+        if imp is None:
+            continue
+        for level, r in curves.loc[(task, method)].iterrows():
+            if level in imp.index and r["sparsity"] > 0:
+                i = imp.loc[level]
+                rows.append([task, f"{imp_methods[0]} / {method}", _pct(r["sparsity"]),
+                             f"{_num(i['mean'])} ({int(i['n_seeds'])})", f"{_num(r['mean'])} ({int(r['n_seeds'])})",
+                             f"{i['mean'] - r['mean']:+.3f}"])
+    return md_table(["task", "methods", "sparsity", "IMP (seeds)", "random pruning (seeds)", "IMP - random"], rows)
 
 
-def transfer_section(df: pd.DataFrame, n_std: float, level: int | None) -> str:
+def transfer_section(df: pd.DataFrame, n_std: float, level: int | str | None) -> str:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         table = analysis.transfer_matrix(df, level=level, n_std=n_std)
     targets = sorted(table["target_task"].unique())
     rows = []
-    for source, g in table.groupby("source_task", sort=True):
+    for source, g in table.groupby("source", sort=True):
         cells = g.set_index("target_task")
-        row = [source]
+        off = g[g["source_task"] != g["target_task"]]
+        row = [source, _pct(off["sparsity"].mean() if len(off) else g["sparsity"].mean())]
         for t in targets:
             if t not in cells.index:
                 row.append("")
                 continue
             c = cells.loc[t]
             mark = " ✓" if c["matching"] else ""
-            row.append(f"{c['score']:.3f} ({c['vs_dense']:+.3f}){mark}")
+            row.append(f"{c['score']:.3f} ({c['vs_dense']:+.3f}, {int(c['n_seeds'])}){mark}")
         rows.append(row)
-    sp = table["sparsity"].mean()
-    head = (f"Source level {int(table['level'].iloc[0])} (sparsity {_pct(sp)}); each cell: the target's score "
-            f"(difference to the target's dense mean); ✓ = matching (at least dense mean - {n_std:g} std). "
-            "Diagonal: the target's own IMP ticket.")
-    return head + "\n\n" + md_table(["source \\ target"] + targets, rows)
+    where = ("each source's highest matching level" if level == analysis.HIGHEST
+             else f"source level {int(table['level'].iloc[0])}")
+    head = (f"Transfers at {where}; each cell: the target's score, mean over seeds (difference to the target's "
+            f"dense mean, number of seeds); ✓ = matching (at least dense mean - {n_std:g} std). Diagonal: the "
+            "target's own ticket.")
+    return head + "\n\n" + md_table(["source \\ target", "source sparsity"] + targets, rows)
 
 
-def report(root: str, n_std: float = 1.0, level: int | None = None) -> str:
-    df = results.load_runs(root)
+def report(root: str, n_std: float = 1.0, level: int | str | None = None) -> str:
+    df = analysis.add_method(results.load_runs(root))
     if len(df) == 0:
         raise analysis.AnalysisError(f"no runs under {root}")
     parts = ["### Dense baselines", dense_section(df, n_std),
@@ -111,11 +140,22 @@ def report(root: str, n_std: float = 1.0, level: int | None = None) -> str:
     return "\n\n".join(parts) + "\n"
 
 
+def _level(text: str) -> int | str:
+    if text == analysis.HIGHEST:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"an integer or {analysis.HIGHEST!r}, got {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tickets_core.report", description=__doc__.splitlines()[0])
     p.add_argument("runs_root", help="folder holding the run folders")
     p.add_argument("--n-std", type=float, default=1.0, help="matching: dense mean - N std (default 1)")
-    p.add_argument("--level", type=int, default=None, help="source level of the transfer matrix (default: highest shared)")
+    p.add_argument("--level", type=_level, default=None,
+                   help="source level of the transfer matrix, or 'highest_matching' (each source at its own "
+                        "highest matching level); default: the highest level all transfers share")
     a = p.parse_args(argv)
     try:
         with warnings.catch_warnings():

@@ -5,20 +5,29 @@ when called): analysis notebooks stay fast and independent of the training
 stack.  Folders that are not runs (no ``config.json`` + ``status.json``) are
 skipped; a malformed JSON file raises a one-line
 :class:`~tickets_core.errors.RunStoreError` naming it.
+
+Each row carries its run's ``config``: every parameter that changes results
+(``config.PARAMS[name].hashed``, by flat name, defaults filled in for
+parameters newer than the run) plus ``mask_fingerprint``.  The analysis
+reads it to tell variants of a method apart
+(:func:`tickets_core.analysis.add_method`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 
-from .errors import RunStoreError
+from .config import PARAMS, RunConfig
+from .errors import ConfigError, RunStoreError
 from .fsio import read_json
 from .store import RunPaths, is_run_dir
 
 RUN_COLUMNS = ["run", "run_dir", "kind", "task", "model", "seed", "level", "sparsity", "main_metric", "score",
-               "source_run", "source_task", "source_level", "strategy", "schedule", "rate", "state"]
+               "source_run", "source_task", "source_level", "source_path", "strategy", "schedule", "rate", "state",
+               "config"]
 SPARSITY_COLUMNS = ["run", "kind", "task", "level", "name", "layer", "component", "numel", "nonzero", "sparsity"]
 
 
@@ -41,12 +50,30 @@ def _field(obj: dict, path: str, where: Path):
     return cur
 
 
-def load_runs(root: str | Path) -> pd.DataFrame:
-    """One row per (run, finished level); columns as in docs/ARCHITECTURE.md plus ``eval_<metric>``."""
+def run_config(cfg: dict, where: Path) -> dict:
+    """The result-changing parameters of a stored config, by flat name (see the module docstring)."""
+    try:
+        flat = RunConfig.from_dict(cfg).flat()
+    except (ConfigError, TypeError) as e:
+        raise RunStoreError(f"{where} is not a run config: {str(e).splitlines()[0]}") from None
+    out = {name: value for name, value in flat.items() if PARAMS[name].hashed}
+    out["mask_fingerprint"] = cfg.get("mask_fingerprint")
+    return out
+
+
+def load_runs(root: str | Path, *, tasks: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per (run, finished level); columns as in docs/ARCHITECTURE.md plus ``eval_<metric>``.
+
+    ``tasks``: read only the runs of these tasks (the others' levels are not opened).
+    """
+    tasks = None if tasks is None else {tasks} if isinstance(tasks, str) else set(tasks)
     rows = []
     for d in run_dirs(root):
         paths = RunPaths(d)
         cfg = read_json(paths.config())
+        if tasks is not None and (cfg.get("data") or {}).get("task") not in tasks:
+            continue
+        config = run_config(cfg, paths.config())
         status = read_json(paths.status())
         for level in paths.levels():
             mpath = paths.metrics(level)
@@ -62,10 +89,11 @@ def load_runs(root: str | Path) -> pd.DataFrame:
                 "sparsity": _field(m, "sparsity", mpath), "main_metric": _field(m, "main_metric", mpath),
                 "score": _field(m, "score", mpath),
                 "source_run": source.get("run"), "source_task": source.get("task"), "source_level": source.get("level"),
+                "source_path": source.get("path"),
                 "strategy": _field(cfg, "prune.strategy", paths.config()),
                 "schedule": _field(cfg, "prune.schedule", paths.config()),
                 "rate": _field(cfg, "prune.rate", paths.config()),
-                "state": status.get("state"),
+                "state": status.get("state"), "config": config,
             }
             row.update({f"eval_{k}": v for k, v in m["eval"].items()})
             rows.append(row)

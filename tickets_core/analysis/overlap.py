@@ -1,0 +1,129 @@
+"""Masks: do methods and tasks find the same subnetwork?  IoU of kept weights, and where masks prune.
+
+Functions on :class:`tickets_core.masks.Mask` objects the caller loaded
+(:func:`tickets_core.results.load_masks`) and on the per-matrix table of
+:func:`tickets_core.results.load_sparsity`; nothing here loads torch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..components import COMPONENTS
+from .common import AnalysisError, require
+from .methods import add_method
+
+
+def random_iou(d1: float, d2: float) -> float:
+    """Expected IoU of two independent random masks keeping fractions ``d1`` and ``d2``.
+
+    Each weight is kept by both with probability ``d1*d2`` and by either with
+    ``d1 + d2 - d1*d2``, so the IoU tends to ``d1*d2 / (d1 + d2 - d1*d2)``.
+    """
+    for d in (d1, d2):
+        if not 0.0 <= d <= 1.0:
+            raise AnalysisError(f"densities must be in [0, 1], got {d}")
+    union = d1 + d2 - d1 * d2
+    return 1.0 if union == 0 else d1 * d2 / union
+
+
+def overlap_matrix(masks: Mapping[str, Any]) -> pd.DataFrame:
+    """Label x label IoU of the kept weights (``Mask.overlap``; labels are usually task names)."""
+    if not masks:
+        raise AnalysisError("mask overlap: no masks given")
+    labels = list(masks)
+    m = pd.DataFrame(np.eye(len(labels)), index=labels, columns=labels)
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            m.loc[a, b] = m.loc[b, a] = masks[a].overlap(masks[b])
+    return m
+
+
+def random_overlap_matrix(densities: Mapping[str, float]) -> pd.DataFrame:
+    """Label x label expected IoU of independent random masks with these densities."""
+    if not densities:
+        raise AnalysisError("mask overlap: no densities given")
+    labels = list(densities)
+    return pd.DataFrame([[random_iou(densities[a], densities[b]) for b in labels] for a in labels],
+                        index=labels, columns=labels)
+
+
+def pick_levels(df: pd.DataFrame, sparsity: float | None = None, *, kind: str = "imp", method: str | None = None,
+                seed: int | None = None, tasks: Iterable[str] | None = None, tol: float = 0.02) -> pd.DataFrame:
+    """Choose one run level per task and method at (about) the same sparsity, to compare masks.
+
+    Methods are those of ``kind`` (or just ``method``), labelled by
+    :func:`~tickets_core.analysis.add_method`.  ``sparsity=None`` takes the
+    highest sparsity every (task, method) reached.  For each the level closest
+    to the target within ``tol`` is chosen, from the lowest seed unless
+    ``seed`` is given: a mask is one seed's, never an average.  Returns
+    ``task, method, label, run, run_dir, seed, level, sparsity``, where
+    ``label`` names the mask in a figure: the task, or "task: method" when
+    several methods are compared.  Pairs without such a level are dropped with
+    a warning.
+    """
+    require(df, ("task", "kind", "level", "seed", "sparsity", "run", "run_dir"), "mask overlap")
+    df = add_method(df)
+    rows = df[df["method"] == method] if method is not None else df[df["kind"] == kind]
+    if seed is not None:
+        rows = rows[rows["seed"] == seed]
+    if tasks is not None:
+        rows = rows[rows["task"].isin([tasks] if isinstance(tasks, str) else list(tasks))]
+    what = repr(method or kind)
+    if len(rows) == 0:
+        raise AnalysisError(f"mask overlap: no {what} runs" + (f" with seed {seed}" if seed is not None else ""))
+    if sparsity is None:
+        sparsity = float(rows.groupby(["task", "method"])["sparsity"].max().min())
+    several = rows["method"].nunique() > 1
+    out, missing = [], []
+    for (task, name), g in rows.groupby(["task", "method"], sort=True):
+        g = g.assign(_dist=(g["sparsity"] - sparsity).abs()).sort_values(["_dist", "seed", "level"])
+        best = g.iloc[0]
+        if best["_dist"] > tol:
+            missing.append(f"{task} ({name})" if several else task)
+            continue
+        out.append({"task": task, "method": name, "label": f"{task}: {name}" if several else task,
+                    **{k: best[k] for k in ("run", "run_dir", "seed", "level", "sparsity")}})
+    if missing:
+        warnings.warn(f"no {what} level within {tol} of sparsity {sparsity:.3f} for {', '.join(missing)}",
+                      stacklevel=2)
+    if not out:
+        raise AnalysisError(f"mask overlap: no task has a {what} level near sparsity {sparsity:.3f}")
+    return pd.DataFrame(out)
+
+
+def matrix_rows(sparsity_df: pd.DataFrame, run: str, level: int) -> pd.DataFrame:
+    """The per-matrix rows of one run and level in a :func:`results.load_sparsity` table."""
+    require(sparsity_df, ("run", "level"), "layer profile")
+    rows = sparsity_df[(sparsity_df["run"] == run) & (sparsity_df["level"] == level)]
+    if len(rows) == 0:
+        raise AnalysisError(f"layer profile: no sparsity report for run {run} level {level}")
+    return rows
+
+
+def layer_profile(sparsity_df: pd.DataFrame) -> pd.DataFrame:
+    """Sparsity per layer (rows) and component (columns) of one mask's sparsity report.
+
+    ``sparsity_df`` holds one row per prunable matrix with ``layer`` (int, or
+    NaN/None for the pooler), ``component``, ``numel`` and ``nonzero``, e.g.
+    the rows of :func:`tickets_core.results.load_sparsity` for one run and
+    level.  Matrices of the same cell (e.g. several ``ffn_in`` matrices) are
+    pooled by weight count.  The pooler becomes a row named ``"pooler"``.
+    """
+    require(sparsity_df, ("layer", "component", "numel", "nonzero"), "layer profile")
+    d = sparsity_df.copy()
+    d["row"] = [("pooler" if c == "pooler" else "other") if pd.isna(layer) else str(int(layer))
+                for layer, c in zip(d["layer"], d["component"])]
+    g = d.groupby(["row", "component"])[["numel", "nonzero"]].sum()
+    g["sparsity"] = 1.0 - g["nonzero"] / g["numel"]
+    table = g["sparsity"].unstack("component")
+    cols = [c for c in COMPONENTS if c in table.columns] + sorted(c for c in table.columns if c not in COMPONENTS)
+    numeric = sorted((r for r in table.index if r.isdigit()), key=int)
+    rows = numeric + [r for r in ("pooler", "other") if r in table.index]
+    table = table.loc[rows, cols]
+    table.index.name, table.columns.name = "layer", "component"
+    return table

@@ -1,0 +1,152 @@
+"""Transfer: the mask found on a source task, fine-tuned on a target task, against the target's own results."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pandas as pd
+
+from .common import SPARSITY_TOL, AnalysisError, over_seeds, require, scores
+from .matching import baseline_of, dense_baselines, highest_matching_sparsity, is_matching
+from .methods import add_method
+
+#: ``level`` value of :func:`transfer_matrix` for "each source at its own highest matching level".
+HIGHEST = "highest_matching"
+TRANSFER_COLUMNS = ["source", "source_task", "target_task", "method", "source_method", "level", "sparsity", "score",
+                    "score_std", "n_seeds", "dense_method", "dense_mean", "threshold", "imp_score", "imp_n_seeds",
+                    "vs_dense", "vs_imp", "matching"]
+
+
+def _at_sparsity(rows: pd.DataFrame, sparsity: float, tol: float) -> pd.DataFrame:
+    return rows[(rows["sparsity"] - sparsity).abs() <= tol]
+
+
+def _source_method(df: pd.DataFrame, task: str, source_method):
+    """The method a transferred mask came from; when its run is not in the table, ``task``'s only IMP method."""
+    if isinstance(source_method, str):
+        return source_method
+    imp = df[(df["task"] == task) & (df["kind"] == "imp")]["method"].unique()
+    return imp[0] if len(imp) == 1 else None
+
+
+def _own(scored: pd.DataFrame, task: str, method) -> pd.DataFrame:
+    """``task``'s own tickets of ``method`` (the method the transferred masks came from)."""
+    return scored[(scored["task"] == task) & (scored["method"] == method)]
+
+
+def _highest_levels(df: pd.DataFrame, pairs, metric: str, n_std: float, ddof: int) -> dict:
+    """(task, method) -> the method's highest matching level on the task (pairs without one are left out)."""
+    out = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for task, method in pairs:
+            if not isinstance(method, str):
+                continue
+            try:
+                h = highest_matching_sparsity(df, method=method, tasks=[task], metric=metric, n_std=n_std, ddof=ddof)
+            except AnalysisError:
+                continue
+            if len(h) and not math.isnan(h["level"].iloc[0]):
+                out[(task, method)] = int(h["level"].iloc[0])
+    return out
+
+
+def transfer_matrix(df: pd.DataFrame, *, sparsity: float | None = None, level: int | str | None = None,
+                    metric: str = "score", n_std: float = 1.0, ddof: int = 1, tol: float = SPARSITY_TOL,
+                    include_diagonal: bool = True) -> pd.DataFrame:
+    """Source x target table of transferred subnetworks, one cell per transfer method.
+
+    Uses the ``transfer`` rows (``source_task`` -> ``task``) at ``level``, at
+    ``sparsity`` (within ``tol``), or with ``level="highest_matching"`` each
+    source at its own highest matching level (that of the method the mask
+    came from, ``source_method``, on the source task, with this ``n_std``);
+    with neither, the highest level all transfers share.  One row per
+    (source, target), where ``source`` is the transfer method without its
+    "transfer from " prefix (the source task, plus what sets the method apart):
+
+    ``source, source_task, target_task, method, source_method, level, sparsity,
+    score, score_std, n_seeds, dense_method, dense_mean, threshold, imp_score,
+    imp_n_seeds, vs_dense, vs_imp, matching``
+
+    ``score`` is the mean over seeds (``n_seeds``; ``score_std`` their spread),
+    ``vs_dense = score - dense_mean`` (the target's dense variant trained like
+    the transfer), ``vs_imp = score - imp_score`` (the target's own ticket of
+    the source method at the same sparsity), ``matching`` is ``score >=
+    threshold`` (False without a dense baseline).  With ``include_diagonal``
+    the diagonal (source = target) is the target's own ticket itself.
+    """
+    require(df, ("task", "kind", "level", "seed", "sparsity", "source_task"), "transfer matrix")
+    if sparsity is not None and level is not None:
+        raise AnalysisError("transfer matrix: give sparsity or level, not both")
+    if isinstance(level, str) and level != HIGHEST:
+        raise AnalysisError(f"transfer matrix: level must be an integer or {HIGHEST!r}, got {level!r}")
+    df = add_method(df)
+    scored = scores(df, metric)
+    tr = scored[(scored["kind"] == "transfer") & scored["source_task"].notna()]
+    if len(tr) == 0:
+        raise AnalysisError("transfer matrix: no transfer runs with a source task and a score")
+    fallback = {s: _source_method(df, s, None) for s in tr.loc[tr["source_method"].isna(), "source_task"].unique()}
+    tr = tr.assign(source_method=[m if isinstance(m, str) else fallback[s]
+                                  for s, m in zip(tr["source_task"], tr["source_method"])])
+    highest = {}
+    if level == HIGHEST:
+        pairs = {(t, m) for s, target, m in zip(tr["source_task"], tr["task"], tr["source_method"])
+                 for t in (s, target)}
+        highest = _highest_levels(df, pairs, metric, n_std, ddof)
+        wanted = [highest.get((s, m)) for s, m in zip(tr["source_task"], tr["source_method"])]
+        sel = tr[[w is not None and lv == w for w, lv in zip(wanted, tr["level"])]]
+        lost = sorted({str(s) for s, w in zip(tr["source_task"], wanted) if w is None})
+        if lost:
+            warnings.warn(f"transfer matrix: no highest matching level for the source(s) {', '.join(lost)} "
+                          "(no matching level, no dense baseline, or the source runs are not in the table)",
+                          stacklevel=2)
+        what = "its source's highest matching level"
+    else:
+        if sparsity is None and level is None:
+            level = int(tr.groupby(["source_task", "task"])["level"].max().min())
+        sel = tr[tr["level"] == level] if level is not None else _at_sparsity(tr, sparsity, tol)
+        what = f"level {level}" if level is not None else f"sparsity {sparsity}"
+    if len(sel) == 0:
+        raise AnalysisError(f"transfer matrix: no transfer run reached {what}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        base = dense_baselines(df, n_std, metric=metric, ddof=ddof)
+
+    def cell(source: str, source_task: str, target: str, rows: pd.DataFrame, source_method) -> dict:
+        stats = over_seeds(rows.assign(_all=0), ["_all"], metric, ddof).iloc[0]
+        own = _at_sparsity(_own(scored, target, source_method), float(stats["sparsity"]), tol)
+        own_stats = over_seeds(own.assign(_all=0), ["_all"], metric, ddof).iloc[0] if len(own) else None
+        dense_method = rows["dense_method"].dropna().iloc[0] if rows["dense_method"].notna().any() else None
+        b = baseline_of(base, target, dense_method)
+        dense_mean = float(b["mean"]) if b is not None else math.nan
+        thr = float(b["threshold"]) if b is not None else math.nan
+        imp_score = float(own_stats["mean"]) if own_stats is not None else math.nan
+        score = float(stats["mean"])
+        return {"source": source, "source_task": source_task, "target_task": target,
+                "method": rows["method"].iloc[0], "source_method": source_method, "level": int(rows["level"].iloc[0]),
+                "sparsity": float(stats["sparsity"]), "score": score, "score_std": float(stats["std"]),
+                "n_seeds": int(stats["n_seeds"]), "dense_method": dense_method, "dense_mean": dense_mean,
+                "threshold": thr, "imp_score": imp_score,
+                "imp_n_seeds": int(own_stats["n_seeds"]) if own_stats is not None else 0,
+                "vs_dense": score - dense_mean, "vs_imp": score - imp_score, "matching": bool(is_matching(score, thr))}
+
+    out, suffixes = [], set()
+    for (src, target, method), g in sel.groupby(["source_task", "task", "method"], sort=True):
+        suffix = method.removeprefix(f"transfer from {src}")
+        source_method = g["source_method"].iloc[0]
+        suffixes.add((suffix, source_method))
+        out.append(cell(src + suffix, src, target, g, source_method))
+    if include_diagonal:
+        done = {(r["source"], r["target_task"]) for r in out}
+        for suffix, source_method in sorted(suffixes, key=str):
+            for task in sorted(set(sel["source_task"]) | set(sel["task"])):
+                own = _own(scored, task, source_method)
+                if level == HIGHEST:
+                    own = own[own["level"] == highest.get((task, source_method), -1)]
+                else:
+                    own = _at_sparsity(own, float(sel["sparsity"].mean()), tol)
+                if (task + suffix, task) not in done and len(own):
+                    own = own[own["level"] == own["level"].iloc[0]]  # the diagonal cell's sparsity is its own
+                    out.append(cell(task + suffix, task, task, own, source_method))
+    return pd.DataFrame(out, columns=TRANSFER_COLUMNS).sort_values(["source", "target_task"], ignore_index=True)
