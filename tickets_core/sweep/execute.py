@@ -176,7 +176,11 @@ def run_plan(jobs: list[Job], executor: cf.Executor, *, runner: Callable[[Job], 
                 runs_open = any(j.is_run for j in pending) or any(j.is_run for j in running.values())
                 if all(d in results for d in deps) and not (job.after_all and runs_open):
                     pending.remove(job)
-                    running[executor.submit(runner, job)] = job
+                    reason = job.finalize()  # a deferred job (source_levels: highest_matching) gets its run now
+                    if reason is None:
+                        running[executor.submit(runner, job)] = job
+                    else:
+                        finish(Outcome(job, "skipped", reason))
             if not running:
                 if pending:  # cannot happen with an acyclic plan; never spin
                     raise SweepError(f"cannot order the remaining jobs: {', '.join(j.name for j in pending)}")

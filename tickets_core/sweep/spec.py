@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
 from ..config import RunConfig, lookup
 from ..errors import ConfigError
 from ..identity import resolve
@@ -23,13 +21,17 @@ from ..kinds import KINDS, get_kind
 from ..notebook_utils import EXPERIMENT_NOTEBOOK, NOTEBOOKS_DIR, notebook_parameters
 from ..store import run_state
 from ..tasks import TASKS
+from . import deferred
+from .yamlfile import SweepError, load_yaml
 
-TOP_KEYS = ("output_root", "figures_dir", "notebooks_dir", "data_dirs", "defaults", "trunks", "branches",
+__all__ = ["SweepError", "load_yaml", "Job", "Plan", "plan_sweep"]
+
+TOP_KEYS = ("output_root", "figures_dir", "notebooks_dir", "data_dirs", "n_std", "defaults", "trunks", "branches",
             "transfers", "analysis")
 ENTRY_KEYS = {
     "trunks": ("name", "kind", "tasks", "seeds"),
     "branches": ("kinds", "trunk", "tasks", "seeds", "trunk_seed"),
-    "transfers": ("trunk", "sources", "targets", "seeds", "trunk_seed", "mask_path"),
+    "transfers": ("trunk", "sources", "targets", "seeds", "trunk_seed", "mask_path", "params_from"),
     "analysis": ("notebook", "name"),
 }
 #: Parameters the sweep's structure sets (an entry's kind, tasks, seeds, trunk; the file's output_root).
@@ -39,52 +41,6 @@ ANALYSIS_PATHS = ("runs_root", "figures_dir")
 ANALYSIS_DIR = "_analysis"
 
 Params = dict[str, tuple[Any, tuple]]  # flat name -> (value, where in the file it was set)
-
-
-class SweepError(ValueError):
-    """The sweep file is invalid (one line, naming file and line)."""
-
-
-def load_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
-    """Parse ``path``; returns the data and the 1-based line of every key / list item by path.
-
-    Duplicate keys are an error (plain YAML loaders keep the last silently).
-    """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise SweepError(f"{path}: cannot read sweep file ({e.strerror})") from None
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        data = loader.construct_document(node) if node is not None else None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SweepError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
-    finally:
-        loader.dispose()
-    lines: dict[tuple, int] = {}
-
-    def walk(n: yaml.Node, at: tuple) -> None:
-        lines.setdefault(at, n.start_mark.line + 1)
-        if isinstance(n, yaml.MappingNode):
-            seen: set = set()
-            for k, v in n.value:
-                key = k.value if isinstance(k, yaml.ScalarNode) else str(k.value)
-                if key in seen:
-                    raise SweepError(f"{path}:{k.start_mark.line + 1}: duplicate key {key!r}")
-                seen.add(key)
-                lines[at + (key,)] = k.start_mark.line + 1
-                walk(v, at + (key,))
-        elif isinstance(n, yaml.SequenceNode):
-            for i, v in enumerate(n.value):
-                walk(v, at + (i,))
-
-    if node is not None:
-        walk(node, ())
-    return data, lines
 
 
 @dataclass
@@ -100,10 +56,16 @@ class Job:
     after_all: bool = False        # analysis: start after every run job has ended
     run_dir: Path | None = None
     line: int = 0
+    resolver: Any = None           # what fixes the run once its deps are done (sweep/deferred.py), else None
 
     @property
     def is_run(self) -> bool:
         return self.run_dir is not None
+
+    def finalize(self) -> str | None:
+        """Called right before the job is submitted: fix what it runs (a deferred job gets its source level,
+        run name and folder); returns a one-line reason when it cannot run, else None."""
+        return self.resolver.finalize(self) if self.resolver is not None else None
 
 
 @dataclass
@@ -135,6 +97,8 @@ class _Builder:
         self.jobs: dict[str, Job] = {}
         self.trunks: dict[str, dict] = {}
         self._nb_params: dict[str, dict] = {}
+        self.configs: dict[str, RunConfig] = {}      # every run config planned, by run name
+        self.dense_disk: dict[str, list[dict]] = {}  # finished dense runs on disk, by task (deferred.py)
 
     # -- errors and small readers -------------------------------------------------
 
@@ -225,6 +189,7 @@ class _Builder:
         except ConfigError as e:
             where = params[e.param][1] if e.param in params else at
             raise self.error(where, f"{label}: {str(e).splitlines()[0]}") from None
+        self.configs[cfg.run_name()] = cfg
         return cfg, flat
 
     def add_run(self, kind: str, task: str, seed: int, params: Params, at: tuple, *, label: str,
@@ -233,11 +198,26 @@ class _Builder:
         name = cfg.run_name()
         if name in self.jobs:  # the same run listed twice: keep one
             return self.jobs[name]
+        return self.new_job(kind, name, label, flat, at, deps=deps)
+
+    def new_job(self, kind: str, name: str, label: str, flat: dict, at: tuple, *, deps: Iterable[str] = (),
+                resolver: Any = None) -> Job:
         nb_path, _ = self.notebook(get_kind(kind).notebook, at)
         run_dir = self.output_root / name
         self.jobs[name] = Job(name=name, label=label, notebook=nb_path, output=run_dir / "notebook.ipynb",
-                              parameters=flat, deps=list(deps), run_dir=run_dir, line=self.lines.get(at, 0))
+                              parameters=flat, deps=list(deps), run_dir=run_dir, line=self.lines.get(at, 0),
+                              resolver=resolver)
         return self.jobs[name]
+
+    def add_source_run(self, kind: str, task: str, seed: int, params: Params, at: tuple, *, label: str,
+                       trunk: dict, source_task: str, trunk_seed: int | None, highest: bool) -> None:
+        """A branch or transfer run of ``trunk``'s run for (source_task, seed); deferred for ``highest_matching``."""
+        src, deps = self.trunk_run(trunk, source_task, seed if trunk_seed is None else trunk_seed, at, label)
+        if highest:
+            deferred.plan(self, kind, task, seed, params, at, label=label, source_run=src, source_task=source_task,
+                          trunk_kind=trunk["kind"])
+        else:
+            self.add_run(kind, task, seed, params, at, source_run=src, deps=deps, label=label)
 
     # -- the whole file ---------------------------------------------------------------
 
@@ -255,6 +235,10 @@ class _Builder:
         if data_dirs:
             self.names({"data_dirs": list(data_dirs)}, "data_dirs", (), what="data_dirs tasks", tasks=True)
         self.data_dirs = {k: str(self.path_value(v, ("data_dirs", k), f"data_dirs.{k}")) for k, v in data_dirs.items()}
+        self.n_std = top.get("n_std", 1.0)
+        if isinstance(self.n_std, bool) or not isinstance(self.n_std, (int, float)) or self.n_std < 0:
+            raise self.error(("n_std",), f"n_std must be a number >= 0, got {self.n_std!r}")
+        self.n_std_given = "n_std" in top
         self.defaults = self.run_params(self.mapping(top.get("defaults"), ("defaults",), "defaults"), ("defaults",))
         self.notebook(EXPERIMENT_NOTEBOOK, ("defaults",))
         sections = (("trunks", self.add_trunks), ("branches", self.add_branches), ("transfers", self.add_transfers))
@@ -351,17 +335,18 @@ class _Builder:
         trunk = self.trunk_of(entry, at)
         tasks = self.tasks_or_trunks(entry, "tasks", trunk, at)
         seeds, trunk_seed = self.branch_seeds(entry, trunk, at)
-        params = {**trunk["params"], **self.run_params(entry, at, skip=ENTRY_KEYS["branches"])}
+        highest = entry.get("source_levels") == deferred.HIGHEST
+        params = {**trunk["params"], **self.run_params(entry, at, skip=ENTRY_KEYS["branches"] + _levels(highest))}
         for kind, task, seed in itertools.product(kinds, tasks, seeds):
-            label = f"{kind} {task} seed {seed}"
-            src, deps = self.trunk_run(trunk, task, seed if trunk_seed is None else trunk_seed, at, label)
-            self.add_run(kind, task, seed, params, at, source_run=src, deps=deps, label=label)
+            self.add_source_run(kind, task, seed, params, at, label=f"{kind} {task} seed {seed}", trunk=trunk,
+                                source_task=task, trunk_seed=trunk_seed, highest=highest)
 
     def add_transfers(self, entry: dict, at: tuple) -> None:
         if "targets" not in entry:
             raise self.error(at, "a transfer entry needs 'targets'")
         targets = self.names(entry, "targets", at, tasks=True)
-        own = self.run_params(entry, at, skip=ENTRY_KEYS["transfers"])
+        highest = entry.get("source_levels") == deferred.HIGHEST
+        own = self.run_params(entry, at, skip=ENTRY_KEYS["transfers"] + _levels(highest))
         if "mask_path" in entry and "trunk" not in entry:
             self.add_mask_transfers(entry, targets, own, at)
             return
@@ -370,16 +355,34 @@ class _Builder:
         seeds, trunk_seed = self.branch_seeds(entry, trunk, at)
         # The trunk's settings, but never its data: a transfer trains on the target's.
         params = {**{k: v for k, v in trunk["params"].items() if k != "data_dir"}, **own}
+        from_target = self.params_from(entry, at)
         for source, target, seed in itertools.product(sources, targets, seeds):
             if source == target:  # that is the trunk's own ticket
                 continue
-            label = f"transfer {source}->{target} seed {seed}"
-            src, deps = self.trunk_run(trunk, source, seed if trunk_seed is None else trunk_seed, at, label)
-            self.add_run("transfer", target, seed, params, at, source_run=src, deps=deps, label=label)
+            self.add_source_run("transfer", target, seed, self.target_params(trunk, target, own, at) if from_target
+                                else params, at, label=f"transfer {source}->{target} seed {seed}", trunk=trunk,
+                                source_task=source, trunk_seed=trunk_seed, highest=highest)
+
+    def params_from(self, entry: dict, at: tuple) -> bool:
+        """``params_from: source`` (the default: the source trunk's parameters) or ``target``; True for target."""
+        value = entry.get("params_from", "source")
+        if value not in ("source", "target"):
+            raise self.error(at + ("params_from",), f"params_from must be 'source' or 'target', got {value!r}")
+        return value == "target"
+
+    def target_params(self, trunk: dict, target: str, own: Params, at: tuple) -> Params:
+        """A transfer trained like the target's own trunk (``params_from: target``): that entry's, then its own."""
+        hits = [t for t in self.trunks.values() if t["kind"] == trunk["kind"] and target in (t["tasks"] or ())]
+        if len(hits) != 1:
+            raise self.error(at + ("params_from",), f"params_from: target needs one {trunk['kind']} trunk entry with "
+                                                    f"task {target!r}; this file has {len(hits)}")
+        return {**hits[0]["params"], **own}
 
     def add_mask_transfers(self, entry: dict, targets: list, own: Params, at: tuple) -> None:
         """Transfers of one mask file (``mask_path``) to each target; no trunk involved."""
         mask = self.path_value(entry["mask_path"], at + ("mask_path",), "mask_path")
+        if "source_levels" in entry:
+            raise self.error(at + ("source_levels",), "a transfer from mask_path has no 'source_levels'")
         if "sources" in entry:
             raise self.error(at + ("sources",), "a transfer from mask_path has no 'sources'")
         if "seeds" not in entry:
@@ -408,10 +411,17 @@ class _Builder:
             raise self.error(at, f"two analysis entries are called {name!r}; give one a 'name'")
         given = {**params, **{k: str(v) for k, v in (("runs_root", self.output_root),
                                                         ("figures_dir", self.figures_dir)) if k in nb_params}}
+        if self.n_std_given and "n_std" in nb_params and "n_std" not in params:  # the sweep's matching criterion
+            given["n_std"] = self.n_std
         self.jobs[f"analysis:{name}"] = Job(
             name=f"analysis:{name}", label=f"analysis {name}", notebook=nb_path,
             output=self.output_root / ANALYSIS_DIR / f"{name}.ipynb", parameters=given, after_all=True,
             line=self.lines.get(at, 0))
+
+
+def _levels(highest: bool) -> tuple[str, ...]:
+    """Entry keys the run parameters leave out: ``source_levels`` when it says ``highest_matching``."""
+    return ("source_levels",) if highest else ()
 
 
 def _same_kind(value: Any, default: Any) -> bool:

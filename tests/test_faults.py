@@ -1,0 +1,244 @@
+"""Fault injection: a run interrupted at any file event of any level, for every run kind, resumes exactly.
+
+Every file tickets_core writes goes through ``fsio.atomic_write_bytes``; the
+only file it removes is a level's carry file once that level is done.  These
+tests count those events in an uninterrupted run of each registered kind
+(tiny-bert, 1 step per level, levels 0 and 1; branches from a small finished
+IMP trunk), then interrupt a fresh run at each event and run it again, and
+check that the rerun ends with the same run folder: masks bit for bit, every
+level's metrics (score, eval, training loss) equal, every level done, no carry
+file left.  Interruptions come in three forms:
+
+* ``kill``: right after the event, and nothing is written after it (SIGKILL:
+  not even the status record that says the run was interrupted);
+* ``mid``: during the event: a half-written temporary file is left beside the
+  target, which is never renamed (SIGKILL in the middle of a write);
+* ``ctrl_c``: right after the event, as a KeyboardInterrupt that the driver
+  sees (it records the run as interrupted, then re-raises).
+
+Every file kind (config, status, rewind, mask, sparsity, carry, metrics,
+carry removal) of every run kind is hit; see :func:`points` for which events.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tickets_core import fsio, imp
+from tickets_core.fsio import read_json
+from tickets_core.kinds import KINDS
+from tickets_core.results import load_masks
+from tickets_core.store import RunPaths
+
+#: What every kind's run gets: levels 0 and 1.
+BASE = {"levels": 1, "rate": 0.3}
+#: IMP with theta_i rewinding and a kept head writes every kind of file a level can write (rewind, carry).
+PER_KIND = {"imp": {"rewind_step": 1, "reset_head": False, "max_steps": 2}}
+COMPARED = ("level", "sparsity", "main_metric", "score", "eval", "source", "seed", "task", "kind")
+TRAIN_COMPARED = ("train_loss", "steps", "examples")
+
+
+class Interrupted(KeyboardInterrupt):
+    """The simulated interruption (a KeyboardInterrupt, as Ctrl-C or a kill would end the run)."""
+
+
+class Faults:
+    """Records a run's file events (writes through fsio, carry-file removals) and interrupts at one of them."""
+
+    def __init__(self, root: Path, at: int | None = None, mode: str = "kill") -> None:
+        self.root, self.at, self.mode = root, at, mode
+        self.events: list[str] = []
+        self.dead = False
+
+    def _name(self, path) -> str:
+        p = Path(path)
+        run = next((q for q in [p, *p.parents] if q.parent == self.root), None)
+        return str(p.relative_to(run)) if run is not None else p.name
+
+    def event(self, what: str, path, do, data: bytes = b""):
+        if self.dead:
+            raise Interrupted(f"killed earlier; no {what} of {path}")
+        i = len(self.events)
+        self.events.append(f"{what} {self._name(path)}")
+        if i == self.at and self.mode == "mid":
+            self.dead = True
+            if what == "write":  # what a kill mid-write leaves: a temporary file, never renamed
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                (Path(path).parent / f".{Path(path).name}.killed.tmp").write_bytes(data[: len(data) // 2])
+            raise Interrupted(f"killed during {what} of {path}")
+        try:
+            return do()
+        finally:
+            if i == self.at:
+                self.dead = self.mode == "kill"
+                raise Interrupted(f"interrupted after {what} of {path}")
+
+
+@pytest.fixture
+def faults(monkeypatch):
+    """``install(root, at=None, mode="kill") -> Faults``: every tickets_core write and carry removal goes through it."""
+    real_write = fsio.atomic_write_bytes
+    real_unlink = os.unlink
+
+    def install(root: Path, at: int | None = None, mode: str = "kill") -> Faults:
+        f = Faults(root, at, mode)
+
+        def write(path, data):
+            return f.event("write", path, lambda: real_write(path, data), data)
+
+        def unlink(path, *args, **kwargs):
+            if Path(path).name == "carry.safetensors" and Path(path).exists():
+                return f.event("remove", path, lambda: real_unlink(path, *args, **kwargs))
+            return real_unlink(path, *args, **kwargs)
+
+        # every module that imported the function by name, as well as fsio itself (atomic_write_json/text)
+        for mod in [m for name, m in sys.modules.items() if name.startswith("tickets_core") and m is not None]:
+            if getattr(mod, "atomic_write_bytes", None) is real_write:
+                monkeypatch.setattr(mod, "atomic_write_bytes", write)
+        monkeypatch.setattr(os, "unlink", unlink)  # Path.unlink calls os.unlink
+        monkeypatch.setattr(os, "remove", unlink)
+        return f
+
+    return install
+
+
+@pytest.fixture(scope="module")
+def trunk(tiny_config_factory, tmp_path_factory):
+    """The source of every branch: a finished IMP trunk (levels 0 and 1)."""
+    return imp.run(tiny_config_factory(tmp_path_factory.mktemp("source"), **BASE))
+
+
+def outcome(run_dir: Path) -> dict:
+    """What a finished run folder holds, in comparable form."""
+    paths = RunPaths(run_dir)
+    status = read_json(paths.status())
+    levels = paths.levels()
+    metrics = {}
+    for k in levels:
+        m = read_json(paths.metrics(k))
+        metrics[k] = {**{key: m[key] for key in COMPARED}, **{key: m["train"][key] for key in TRAIN_COMPARED}}
+    return {"name": run_dir.name, "state": status["state"], "levels_done": status["levels_done"], "levels": levels,
+            "planned": status["levels_planned"], "metrics": metrics, "masks": load_masks(run_dir),
+            "carry_files": sorted(str(p.relative_to(run_dir)) for p in run_dir.glob("level_*/carry.safetensors"))}
+
+
+def assert_same(got: dict, ref: dict, where: str) -> None:
+    masks, ref_masks = got.pop("masks"), ref["masks"]
+    assert got == {k: v for k, v in ref.items() if k != "masks"}, where
+    assert sorted(masks) == sorted(ref_masks), where
+    for k in ref_masks:
+        assert sorted(masks[k]) == sorted(ref_masks[k]), where
+        assert all(torch.equal(masks[k][n], ref_masks[k][n]) for n in ref_masks[k]), f"{where}: level {k} mask"
+
+
+def file_kind(event: str) -> str:
+    """``write mask.safetensors`` from ``write level_01/mask.safetensors``."""
+    what, path = event.split(" ", 1)
+    return f"{what} {Path(path).name}"
+
+
+def points(kind: str, events: list[str]) -> list[tuple[int, str]]:
+    """Where to interrupt: (event, mode) pairs.
+
+    ``kill`` after every event up to the first ``metrics.json`` (the first
+    level's whole life: what it leaves for the next level, then its done
+    marker), after every later ``metrics.json``, and after the first event
+    of every other file kind.  For IMP also ``mid`` at the first write of
+    each file kind and ``ctrl_c`` after the first carry and the first
+    metrics: they exercise the store's temporary files and the driver's
+    status record, which every kind shares.
+    """
+    first_metrics = next(i for i, e in enumerate(events) if file_kind(e) == "write metrics.json")
+    firsts = {}
+    for i, e in enumerate(events):
+        firsts.setdefault(file_kind(e), i)
+    kill = set(range(first_metrics + 1)) | set(firsts.values()) | {
+        i for i, e in enumerate(events) if file_kind(e) == "write metrics.json"}
+    out = [(i, "kill") for i in sorted(kill)]
+    if kind == "imp":
+        out += [(i, "mid") for k, i in sorted(firsts.items(), key=lambda x: x[1]) if k.startswith("write")]
+        out += [(firsts[k], "ctrl_c") for k in ("write carry.safetensors", "write metrics.json") if k in firsts]
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_tokenizer():
+    """Load the tokenizer (and hash its vocabulary) once for the module: every run here uses the same one, and
+    these two steps would otherwise be half of each tiny run's time."""
+    from tickets_core import models
+    from tickets_core.tasks import common
+
+    loaded, hashed = {}, {}
+    real_load, real_hash = models.load_tokenizer, common.tokenizer_fingerprint
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(models, "load_tokenizer", lambda cfg: loaded.setdefault(repr(cfg), real_load(cfg)), raising=False)
+        mp.setattr(common, "tokenizer_fingerprint", lambda tok: hashed.setdefault(id(tok), real_hash(tok)),
+                   raising=False)
+        yield
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_an_interrupted_run_resumes_to_the_same_results(kind, trunk, tiny_config_factory, tmp_path, faults,
+                                                        monkeypatch):
+    params = {**BASE, **PER_KIND.get(kind, {}), "kind": kind}
+    if KINDS[kind].is_branch:
+        params["source_run"] = str(trunk)
+    ref_root = tmp_path / "ref"
+    recorder = faults(ref_root)
+    ref = outcome(imp.run(tiny_config_factory(ref_root, **params)))
+    events = recorder.events
+    monkeypatch.undo()
+    assert ref["state"] == "done" and ref["carry_files"] == []
+    assert len(ref["levels"]) == (1 if KINDS[kind].levels == "single" else 2)
+    kinds_seen = {e.split()[0] + " " + Path(e.split()[1]).name for e in events}
+    assert {"write config.json", "write status.json", "write sparsity.json", "write metrics.json"} <= kinds_seen
+    if kind in PER_KIND:  # the IMP run covers the files only some levels write
+        assert {"write rewind.safetensors", "write carry.safetensors", "remove carry.safetensors",
+                "write mask.safetensors"} <= kinds_seen, kinds_seen
+    start = time.perf_counter()
+    # killed after the last level's metrics but before its carry file is removed: see the xfail test below
+    last_metrics = max(i for i, e in enumerate(events) if file_kind(e) == "write metrics.json")
+    removal = next((i for i, e in enumerate(events) if i > last_metrics and file_kind(e) == "remove carry.safetensors"),
+                   last_metrics)
+    for n, (at, mode) in enumerate(points(kind, events)):
+        root = tmp_path / f"try{n}"
+        cfg = tiny_config_factory(root, **params)
+        faults(root, at, mode)
+        with pytest.raises(KeyboardInterrupt):
+            imp.run(cfg)
+        monkeypatch.undo()
+        where = f"{kind}: {mode} at event {at} ({events[at]})"
+        run_dir = root / cfg.run_name()
+        if mode == "ctrl_c" and at > events.index("write status.json"):  # the driver saw it and said so
+            assert read_json(run_dir / "status.json")["state"] == "interrupted", where
+        got = outcome(imp.run(cfg))
+        if last_metrics <= at <= removal and (at < removal or mode == "mid"):
+            got["carry_files"] = []
+        assert_same(got, dict(ref), where)
+    print(f"{kind}: {len(points(kind, events))} interruptions of {len(events)} events "
+          f"in {time.perf_counter() - start:.1f} s")
+
+
+@pytest.mark.xfail(strict=True, reason="store/imp: a rerun of a run whose levels are all done does not remove the "
+                                       "carry file the last level left (killed after its metrics.json, before the "
+                                       "removal): results are right, but the file (the whole model for "
+                                       "'standard') stays")
+@pytest.mark.parametrize("kind", ["standard"])
+def test_a_kill_between_the_last_metrics_and_the_carry_removal_leaves_no_carry(kind, tiny_config_factory, tmp_path,
+                                                                                faults, monkeypatch):
+    cfg = tiny_config_factory(tmp_path, **BASE, kind=kind)
+    recorder = faults(tmp_path / "count")
+    imp.run(tiny_config_factory(tmp_path / "count", **BASE, kind=kind))
+    monkeypatch.undo()
+    at = max(i for i, e in enumerate(recorder.events) if file_kind(e) == "write metrics.json")
+    faults(tmp_path, at)
+    with pytest.raises(KeyboardInterrupt):
+        imp.run(cfg)
+    monkeypatch.undo()
+    assert outcome(imp.run(cfg))["carry_files"] == []
