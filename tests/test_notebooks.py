@@ -208,3 +208,33 @@ def test_a_failing_notebook_is_reported_in_one_line(tmp_path, monkeypatch):
     assert res["ok"] is False and res["error"] == "ValueError: bad value 7"
     assert job.output.is_file()  # the executed notebook, with its traceback, is kept for inspection
 
+
+
+@pytest.mark.notebook
+def test_a_moved_study_is_found_done_and_gives_the_same_tables(tiny_sweep, tmp_path, capsys):
+    """Move the whole study (runs, data, sweep file) elsewhere, rerun the sweep there: nothing runs again
+    (run names hash no path: data by content, sources by run name), and the report's tables are the same."""
+    import warnings
+
+    from tickets_core import report
+
+    old = tiny_sweep["root"].parent
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        before = report.report(str(tiny_sweep["root"]))
+    new = tmp_path / "moved"
+    old.rename(new)
+    try:
+        sweep_file = new / tiny_sweep["file"].name
+        sweep_file.write_text(sweep_file.read_text().replace(str(old), str(new)))
+        assert str(old) not in sweep_file.read_text()
+        capsys.readouterr()
+        assert sweep.main([str(sweep_file), "--only", "* seed *"]) == 0
+        out = capsys.readouterr().out
+        assert "sweep: 0 ran, 4 already done, 0 failed, 0 skipped" in out, out
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            after = report.report(str(new / "runs"))
+        assert after == before and "### Transfer" in after and "### Highest matching sparsity" in after
+    finally:
+        new.rename(old)  # the module's other tests read the sweep where it was

@@ -338,19 +338,10 @@ def test_run_progress_reads_levels_from_status(tmp_path):
 # source_levels: highest_matching (deferred jobs) and params_from: target
 # ---------------------------------------------------------------------------
 
-HIGHEST = """\
-output_root: {root}
-figures_dir: {figs}
-defaults:
-  model: tiny-bert
-  max_steps: 2
+HEADER = BASE.split("trunks:")[0]  # output_root, figures_dir, defaults
+HIGHEST = HEADER + """\
 trunks:
-  - name: imp
-    kind: imp
-    tasks: [rotten_tomatoes, imdb, tweet_sentiment]
-    seeds: [0, 1]
-    levels: 2
-    rate: 0.3
+  - {{name: imp, kind: imp, tasks: [rotten_tomatoes, imdb, tweet_sentiment], seeds: [0, 1], levels: 2, rate: 0.3}}
   - name: dense
     kind: dense
     tasks: [rotten_tomatoes, imdb, tweet_sentiment]
@@ -438,12 +429,12 @@ def test_highest_matching_needs_a_dense_baseline_trained_like_the_trunk(make_swe
     no_dense = HIGHEST.replace("    tasks: [rotten_tomatoes, imdb, tweet_sentiment]\n    seeds: [2, 3]",
                                "    tasks: [imdb, tweet_sentiment]\n    seeds: [2, 3]")
     # the error names the line of the entry's source_levels
-    with pytest.raises(SweepError, match=r"sweep.yaml:21: transfer rotten_tomatoes->imdb seed 0: source_levels: "
+    with pytest.raises(SweepError, match=r"sweep.yaml:16: transfer rotten_tomatoes->imdb seed 0: source_levels: "
                                          r"highest_matching needs the dense baseline of rotten_tomatoes: no 'dense' "
                                          r"run of rotten_tomatoes trained like its trunk imp-rotten_tomatoes-"):
         sweep.plan_sweep(make_sweep(no_dense))
     other_lr = HIGHEST.replace("    seeds: [2, 3]", "    seeds: [2, 3]\n    learning_rate: 0.001")
-    with pytest.raises(SweepError, match=r"sweep.yaml:22: .* trained like its trunk .* \(same model, data and "
+    with pytest.raises(SweepError, match=r"sweep.yaml:17: .* trained like its trunk .* \(same model, data and "
                                          r"fine-tuning settings\)"):
         sweep.plan_sweep(make_sweep(other_lr))
     with pytest.raises(SweepError, match=r"sweep.yaml:1: n_std must be a number >= 0, got -1"):
@@ -461,26 +452,10 @@ def test_the_sweeps_n_std_decides_the_level_and_reaches_the_analysis(make_sweep)
     assert levels == ["transfer imdb->rotten_tomatoes seed 0 at level 2 (highest matching)"]
 
 
-TARGET = """\
-output_root: {root}
-figures_dir: {figs}
-defaults:
-  model: tiny-bert
-  max_steps: 2
+TARGET = HEADER + """\
 trunks:
-  - name: imp
-    kind: imp
-    tasks: [rotten_tomatoes]
-    seeds: [0]
-    levels: 2
-    rate: 0.3
-  - name: imp_imdb
-    kind: imp
-    tasks: [imdb]
-    seeds: [0]
-    levels: 2
-    rate: 0.3
-    learning_rate: 0.003
+  - {{name: imp, kind: imp, tasks: [rotten_tomatoes], seeds: [0], levels: 2, rate: 0.3}}
+  - {{name: imp_imdb, kind: imp, tasks: [imdb], seeds: [0], levels: 2, rate: 0.3, learning_rate: 0.003}}
 transfers:
   - trunk: imp
     targets: [imdb]
@@ -497,8 +472,40 @@ def test_transfers_trained_like_their_target(make_sweep):
     assert tr.parameters["source_run"].startswith("imp-rotten_tomatoes-")
     default = sweep.plan_sweep(make_sweep(TARGET.replace("    params_from: target\n", "")))
     assert "learning_rate" not in next(j for j in default.jobs if j.label.startswith("transfer")).parameters
-    with pytest.raises(SweepError, match=r"sweep.yaml:25: params_from: target needs one imp trunk entry with task "
+    with pytest.raises(SweepError, match=r"sweep.yaml:14: params_from: target needs one imp trunk entry with task "
                                          r"'tweet_sentiment'; this file has 0"):
         sweep.plan_sweep(make_sweep(TARGET.replace("targets: [imdb]", "targets: [tweet_sentiment]")))
-    with pytest.raises(SweepError, match="sweep.yaml:25: params_from must be 'source' or 'target', got 'both'"):
+    with pytest.raises(SweepError, match="sweep.yaml:14: params_from must be 'source' or 'target', got 'both'"):
         sweep.plan_sweep(make_sweep(TARGET.replace("params_from: target", "params_from: both")))
+
+
+def test_the_papers_grid_plans_offline():
+    """sweeps/paper.yaml: 11 tasks, dense and every baseline over >= 3 seeds, 110 transfer pairs at each source's
+    highest matching level and at 50%/70%, each trained with its target's budget (planned without the hub)."""
+    from collections import Counter, defaultdict
+
+    paper = Path(__file__).resolve().parent.parent / "sweeps" / "paper.yaml"
+    plan = sweep.plan_sweep(paper)
+    runs = [j for j in plan.jobs if j.is_run]
+    tasks = {"cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli", "squad", "mlm"}
+    seeds: dict = defaultdict(set)
+    for j in runs:
+        seeds[(j.parameters["kind"], j.parameters["task"])].add(j.parameters["seed"])
+    for kind in ("imp", "dense", "oneshot", "standard", "random_prune", "random_reinit"):
+        assert {t for k, t in seeds if k == kind} == tasks, kind
+        assert all(len(s) >= 3 for (k, _), s in seeds.items() if k == kind), kind
+    pairs = Counter((j.label.split()[1], j.resolver is not None) for j in runs if j.parameters["kind"] == "transfer")
+    assert len(pairs) == 2 * 110 and set(pairs.values()) == {3}  # every pair, both ways, over 3 seeds
+    budget = {"mlm": {"max_steps": 10000, "batch_size": 16, "learning_rate": 5e-5},
+              "squad": {"num_epochs": 4, "batch_size": 16, "learning_rate": 3e-5, "max_steps": None},
+              "sst2": {"num_epochs": 3, "batch_size": 32, "learning_rate": 2e-5, "max_steps": None}}
+    for j in runs:
+        want = budget.get(j.parameters["task"])
+        if want:  # IMP, dense, baselines and transfers *into* the task alike
+            assert {k: j.parameters.get(k) for k in want} == want, j.label
+    fixed = [j for j in runs if j.parameters["kind"] == "transfer" and j.resolver is None]
+    assert {tuple(j.parameters["source_levels"]) for j in fixed} == {(5, 7)}
+    deferred = next(j for j in runs if j.label.startswith("transfer mlm->squad seed 1") and j.resolver is not None)
+    assert sorted(d.split("-")[0] for d in deferred.deps) == ["dense"] * 3 + ["imp"] * 3
+    assert {a.parameters.get("level") for a in plan.jobs if a.notebook.stem == "transfer_matrix"} == {
+        "highest_matching", 5, 7}

@@ -19,6 +19,7 @@ Sweep file
     notebooks_dir: notebooks     # optional; default: this checkout's notebooks/
     data_dirs:                   # optional: local data folder per task (sets data_dir)
       sst2: data/glue/SST-2
+    n_std: 1.0                   # optional: matching = dense mean - n_std std (highest_matching; analysis)
     defaults:                    # parameters of every run
       model: minilm
       max_train_samples: 2000
@@ -41,7 +42,8 @@ Sweep file
         sources: [rotten_tomatoes]   # default: the trunk's tasks
         targets: [tweet_sentiment]
         seeds: [0]
-        source_levels: [3]
+        source_levels: [3]       # or highest_matching: each source's highest matching level
+        params_from: source      # or target: train like the target task's own trunk entry
       - mask_path: masks/mlm_level5.safetensors   # or one mask file (no trunk, no sources)
         targets: [rotten_tomatoes]
         seeds: [0]
@@ -60,6 +62,17 @@ and an error names the line that set the value.  ``task``, ``seed``,
 paths are relative to the current directory.  A transfer's data are the
 target's (a trunk's ``data_dir`` is not inherited).  A transfer whose source
 and target are the same task is skipped (that is the IMP run itself).
+``params_from: target`` gives a transfer the parameters of its target task's
+own trunk entry (of the source trunk's kind) instead, then the entry's.
+
+``source_levels: highest_matching`` (transfers and branches): each source's
+highest matching level, as the analysis computes it (the method of the
+source run, the dense runs trained like it, ``n_std``).  Such a job waits for
+the source task's trunk and dense runs and is resolved right before it runs
+(at plan time when they are already done); a source task with no ``dense``
+run trained like its trunk, in the sweep or on disk, is an error at the
+entry's line; a source with no matching pruned level is reported as skipped
+in one line.
 
 What the runner does
 --------------------
