@@ -543,3 +543,25 @@ def test_labels_name_any_parameter():
     labels = analysis.add_method(df).set_index("run")["method"]
     assert labels.to_dict() == {"r0": "IMP, lr_schedule per_level", "r1": "IMP, lr_schedule across_levels",
                                 "r2": "IMP, lr_schedule per_level"}
+
+
+def test_a_ticket_transferred_to_mlm_is_scored_by_the_mlm_task(tiny_config_factory, tmp_path):
+    """MLM as a target: a classifier's ticket fine-tuned on MLM is scored with masked-token accuracy, against
+    MLM's own dense model and ticket, in the transfer matrix."""
+    from glue_fixtures import write_text
+
+    from tickets_core import imp, results
+
+    root = tmp_path / "runs"
+    mlm = {"task": "mlm", "data_dir": str(write_text(tmp_path / "txt", n_train=40, n_valid=16)), "max_seq_length": 32}
+    source = imp.run(tiny_config_factory(root, levels=1, rate=0.3))  # rotten_tomatoes, with a pooler
+    imp.run(tiny_config_factory(root, levels=1, rate=0.3, **mlm))     # MLM's own ticket (its level 0: the dense)
+    d = imp.run(tiny_config_factory(root, kind="transfer", source_run=source.name, **mlm))
+    runs = results.load_runs(root)
+    tr = runs[runs["kind"] == "transfer"]
+    assert set(tr["main_metric"]) == {"mlm_accuracy"} and (tr["score"] == tr["eval_mlm_accuracy"]).all()
+    assert "pooler.dense.weight" not in results.load_masks(d)[1]  # an MLM model has no pooler
+    cell = analysis.transfer_matrix(runs, level=1).set_index(["source", "target_task"]).loc[("rotten_tomatoes", "mlm")]
+    assert cell["score"] == tr[tr["level"] == 1]["score"].iloc[0]
+    mlm_imp = runs[(runs["kind"] == "imp") & (runs["task"] == "mlm")].set_index("level")["score"]
+    assert cell["dense_mean"] == mlm_imp[0] and cell["imp_score"] == mlm_imp[1]

@@ -1,13 +1,14 @@
-"""Fault injection: a run interrupted at any file event of any level, for every run kind, resumes exactly.
+"""Fault injection: a run interrupted at its file events, for every run kind, resumes to the same results.
 
 Every file tickets_core writes goes through ``fsio.atomic_write_bytes``; the
 only file it removes is a level's carry file once that level is done.  These
-tests count those events in an uninterrupted run of each registered kind
+tests record those events in an uninterrupted run of each registered kind
 (tiny-bert, 1 step per level, levels 0 and 1; branches from a small finished
-IMP trunk), then interrupt a fresh run at each event and run it again, and
-check that the rerun ends with the same run folder: masks bit for bit, every
-level's metrics (score, eval, training loss) equal, every level done, no carry
-file left.  Interruptions come in three forms:
+IMP trunk), then interrupt a fresh run at chosen events (:func:`points`: every
+file kind of every kind, every done marker), run it again, and check that the
+rerun ends with the same run folder: masks bit for bit, every level's metrics
+(score, eval, training loss) equal, every level done, no carry file left.
+Interruptions come in three forms:
 
 * ``kill``: right after the event, and nothing is written after it (SIGKILL:
   not even the status record that says the run was interrupted);
@@ -15,9 +16,6 @@ file left.  Interruptions come in three forms:
   target, which is never renamed (SIGKILL in the middle of a write);
 * ``ctrl_c``: right after the event, as a KeyboardInterrupt that the driver
   sees (it records the run as interrupted, then re-raises).
-
-Every file kind (config, status, rewind, mask, sparsity, carry, metrics,
-carry removal) of every run kind is hit; see :func:`points` for which events.
 """
 
 from __future__ import annotations
@@ -39,7 +37,7 @@ from tickets_core.store import RunPaths
 #: What every kind's run gets: levels 0 and 1.
 BASE = {"levels": 1, "rate": 0.3}
 #: IMP with theta_i rewinding and a kept head writes every kind of file a level can write (rewind, carry).
-PER_KIND = {"imp": {"rewind_step": 1, "reset_head": False, "max_steps": 2}}
+PER_KIND = {"imp": {"rewind_step": 1, "reset_head": False}}
 COMPARED = ("level", "sparsity", "main_metric", "score", "eval", "source", "seed", "task", "kind")
 TRAIN_COMPARED = ("train_loss", "steps", "examples")
 
@@ -146,41 +144,53 @@ def file_kind(event: str) -> str:
 def points(kind: str, events: list[str]) -> list[tuple[int, str]]:
     """Where to interrupt: (event, mode) pairs.
 
-    ``kill`` after every event up to the first ``metrics.json`` (the first
-    level's whole life: what it leaves for the next level, then its done
-    marker), after every later ``metrics.json``, and after the first event
-    of every other file kind.  For IMP also ``mid`` at the first write of
-    each file kind and ``ctrl_c`` after the first carry and the first
-    metrics: they exercise the store's temporary files and the driver's
-    status record, which every kind shares.
+    ``kill`` after the first event of every file kind a level writes or
+    removes (mask, sparsity, carry, rewind, metrics, status, carry removal)
+    and after every ``metrics.json`` (each level's done marker, where a rerun
+    decides what is left to do).  Opening the run folder (config.json, the
+    first status.json) is the same code for every kind: IMP covers it.  For
+    IMP also ``mid`` during the first mask, carry and metrics writes, and
+    ``ctrl_c`` after the first carry and metrics writes: they exercise the
+    store's temporary files and the driver's status record, which every kind
+    shares.  (An interruption *before* event i leaves what one *after* event
+    i - 1 leaves, so these cover the moments before each write too.)
     """
-    first_metrics = next(i for i, e in enumerate(events) if file_kind(e) == "write metrics.json")
-    firsts = {}
+    firsts: dict[str, int] = {}
     for i, e in enumerate(events):
         firsts.setdefault(file_kind(e), i)
-    kill = set(range(first_metrics + 1)) | set(firsts.values()) | {
-        i for i, e in enumerate(events) if file_kind(e) == "write metrics.json"}
-    out = [(i, "kill") for i in sorted(kill)]
+    opening = {firsts["write config.json"], firsts["write status.json"]}
+    kill = set(firsts.values()) | {i for i, e in enumerate(events) if file_kind(e) == "write metrics.json"}
+    out = [(i, "kill") for i in sorted(kill if kind == "imp" else kill - opening)]
     if kind == "imp":
-        out += [(i, "mid") for k, i in sorted(firsts.items(), key=lambda x: x[1]) if k.startswith("write")]
-        out += [(firsts[k], "ctrl_c") for k in ("write carry.safetensors", "write metrics.json") if k in firsts]
+        mid = ("write mask.safetensors", "write carry.safetensors", "write metrics.json")
+        out += [(firsts[k], "mid") for k in mid] + [(firsts[k], "ctrl_c") for k in mid[1:]]
     return out
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_tokenizer():
-    """Load the tokenizer (and hash its vocabulary) once for the module: every run here uses the same one, and
-    these two steps would otherwise be half of each tiny run's time."""
+def quick_runs():
+    """Make each of the many tiny runs here cheap without changing what it computes: load the tokenizer (and hash
+    its vocabulary) once for the module, and use one CPU thread (a 2-layer, 64-wide model gains nothing from more;
+    on a loaded machine extra threads only wait for each other).  Every run, reference and rerun alike, does so."""
     from tickets_core import models
     from tickets_core.tasks import common
 
-    loaded, hashed = {}, {}
-    real_load, real_hash = models.load_tokenizer, common.tokenizer_fingerprint
+    def once(fn, key):
+        seen: dict = {}
+
+        def cached(arg):
+            if key(arg) not in seen:
+                seen[key(arg)] = fn(arg)
+            return seen[key(arg)]
+        return cached
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(models, "load_tokenizer", lambda cfg: loaded.setdefault(repr(cfg), real_load(cfg)), raising=False)
-        mp.setattr(common, "tokenizer_fingerprint", lambda tok: hashed.setdefault(id(tok), real_hash(tok)),
-                   raising=False)
+        mp.setattr(models, "load_tokenizer", once(models.load_tokenizer, repr), raising=False)
+        mp.setattr(common, "tokenizer_fingerprint", once(common.tokenizer_fingerprint, id), raising=False)
         yield
+    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
