@@ -149,6 +149,44 @@ class TrainConfig:
     )
     device: str = field(default="auto", metadata=_help("'auto', 'cpu', 'cuda', 'cuda:1', ...", hashed=False))
     progress: bool = field(default=True, metadata=_help("Show tqdm progress bars.", hashed=False))
+    # -- throughput: the GPU fast path (tickets_core.fastpath); speed only, never in the run hash --
+    fast_path: str = field(
+        default="auto",
+        metadata=_help(
+            "GPU fast path of the training loop: 'auto' (on for CUDA, off on the CPU, where it was measured "
+            "not to pay), 'on', 'off' (the plain loop). On: batches padded to a multiple of "
+            "pad_to_multiple_of, masks applied with multi-tensor ops, bf16 copies of the Linear weights "
+            "(fp32 master weights in the optimizer) instead of per-step autocast casts, prefetched "
+            "pinned batches, and torch.compile per `compile`.", hashed=False),
+    )
+    pad_to_multiple_of: int | None = field(
+        default=None,
+        metadata=_help(
+            "Pad each training batch's width up to a multiple of N so that few shapes recur (not QA, whose "
+            "loss counts padded positions). None: 16 with the fast path, else 1 (no extra padding).",
+            hashed=False),
+    )
+    compile: str = field(
+        default="auto",
+        metadata=_help(
+            "torch.compile the training forward/backward: 'auto' ('reduce-overhead' = Inductor + CUDA "
+            "graphs, with the fast path on CUDA for levels of at least fastpath.COMPILE_MIN_STEPS steps; "
+            "else off), 'off', 'default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs', "
+            "or the debug backends 'aot_eager' / 'eager'.", hashed=False),
+    )
+    master_weights: str = field(
+        default="auto",
+        metadata=_help(
+            "Under bf16: keep bf16 copies of the Linear weights for compute and fp32 master weights in the "
+            "optimizer (same numbers as autocast, without its per-step weight casts). 'auto' (with the fast "
+            "path), 'on', 'off'.", hashed=False),
+    )
+    prefetch_batches: int | None = field(
+        default=None,
+        metadata=_help(
+            "Collate this many training batches ahead on a background thread (pinned memory on CUDA). "
+            "None: 2 with the fast path on CUDA, else 0 (collate in the loop).", hashed=False),
+    )
 
     def __post_init__(self) -> None:
         if self.learning_rate <= 0:
@@ -163,6 +201,17 @@ class TrainConfig:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ConfigError(f"train.precision must be 'auto', 'fp32' or 'bf16', got {self.precision!r}")
+        for name in ("fast_path", "master_weights"):
+            if getattr(self, name) not in ("auto", "on", "off"):
+                raise ConfigError(f"train.{name} must be 'auto', 'on' or 'off', got {getattr(self, name)!r}")
+        modes = ("auto", "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs",
+                 "aot_eager", "eager")
+        if self.compile not in modes:
+            raise ConfigError(f"train.compile must be one of {', '.join(modes)}, got {self.compile!r}")
+        for name, low in (("pad_to_multiple_of", 1), ("prefetch_batches", 0)):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < low):
+                raise ConfigError(f"train.{name} must be an integer >= {low} or None, got {v!r}")
 
 
 # ---------------------------------------------------------------------------
