@@ -124,12 +124,13 @@ def _flat_scores(score: Callable[[str], torch.Tensor], current: Mask, names: lis
 
 def _select_global(score: Callable[[str], torch.Tensor], current: Mask, target: float) -> Mask:
     names = list(current)
-    flat_keep = torch.cat([current[k].reshape(-1) for k in names])
+    scores = _flat_scores(score, current, names)
+    # The current mask goes to the scores' device matrix by matrix (no 85M-entry concatenation on the host).
+    flat_keep = torch.cat([current[k].reshape(-1).to(scores.device) for k in names])
     n_prune = _count(target, flat_keep.numel()) - (flat_keep.numel() - int(torch.count_nonzero(flat_keep)))
     if n_prune < 0:
         raise PruningError(f"target sparsity {target} is below the mask's current sparsity {current.sparsity:.6f}")
-    scores = _flat_scores(score, current, names)
-    new = _prune_lowest(scores, flat_keep.to(scores.device), n_prune).cpu()
+    new = _prune_lowest(scores, flat_keep, n_prune).cpu()
     out, i = Mask(), 0
     for k in names:
         n = current[k].numel()

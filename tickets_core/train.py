@@ -58,7 +58,9 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     :mod:`tickets_core.fastpath`) the same steps run with padded-to-a-multiple
     batches, multi-tensor masking, bf16 compute weights with fp32 master
     weights under bf16, prefetched batches and a compiled model.  ``on_step``
-    and periodic evaluations always see the fp32 weights.
+    and periodic evaluations always see the fp32 weights (a callback with
+    ``reads_weights = False``, such as a timer, is called without swapping
+    them in).
     """
     check_vocab(model, data.tokenizer)
     _seed_everything(seed)
@@ -100,6 +102,7 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
         batches = fastpath.Prefetcher(batches, plan.prefetch)
     masters = fastpath.MasterWeights(model) if plan.master_weights else None
     forward = fastpath.compile_model(model, plan.compile) if plan.compile else model
+    expose_to_callback = getattr(on_step, "reads_weights", True)
     try:
         for n_rows, batch in batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -136,7 +139,7 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
             if cfg.progress and step % PROGRESS_EVERY == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if on_step is not None:
-                with fastpath.exposed(masters):
+                with fastpath.exposed(masters if expose_to_callback else None):
                     on_step(step, model)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
                 with fastpath.exposed(masters):
