@@ -16,6 +16,8 @@ Tolerances stated here (measured on the CPU with tiny-bert, dropout off so that 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -213,9 +215,10 @@ def test_fast_path_fp32_matches_the_plain_loop(sst2):
 
 def test_bf16_master_weights_equal_autocast_and_stay_close_to_fp32(sst2):
     fp32, _ = _train(sst2, fast_path="off")
-    autocast, w_auto = _train(sst2, fast_path="off", precision="bf16")
-    master, w_master = _train(sst2, fast_path="on", precision="bf16", pad_to_multiple_of=1)
+    autocast, w_auto = _train(sst2, fast_path="off", precision="bf16", eval_every=12)
+    master, w_master = _train(sst2, fast_path="on", precision="bf16", pad_to_multiple_of=1, eval_every=12)
     assert master["train_loss"] == autocast["train_loss"] and _max_diff(w_master, w_auto) == 0.0
+    assert master["history"] == autocast["history"] and len(master["history"]) == 2  # mid-level eval: fp32 weights
     assert master["train_loss"] == pytest.approx(fp32["train_loss"], rel=0.02)
     assert master["eval"] == fp32["eval"]
 
@@ -293,3 +296,27 @@ def test_cuda_pruning_is_the_cpu_mask_and_not_slower_than_global_unstructured(be
     ref = time.perf_counter() - t0
     print(f"GPU pruning: ours {ours * 1000:.1f} ms, global_unstructured {ref * 1000:.1f} ms")
     assert ours <= 1.5 * ref + 0.01  # target: no slower; margin for timer noise on one sample
+
+
+def test_imp_run_on_the_fast_path_writes_the_plain_runs_results(tiny_config_factory, tmp_path):
+    """A whole IMP trunk (rewind to theta_1: on_step sees fp32 weights) with bf16 master weights, multi-tensor
+    masks and prefetching writes the same masks, theta_1 and metrics as the bf16 autocast loop."""
+    from safetensors.torch import load_file
+
+    from tickets_core import imp
+    from tickets_core.store import RunPaths
+
+    common = dict(levels=2, rewind_step=1, max_steps=2, precision="bf16")
+    runs = [imp.run(tiny_config_factory(tmp_path / "plain", fast_path="off", **common)),
+            imp.run(tiny_config_factory(tmp_path / "fast", fast_path="on", pad_to_multiple_of=1, prefetch_batches=2,
+                                        **common))]
+    assert runs[0].name == runs[1].name  # the fast-path options are not part of the run's identity
+    plain, fast = (RunPaths(r) for r in runs)
+    for level in (0, 1, 2):
+        a, b = (json.loads(p.metrics(level).read_text()) for p in (plain, fast))
+        assert a["eval"] == b["eval"] and a["train"]["train_loss"] == b["train"]["train_loss"]
+    for level in (1, 2):
+        ma, mb = Mask.load(plain.mask(level)), Mask.load(fast.mask(level))
+        assert all(torch.equal(ma[k], mb[k]) for k in ma)
+    ta, tb = load_file(str(plain.rewind())), load_file(str(fast.rewind()))
+    assert all(tb[k].dtype == torch.float32 and torch.equal(ta[k], tb[k]) for k in ta)
