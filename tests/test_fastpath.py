@@ -252,16 +252,32 @@ def test_mlm_fast_path_with_a_tied_decoder(tmp_path, tokenizer):
 
 
 @cuda
-@pytest.mark.parametrize("compile_mode", ["off", "reduce-overhead"])
-def test_cuda_fast_path_keeps_pruned_weights_zero_and_tracks_fp32(sst2, compile_mode):
+@pytest.mark.parametrize("compile_mode,pad", [("off", None), ("reduce-overhead", 2)])
+def test_cuda_fast_path_keeps_pruned_weights_zero_and_tracks_fp32(sst2, compile_mode, pad):
+    """bf16 fast path on CUDA (pad 2: several shapes, so several CUDA graphs) vs the fp32 CPU loop."""
     import warnings
 
     ref, _ = _train(sst2, fast_path="off")
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a compile fallback fails the test
-        fast, _ = _train(sst2, fast_path="on", device="cuda", precision="bf16", compile=compile_mode)
+        fast, _ = _train(sst2, fast_path="on", device="cuda", precision="bf16", compile=compile_mode,
+                         pad_to_multiple_of=pad)
     assert fast["train_loss"] == pytest.approx(ref["train_loss"], rel=0.03)
     assert fast["eval"] == ref["eval"]
+
+
+@cuda
+def test_cuda_compiled_mlm(tmp_path, tokenizer):
+    import warnings
+
+    data = get_task("mlm").load(DataConfig(task="mlm", data_dir=str(write_text(tmp_path / "txt")),
+                                           cache_dir=str(tmp_path / "c"), max_seq_length=20), tokenizer)
+    ref, _ = _train(data, head="mlm", labels=0, fast_path="off", max_steps=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        fast, _ = _train(data, head="mlm", labels=0, fast_path="on", device="cuda", precision="bf16",
+                         compile="reduce-overhead", max_steps=6)
+    assert fast["train_loss"] == pytest.approx(ref["train_loss"], rel=0.03)
 
 
 @cuda
