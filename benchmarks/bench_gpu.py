@@ -269,7 +269,8 @@ def pruning_times() -> dict:
 # ---------------------------------------------------------------------------
 
 
-def run(quick: bool, budget_s: float) -> tuple[str, dict]:
+def run(quick: bool, budget_s: float, save=lambda md, info: None) -> tuple[str, dict]:
+    """Measure everything; ``save(markdown, info)`` is called after the single runs and again at the end."""
     from .reference import attach_prune_hooks, rows_of
 
     t_start = time.time()
@@ -345,7 +346,8 @@ def run(quick: bool, budget_s: float) -> tuple[str, dict]:
                          f"{tf:.1f}", f"{tf / peak_tf:.1%}", f"{warm[(v, d)]:.1f}", f"{peak[(v, d)]:.2f}",
                          f"{rec.get('kernels_per_step', float('nan')):.0f}", f"{rec.get('launches_per_step', float('nan')):.0f}",
                          f"{rec.get('gpu_busy', float('nan')):.0%}"])
-    info["variants"] = data_rows
+    info.update(variants=data_rows, table=rows, rounds=rounds, packed={"error": "not run yet"})
+    save(report(info, t_start), info)  # in case the packed section runs out of time
     models.clear()
     if DEVICE == "cuda":
         torch.cuda.empty_cache()
@@ -357,8 +359,15 @@ def run(quick: bool, budget_s: float) -> tuple[str, dict]:
                                 smoke=DEVICE != "cuda")
     except Exception as e:  # report, keep the rest
         info["packed"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+    md = report(info, t_start)
+    save(md, info)
+    return md, info
 
-    # -- report ------------------------------------------------------------------------------------
+
+def report(info: dict, t_start: float) -> str:
+    """The markdown of a (possibly partial) run."""
+    data_rows, rows, dev, quick = info["variants"], info["table"], info["device"], info["quick"]
+    n_rows, rounds, peak_tf = info["rows"], info["rounds"], info["matmul_bf16_tflops"]
     today = data_rows["plain | RT"]["examples_per_s"]
     best_rt = data_rows["fast compiled | RT"]["examples_per_s"]
     frac = data_rows["fast compiled | L128"]["fraction_of_matmul"]
@@ -398,13 +407,13 @@ def run(quick: bool, budget_s: float) -> tuple[str, dict]:
             ok(statistics.median(pr["ours_s"]) <= statistics.median(pr["global_unstructured_s"]))]]
     lines += ["", md_table(["target", "measured", "status"], tgt), ""]
     info["targets"] = tgt
-    return "\n".join(lines), info
+    return "\n".join(lines)
 
 
 def main() -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.bench_gpu", description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="fewer steps and packed counts (~3-4 min)")
-    p.add_argument("--budget-s", type=float, default=None, help="stop starting new sections after this (default 420/200)")
+    p.add_argument("--quick", action="store_true", help="fewer steps, 2 rounds, packed 1 and 4 runs (estimate: ~5 min, most of it compiling)")
+    p.add_argument("--budget-s", type=float, default=None, help="no packed round starts that would end after this (default 340 quick / 480)")
     p.add_argument("--out", default=None, help="also write the result files here (e.g. $OUT)")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--smoke", action="store_true", help="CPU, tiny model: check this script without a GPU")
@@ -415,15 +424,18 @@ def main() -> int:
     elif not torch.cuda.is_available():
         print("bench_gpu: no CUDA device here; nothing measured (run benchmarks/gpu_check.sh on a GPU machine)")
         return 0
-    md, info = run(a.quick, a.budget_s or (200 if a.quick else 420))
-    print(md)
-    if not a.no_write:
+    def save(md: str, info: dict) -> None:
+        if a.no_write:
+            return
         slug = re.sub(r"[^a-z0-9]+", "-", info["device"].lower()).strip("-")
         name = f"{NAME}_{slug}{'_quick' if a.quick else ''}"
         for folder in ([] if a.smoke else [RESULTS_DIR]) + ([Path(a.out)] if a.out else []):
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{name}.md").write_text(md)
             (folder / f"{name}.json").write_text(json.dumps(info, indent=2, default=str) + "\n")
+
+    md, _ = run(a.quick, a.budget_s or (340 if a.quick else 480), save)
+    print(md)
     return 0
 
 
