@@ -8,10 +8,13 @@ Tolerances stated here (measured on the CPU with tiny-bert, dropout off so that 
   changes the shape of the dropout draws, so the trajectory differs as with another dropout seed;
   the model's outputs on a padded batch equal those on the unpadded one (1e-5).
 * bf16 master weights vs bf16 autocast: bit-identical losses and weights.
-* torch.compile with the 'aot_eager' debug backend vs eager: bit-identical (fp32 and bf16).
+* torch.compile with the 'aot_eager' debug backend vs eager: bit-identical (measured fp32 and bf16; tested bf16).
 * bf16 (fast path) vs the fp32 plain path: mean training loss within 2% relative (measured 0.9%),
   same evaluation metric.
 * multi-tensor masking vs masked_fill: kept weights bit-identical, pruned weights == 0.
+* CUDA only (benchmarks/gpu_check.sh; not yet run on a GPU): the bf16 fast path, eager and compiled with
+  CUDA graphs, vs the fp32 CPU loop: mean training loss within 3%, same evaluation metric; GPU pruning
+  gives the CPU masks, no slower than global_unstructured (1.5x + 10 ms margin for one timed sample).
 """
 
 from __future__ import annotations
