@@ -228,8 +228,12 @@ def test_bf16_master_weights_equal_autocast_and_stay_close_to_fp32(sst2):
 
 def test_compiled_step_equals_eager_with_a_debug_backend(sst2):
     """torch.compile (AOTAutograd, the backend-independent half of Inductor) on the bf16 fast path."""
+    import warnings
+
     eager, w_eager = _train(sst2, fast_path="on", precision="bf16", max_steps=6)
-    compiled, w_comp = _train(sst2, fast_path="on", precision="bf16", compile="aot_eager", max_steps=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # fine_tune's compile fallback would make this vacuous
+        compiled, w_comp = _train(sst2, fast_path="on", precision="bf16", compile="aot_eager", max_steps=6)
     assert compiled["train_loss"] == eager["train_loss"] and _max_diff(w_comp, w_eager) == 0.0
 
 
@@ -339,3 +343,15 @@ def test_imp_run_on_the_fast_path_writes_the_plain_runs_results(tiny_config_fact
         assert all(torch.equal(ma[k], mb[k]) for k in ma)
     ta, tb = load_file(str(plain.rewind())), load_file(str(fast.rewind()))
     assert all(tb[k].dtype == torch.float32 and torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_a_compiler_failure_on_the_first_step_falls_back_to_eager(sst2, monkeypatch):
+    class Broken(torch.nn.Module):
+        def forward(self, **batch):
+            raise RuntimeError("inductor blew up")
+
+    eager, w_eager = _train(sst2, fast_path="on", max_steps=4)
+    monkeypatch.setattr(fastpath, "compile_model", lambda model, mode: Broken())
+    with pytest.warns(RuntimeWarning, match="inductor blew up"):
+        fell_back, w_fb = _train(sst2, fast_path="on", compile="default", max_steps=4)
+    assert fell_back["train_loss"] == eager["train_loss"] and _max_diff(w_fb, w_eager) == 0.0
