@@ -2,15 +2,16 @@
 
 ``python -m benchmarks.gpu_hours [SWEEP] [--rates bench_gpu_*.json] [--mlm-examples N]``
 
-Reads the sweep file with PyYAML (a simple reading of the schema in
-tickets_core/sweep.py's docstring, so that it does not depend on the
-sweep runner): every trunk run fine-tunes ``levels + 1`` times (``dense``:
-once), every branch run once per source level (default: every level of its
-trunk, level 0 included), every transfer once per source level (a source
-equal to its target is skipped, as the sweep does).  Parameters are merged
-as the sweep merges them: defaults, then the trunk entry's, then the
-branch/transfer entry's.  A fine-tuning of task T costs
-``train_size(T) * num_epochs`` training examples; hours = examples / rate.
+Reads the sweep file with PyYAML (a simple reading of the sweep schema,
+so that it does not depend on the sweep runner): every trunk run fine-tunes
+``levels + 1`` times (``dense``: once), every branch run once per source
+level (default: every level of its trunk, level 0 included), every
+transfer once per source level (``highest_matching``: one; a source equal
+to its target is skipped, as the sweep does).  Parameters are merged as the
+sweep merges them: defaults, then the trunk entry's, then the
+branch/transfer entry's (``params_from: target``: the target task's trunk
+instead of the source's).  A fine-tuning costs ``max_steps x batch_size``
+training examples, else ``train_size x num_epochs``; hours = examples / rate.
 Evaluation, pruning and start-up are not counted (small next to training at
 these sizes, except for the smallest tasks).
 
@@ -87,56 +88,78 @@ def rate(column: dict, task: str, seq_len: int) -> tuple[float, bool]:
     return min(column["short"], l128), False
 
 
-def train_size(task: str, params: dict, mlm_examples: int | None) -> int:
+def train_examples(task: str, params: dict, mlm_examples: int | None) -> float:
+    """Training examples one fine-tuning of ``task`` sees: max_steps x batch, else set size x epochs."""
+    if params.get("max_steps"):
+        return float(params["max_steps"]) * float(params["batch_size"])
     if task == "mlm":
-        if mlm_examples:
-            return mlm_examples
-        return int(WIKITEXT103_WORDS * WORDPIECES_PER_WORD / (int(params["max_seq_length"]) - 2))
-    if task not in TRAIN_SIZES:
+        n = mlm_examples or int(WIKITEXT103_WORDS * WORDPIECES_PER_WORD / (seq_len(task, params) - 2))
+    elif task in TRAIN_SIZES:
+        n = TRAIN_SIZES[task]
+    else:
         raise SystemExit(f"gpu_hours: no training-set size for task {task!r}")
-    n = TRAIN_SIZES[task]
     cap = params.get("max_train_samples")
-    return min(n, int(cap)) if cap else n
+    return float(min(n, int(cap)) if cap else n) * float(params["num_epochs"])
+
+
+def seq_len(task: str, params: dict) -> int:
+    """Tokens per example: SQuAD left at the default 128 uses its standard 384-token windows."""
+    n = int(params["max_seq_length"])
+    return 384 if task == "squad" and n == TRAIN_DEFAULTS["max_seq_length"] else n
+
+
+def _levels(entry: dict, trunk: dict) -> int:
+    """Source levels a branch/transfer entry trains: a list, one resolved level ('highest_matching'), or all."""
+    sl = entry.get("source_levels")
+    if sl is None:
+        return int(trunk["params"]["levels"]) + 1
+    return len(sl) if isinstance(sl, list) else 1
 
 
 def fine_tunings(path: Path) -> list[dict]:
     """Every fine-tuning the sweep file asks for: {"task", "kind", "params", "count"}."""
     doc = yaml.safe_load(path.read_text())
     defaults = {**TRAIN_DEFAULTS, **(doc.get("defaults") or {})}
-    trunk_keys = ("name", "kind", "tasks", "seeds")
+    entry_keys = ("name", "kind", "kinds", "tasks", "seeds", "trunk", "trunk_seed", "sources", "targets",
+                  "source_levels", "params_from", "mask_path")
+    own = lambda e: {k: v for k, v in e.items() if k not in entry_keys}
     trunks, out = {}, []
     for t in doc.get("trunks") or []:
-        params = {**defaults, **{k: v for k, v in t.items() if k not in trunk_keys}}
+        params = {**defaults, **own(t)}
         kind = t.get("kind", "imp")
-        trunks[t.get("name", kind)] = {"tasks": t["tasks"], "seeds": t.get("seeds", [0]), "params": params}
+        trunks[t.get("name", kind)] = {"kind": kind, "tasks": t["tasks"], "seeds": t.get("seeds", [0]), "params": params}
         levels = 1 if kind == "dense" else int(params["levels"]) + 1
         for task in t["tasks"]:
             out.append({"task": task, "kind": kind, "params": params, "count": levels * len(t.get("seeds", [0]))})
+
+    def target_params(task: str) -> dict:  # `params_from: target`: the target task's own (IMP) trunk budget
+        for tr in sorted(trunks.values(), key=lambda tr: tr["kind"] != "imp"):
+            if task in tr["tasks"]:
+                return tr["params"]
+        return defaults
+
     for b in doc.get("branches") or []:
         trunk = trunks[b["trunk"]]
-        params = {**trunk["params"], **{k: v for k, v in b.items()
-                                        if k not in ("kinds", "trunk", "tasks", "seeds", "trunk_seed")}}
-        levels = len(b["source_levels"]) if "source_levels" in b else int(trunk["params"]["levels"]) + 1
+        params = {**trunk["params"], **own(b)}
         for kind in b["kinds"]:
             for task in b.get("tasks", trunk["tasks"]):
                 out.append({"task": task, "kind": kind, "params": params,
-                            "count": levels * len(b.get("seeds", trunk["seeds"]))})
+                            "count": _levels(b, trunk) * len(b.get("seeds", trunk["seeds"]))})
     for x in doc.get("transfers") or []:
         if "trunk" not in x:  # from one mask file
-            params = {**defaults, **{k: v for k, v in x.items() if k not in ("mask_path", "targets", "seeds")}}
             for task in x["targets"]:
-                out.append({"task": task, "kind": "transfer", "params": params, "count": len(x["seeds"])})
+                out.append({"task": task, "kind": "transfer", "params": {**defaults, **own(x)},
+                            "count": len(x["seeds"])})
             continue
         trunk = trunks[x["trunk"]]
-        params = {**trunk["params"], **{k: v for k, v in x.items()
-                                        if k not in ("trunk", "sources", "targets", "seeds", "trunk_seed", "source_levels")}}
-        levels = len(x["source_levels"]) if "source_levels" in x else int(trunk["params"]["levels"]) + 1
         seeds = len(x.get("seeds", trunk["seeds"]))
         for source in x.get("sources", trunk["tasks"]):
             for target in x["targets"]:
-                if source != target:
-                    out.append({"task": target, "kind": f"transfer from {source}", "params": params,
-                                "count": levels * seeds})
+                if source == target:
+                    continue
+                base = target_params(target) if x.get("params_from") == "target" else trunk["params"]
+                out.append({"task": target, "kind": f"transfer from {source}", "params": {**base, **own(x)},
+                            "count": _levels(x, trunk) * seeds})
     return out
 
 
@@ -156,11 +179,11 @@ def table(path: Path, columns: dict, mlm_examples: int | None) -> str:
         key = "squad" if task == "squad" else "mlm" if task == "mlm" else "GLUE"
         g = groups.setdefault(key, {"fine_tunings": 0, "examples": 0.0, "hours": {c: 0.0 for c in columns},
                                     "estimated": False})
-        n = train_size(task, p, mlm_examples) * float(p["num_epochs"]) * r["count"]
+        n = train_examples(task, p, mlm_examples) * r["count"]
         g["fine_tunings"] += r["count"]
         g["examples"] += n
         for c, col in columns.items():
-            ex_s, est = rate(col, task, int(p["max_seq_length"]))
+            ex_s, est = rate(col, task, seq_len(task, p))
             g["hours"][c] += n / ex_s / 3600
             g["estimated"] |= est
     head = ["part of the grid", "fine-tunings", "training examples"] + [f"{c} (h)" for c in columns]
@@ -177,9 +200,12 @@ def table(path: Path, columns: dict, mlm_examples: int | None) -> str:
     lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
     lines += ["", "Rates (GLUE rows use each column's 128-token rate, the conservative end: most GLUE inputs are "
               "shorter):"] + [f"* {c}: {col['source']}" for c, col in columns.items()]
-    mlm = train_size("mlm", {"max_seq_length": 512}, mlm_examples)
-    lines += [f"* MLM training set: {mlm:,} blocks of 510 wordpieces (wikitext-103 train, {WIKITEXT103_WORDS:,} words x "
-              f"{WORDPIECES_PER_WORD} wordpieces/word, an estimate; `--mlm-examples` to override)."]
+    mlm = int(train_examples("mlm", {"max_seq_length": 512, "num_epochs": 1}, mlm_examples))
+    lines += [f"* MLM training set (when a level runs epochs, not max_steps): {mlm:,} blocks of 510 wordpieces "
+              f"(wikitext-103 train, {WIKITEXT103_WORDS:,} words x {WORDPIECES_PER_WORD} wordpieces/word, an "
+              "estimate; `--mlm-examples` to override). SQuAD: 88.6k 384-token windows per epoch.",
+              "* A transfer at `source_levels: highest_matching` counts as one level per source; "
+              "`params_from: target` trains it with the target task's trunk budget."]
     return "\n".join(lines)
 
 
