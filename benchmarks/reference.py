@@ -99,8 +99,16 @@ def _optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.
 
 def reference_fine_tune(model: nn.Module, train_rows: list[dict], pad_id: int, *, epochs: float = 1.0,
                         batch_size: int = 32, lr: float = 2e-5, weight_decay: float = 0.0,
-                        max_grad_norm: float = 1.0, seed: int = 0) -> dict:
-    """Plain reference training loop (batches padded to 128, random order); returns time and counts."""
+                        max_grad_norm: float = 1.0, seed: int = 0, device=None, autocast_dtype=None,
+                        on_step=None) -> dict:
+    """Plain reference training loop (batches padded to 128, random order); returns time and counts.
+
+    ``device``: where the model is (batches are padded on the CPU and copied
+    there, as the reference's DataLoader did); ``autocast_dtype``: e.g.
+    ``torch.bfloat16`` for autocast (the reference itself ran fp32 or apex
+    fp16); ``on_step(step)`` is called after each optimizer step (timing).
+    """
+    import contextlib
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -119,7 +127,12 @@ def reference_fine_tune(model: nn.Module, train_rows: list[dict], pad_id: int, *
             if step >= total:
                 break
             batch = pad128([train_rows[j] for j in order[i:i + batch_size]], pad_id)
-            out = model(**batch)
+            if device is not None:
+                batch = {k: v.to(device) for k, v in batch.items()}
+            amp = (torch.autocast(device_type=torch.device(device or "cpu").type, dtype=autocast_dtype)
+                   if autocast_dtype is not None else contextlib.nullcontext())
+            with amp:
+                out = model(**batch)
             out.loss.backward()
             if max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
@@ -130,6 +143,8 @@ def reference_fine_tune(model: nn.Module, train_rows: list[dict], pad_id: int, *
             examples += batch["input_ids"].shape[0]
             tokens += batch["input_ids"].numel()
             loss_sum += out.loss.item()
+            if on_step is not None:
+                on_step(step)
     return {"time_s": time.perf_counter() - t0, "steps": step, "examples": examples,
             "tokens_processed": tokens, "train_loss": loss_sum / max(step, 1)}
 

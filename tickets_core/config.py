@@ -111,6 +111,34 @@ class TrainConfig(_Checked):
                            help="'fp32', 'bf16', or 'auto' (bf16 on a GPU that supports it, else fp32).")
     device: str = param("auto", hashed=False, help="'auto' (a GPU when present), 'cpu', 'cuda', 'cuda:1', ...")
     progress: bool = param(True, hashed=False, help="Show tqdm progress bars.")
+    # -- throughput: the GPU fast path (tickets_core.fastpath); speed only, never in the run hash --
+    fast_path: str = param(
+        "auto", hashed=False, choices=("auto", "on", "off"),
+        help="GPU fast path of the training loop: 'auto' (on for CUDA, off on the CPU, where it was measured not "
+             "to pay), 'on', 'off' (the plain loop). On: batches padded to a multiple of pad_to_multiple_of, masks "
+             "applied with multi-tensor ops, bf16 copies of the Linear weights (fp32 master weights in the "
+             "optimizer) instead of per-step autocast casts, prefetched pinned batches, torch.compile per `compile`.")
+    pad_to_multiple_of: int | None = param(
+        None, hashed=False,
+        help="Pad each training batch's width up to a multiple of N so that few shapes recur (not QA, whose loss "
+             "counts padded positions). None: 16 with the fast path, else 1 (no extra padding).")
+    compile: str = param(
+        "auto", hashed=False,
+        choices=("auto", "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs",
+                 "aot_eager", "eager"),
+        help="torch.compile the training forward/backward: 'auto' ('reduce-overhead' = Inductor + CUDA graphs, "
+             "with the fast path on CUDA for levels of at least fastpath.COMPILE_MIN_STEPS steps; else off), "
+             "'off', 'default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs', or the debug "
+             "backends 'aot_eager' / 'eager'.")
+    master_weights: str = param(
+        "auto", hashed=False, choices=("auto", "on", "off"),
+        help="Under bf16: keep bf16 copies of the Linear weights for compute and fp32 master weights in the "
+             "optimizer (same numbers as autocast, without its per-step weight casts). 'auto' (with the fast "
+             "path), 'on', 'off'.")
+    prefetch_batches: int | None = param(
+        None, hashed=False,
+        help="Collate this many training batches ahead on a background thread (pinned memory on CUDA). None: 2 "
+             "with the fast path on CUDA, else 0 (collate in the loop).")
 
     def check(self) -> None:
         require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
@@ -121,6 +149,10 @@ class TrainConfig(_Checked):
         require(self.num_epochs > 0, "num_epochs", f"must be > 0, got {self.num_epochs}")
         require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         require(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
+        require(self.pad_to_multiple_of is None or self.pad_to_multiple_of >= 1, "pad_to_multiple_of",
+                f"must be >= 1 or None, got {self.pad_to_multiple_of}")
+        require(self.prefetch_batches is None or self.prefetch_batches >= 0, "prefetch_batches",
+                f"must be >= 0 or None, got {self.prefetch_batches}")
 
 
 @dataclass

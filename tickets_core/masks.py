@@ -223,8 +223,19 @@ class BoundMask:
 
     Each pair caches the *pruned* positions on the parameter's device; when
     the model moves (``model.to(...)``) the cache follows on the next call.
-    Zeroing uses ``masked_fill_`` so pruned entries become exactly 0 even if
-    they held inf/NaN.
+    By default zeroing uses one ``masked_fill_`` per matrix, so pruned
+    entries become exactly 0 even if they held inf/NaN.
+
+    ``multi_tensor=True`` (the GPU fast path) multiplies every matrix by a
+    cached float keep-mask (1 kept, 0 pruned; in the parameter's dtype) with
+    one ``torch._foreach_mul_``: a few kernel launches for all matrices
+    instead of one per matrix.  Kept values are unchanged bit for bit
+    (x * 1 = x) and finite pruned values become zero (a negative one -0.0,
+    which equals 0); a pruned entry holding inf/NaN would stay NaN.  Such a
+    value can only come from a NaN gradient, which through the loss poisons
+    every weight anyway; ``fine_tune`` still ends a fast-path level with one
+    exact ``apply_()``.  The float masks take 4 bytes per prunable weight on
+    the device (342 MB at bert-base).
     """
 
     def __init__(self, mask: Mask, model: nn.Module) -> None:
@@ -233,6 +244,7 @@ class BoundMask:
         self._pairs: list[tuple[nn.Parameter, torch.Tensor]] = [
             (params[k], (~v).to(params[k].device)) for k, v in mask.items() if not bool(v.all())
         ]
+        self._keep: list[torch.Tensor] = []  # float keep-masks for multi_tensor, built on first use
 
     def _current(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
         for i, (p, pruned) in enumerate(self._pairs):
@@ -240,15 +252,34 @@ class BoundMask:
                 self._pairs[i] = (p, pruned.to(p.device))
         return self._pairs
 
+    def _float_keep(self) -> list[torch.Tensor]:
+        pairs = self._current()
+        if len(self._keep) != len(pairs) or any(k.device != p.device or k.dtype != p.dtype
+                                                for k, (p, _) in zip(self._keep, pairs)):
+            self._keep = [(~pruned).to(p.dtype) for p, pruned in pairs]
+        return self._keep
+
     @torch.no_grad()
-    def apply_(self) -> None:
+    def apply_(self, multi_tensor: bool = False) -> None:
         """Set every pruned weight to exactly zero, in place."""
+        if multi_tensor:
+            if self._pairs:
+                keep = self._float_keep()
+                torch._foreach_mul_([p for p, _ in self._pairs], keep)
+            return
         for p, pruned in self._current():
             p.masked_fill_(pruned, 0.0)
 
     @torch.no_grad()
-    def mask_grads_(self) -> None:
+    def mask_grads_(self, multi_tensor: bool = False) -> None:
         """Zero the gradients of pruned weights (call after backward, before the optimizer step)."""
+        if multi_tensor:
+            if self._pairs:
+                keep = self._float_keep()
+                sel = [(p.grad, k) for (p, _), k in zip(self._pairs, keep) if p.grad is not None]
+                if sel:
+                    torch._foreach_mul_([g for g, _ in sel], [k for _, k in sel])
+            return
         for p, pruned in self._current():
             if p.grad is not None:
                 p.grad.masked_fill_(pruned, 0.0)

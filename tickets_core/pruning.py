@@ -6,17 +6,20 @@ whose sparsity over all the mask's weights is exactly
 strategies).  Already-pruned weights stay pruned; the strategy chooses the
 additional weights to remove among the surviving ones.
 
-Ranking finds the k-th smallest score (``numpy.partition``) among the surviving weights
-(linear time, no full sort); ties at the threshold are broken by position (matrices in
-mask order, entries in row-major order: earlier ones are pruned first), so
-the result is deterministic.
+Ranking finds the k-th smallest score among the surviving weights (linear time, no full
+sort); ties at the threshold are broken by position (matrices in mask order, entries in
+row-major order: earlier ones are pruned first), so the result is deterministic.  Scores
+are computed on the weights' device: on the CPU the k-th value comes from numpy's
+introselect (``numpy.partition``), elsewhere (a GPU) from ``torch.topk`` on that device
+(a multi-block radix select on CUDA), so nothing is copied to the host but the new mask.
+The k-th value is unique whichever way it is found, and the tie rule is applied
+afterwards, so both give the same mask.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -73,20 +76,34 @@ def _check_inputs(weights: Weights, current: Mask) -> None:
             raise PruningError(f"weight {k!r} has shape {tuple(w.shape)} but its mask has {tuple(current[k].shape)}")
 
 
-def _prune_lowest(scores: torch.Tensor, keep: torch.Tensor, n_prune: int) -> torch.Tensor:
+def _kth_smallest(alive: torch.Tensor, k: int, method: str = "auto") -> float:
+    """The ``k``-th smallest (1-based) value of the flat float tensor ``alive`` (overwritten on the CPU).
+
+    ``method``: 'numpy' (in-place introselect; the CPU default, several times
+    faster there than ``torch.kthvalue``), 'torch' (``torch.topk`` of the k
+    smallest on the tensor's device; the default off the CPU), or 'auto'.
+    """
+    if method == "auto":
+        method = "numpy" if alive.device.type == "cpu" else "torch"
+    if method == "numpy":
+        a = alive.numpy()
+        a.partition(k - 1)
+        return float(a[k - 1])
+    return float(torch.topk(alive, k, largest=False, sorted=False).values.max())
+
+
+def _prune_lowest(scores: torch.Tensor, keep: torch.Tensor, n_prune: int, method: str = "auto") -> torch.Tensor:
     """Flat keep-vector with the ``n_prune`` lowest-scoring kept entries removed (ties: lowest index).
 
-    ``scores`` is a flat float32 CPU tensor.
+    ``scores`` is a flat float32 tensor on any device; ``keep`` a flat bool
+    tensor on the same device.  Returns a new bool tensor on that device.
     """
     keep = keep.clone()
     if n_prune <= 0:
         return keep
-    # The k-th smallest surviving score, by numpy's in-place introselect (linear time; several
-    # times faster than torch.kthvalue on a CPU) on a copy in which pruned entries are +inf:
-    # one pass, no gather of the survivors (the gather alone cost 2.5 s at bert-base scale).
-    alive = scores.masked_fill(~keep, float("inf")).numpy()
-    alive.partition(n_prune - 1)
-    threshold = float(alive[n_prune - 1])
+    # The k-th smallest surviving score, on a copy in which pruned entries are +inf: one pass,
+    # no gather of the survivors (the gather alone cost 2.5 s at bert-base scale on the CPU).
+    threshold = _kth_smallest(scores.masked_fill(~keep, float("inf")), n_prune, method)
     below = (scores < threshold) & keep
     ties = ((scores == threshold) & keep).nonzero().squeeze(1)
     keep &= ~below
@@ -95,23 +112,26 @@ def _prune_lowest(scores: torch.Tensor, keep: torch.Tensor, n_prune: int) -> tor
 
 
 def _flat_scores(score: Callable[[str], torch.Tensor], current: Mask, names: list[str]) -> torch.Tensor:
-    """Concatenate the score matrices of ``names`` into one new flat float32 CPU tensor."""
-    out = torch.empty(sum(current[k].numel() for k in names), dtype=torch.float32)
+    """Concatenate the score matrices of ``names`` into one new flat float32 tensor on their device."""
+    first = score(names[0]) if names else torch.empty(0)
+    out = torch.empty(sum(current[k].numel() for k in names), dtype=torch.float32, device=first.device)
     i = 0
-    for k in names:
+    for j, k in enumerate(names):
         n = current[k].numel()
-        out[i:i + n].copy_(score(k).detach().reshape(-1))
+        out[i:i + n].copy_((first if j == 0 else score(k)).detach().reshape(-1))
         i += n
     return out
 
 
 def _select_global(score: Callable[[str], torch.Tensor], current: Mask, target: float) -> Mask:
     names = list(current)
-    flat_keep = torch.cat([current[k].reshape(-1) for k in names])
+    scores = _flat_scores(score, current, names)
+    # The current mask goes to the scores' device matrix by matrix (no 85M-entry concatenation on the host).
+    flat_keep = torch.cat([current[k].reshape(-1).to(scores.device) for k in names])
     n_prune = _count(target, flat_keep.numel()) - (flat_keep.numel() - int(torch.count_nonzero(flat_keep)))
     if n_prune < 0:
         raise PruningError(f"target sparsity {target} is below the mask's current sparsity {current.sparsity:.6f}")
-    new = _prune_lowest(_flat_scores(score, current, names), flat_keep, n_prune)
+    new = _prune_lowest(scores, flat_keep, n_prune).cpu()
     out, i = Mask(), 0
     for k in names:
         n = current[k].numel()
@@ -127,7 +147,8 @@ def _select_layerwise(score: Callable[[str], torch.Tensor], current: Mask, spars
         n_prune = _count(sparsities[k], keep.numel()) - (keep.numel() - int(torch.count_nonzero(keep)))
         if n_prune < 0:
             raise PruningError(f"target sparsity {sparsities[k]} of {k!r} is below its current sparsity")
-        out[k] = _prune_lowest(_flat_scores(score, current, [k]), keep, n_prune).reshape(m.shape)
+        scores = _flat_scores(score, current, [k])
+        out[k] = _prune_lowest(scores, keep.to(scores.device), n_prune).cpu().reshape(m.shape)
     return out
 
 
@@ -146,8 +167,8 @@ def _layer_targets(current: Mask, target: float, layer_sparsities: dict[str, flo
 
 
 def _magnitude(weights: Weights) -> Callable[[str], torch.Tensor]:
-    """|w| per matrix, computed on demand so that no second full copy of the weights is held."""
-    return lambda name: weights[name].detach().abs().float().cpu()
+    """|w| per matrix on the weights' device, computed on demand so that no second full copy of the weights is held."""
+    return lambda name: weights[name].detach().abs().float()
 
 
 def _random_scores(current: Mask, generator: torch.Generator | None) -> Callable[[str], torch.Tensor]:

@@ -14,6 +14,12 @@ Device and precision: ``TrainConfig.device='auto'`` takes the device
 otherwise.  Seeds: python, numpy and torch are seeded from ``seed``, the
 data order and MLM masking use their own generators seeded from it, so the
 same call on CPU repeats bit for bit.
+
+Fast path: ``TrainConfig.fast_path`` ('auto': on for CUDA, off on the CPU)
+runs the same steps with the pieces of :mod:`tickets_core.fastpath` (length
+bucketing, multi-tensor masking, bf16 compute weights with fp32 master
+weights, prefetched pinned batches, torch.compile); ``fastpath.make_plan``
+decides which.  With it off (the CPU default) the loop is the plain one.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ import inspect
 import math
 import random
 import time
+import warnings
 from typing import Callable
 
 import numpy as np
 import torch
 
+from . import fastpath
 from .config import TrainConfig
 from .heads import get_head
 from .models import check_vocab
@@ -45,6 +53,14 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     mean training loss, optimizer steps, training examples seen, wall time,
     final evaluation metrics and the periodic evaluations
     (``[{"step": s, **metrics}]``, empty without ``eval_every``).
+
+    With the fast path (``cfg.fast_path``, on by default on CUDA; see
+    :mod:`tickets_core.fastpath`) the same steps run with padded-to-a-multiple
+    batches, multi-tensor masking, bf16 compute weights with fp32 master
+    weights under bf16, prefetched batches and a compiled model.  ``on_step``
+    and periodic evaluations always see the fp32 weights (a callback with
+    ``reads_weights = False``, such as a timer, is called without swapping
+    them in).
     """
     check_vocab(model, data.tokenizer)
     _seed_everything(seed)
@@ -58,6 +74,8 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
         raise ValueError("the training set is empty")
     batches_per_epoch = math.ceil(n_train / cfg.batch_size)
     total_steps = cfg.max_steps or max(1, math.ceil(cfg.num_epochs * batches_per_epoch))
+    plan = fastpath.make_plan(cfg, device, total_steps=total_steps, head=data.task.head,
+                              bf16=_uses_bf16(device, cfg.precision))
 
     optimizer = make_optimizer(model, cfg)
     warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
@@ -66,7 +84,7 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     order_gen = torch.Generator().manual_seed(seed)
     mask_gen = torch.Generator().manual_seed(seed + 1)
     lengths = list(data.train["length"]) if cfg.group_by_length else None
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad]  # fp32 (master) parameters
 
     from tqdm.auto import tqdm
 
@@ -75,37 +93,65 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     loss_sum, examples, step = torch.zeros((), device=device), 0, 0
     start = time.perf_counter()
     model.train()
+    multi = plan.multi_tensor_masks
     if bound_mask is not None:
         bound_mask.apply_()
-    while step < total_steps:
-        for indices in batch_order(n_train, cfg.batch_size, order_gen, lengths):
-            batch = data.collate(data.train[indices], generator=mask_gen)
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in forward_keys}
-            with autocast:
-                loss = model(**batch).loss
-            loss.backward()
+    batches = _batches(data, cfg, plan, n_train, total_steps, order_gen, mask_gen, lengths, forward_keys,
+                       _pad_cap(model))
+    if plan.prefetch:
+        batches = fastpath.Prefetcher(batches, plan.prefetch)
+    masters = fastpath.MasterWeights(model) if plan.master_weights else None
+    forward = fastpath.compile_model(model, plan.compile) if plan.compile else model
+    expose_to_callback = getattr(on_step, "reads_weights", True)
+    try:
+        for n_rows, batch in batches:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            try:
+                loss = _forward_backward(forward, batch, autocast, plan.cudagraphs)
+            except Exception as e:  # a compiler failure on the first step: carry on eagerly
+                if forward is model or step > 0:
+                    raise
+                warnings.warn(f"torch.compile(mode={plan.compile!r}) failed ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); training eagerly", RuntimeWarning)
+                forward = model
+                model.zero_grad(set_to_none=True)
+                loss = _forward_backward(forward, batch, autocast, False)
+            if masters is not None:
+                masters.grads_to_master()
             if bound_mask is not None:
-                bound_mask.mask_grads_()
+                bound_mask.mask_grads_(multi_tensor=multi)
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            if masters is not None:
+                model.zero_grad(set_to_none=True)  # compute and other grads; master grads are overwritten
+            else:
+                optimizer.zero_grad(set_to_none=True)
             if bound_mask is not None:
-                bound_mask.apply_()
+                bound_mask.apply_(multi_tensor=multi)
+            if masters is not None:
+                masters.to_compute()
             step += 1
-            examples += len(indices)
+            examples += n_rows
             loss_sum = loss_sum + loss.detach().float()  # stays on the device: no sync per step
             bar.update(1)
             if cfg.progress and step % PROGRESS_EVERY == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if on_step is not None:
-                on_step(step, model)
+                with fastpath.exposed(masters if expose_to_callback else None):
+                    on_step(step, model)
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
-                history.append({"step": step, **evaluate(model, data, cfg)})
+                with fastpath.exposed(masters):
+                    history.append({"step": step, **evaluate(model, data, cfg)})
                 model.train()
-            if step >= total_steps:
-                break
+    finally:
+        if isinstance(batches, fastpath.Prefetcher):
+            batches.close()
+        if masters is not None:
+            masters.close()
+    if bound_mask is not None and multi:
+        bound_mask.apply_()  # one exact pass (masked_fill) whatever the multi-tensor passes met
     bar.close()
     final = evaluate(model, data, cfg)
     if cfg.eval_every:
@@ -118,6 +164,40 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
         "eval": final,
         "history": history,
     }
+
+
+def _forward_backward(forward, batch: dict, autocast, cudagraphs: bool) -> torch.Tensor:
+    if cudagraphs:
+        fastpath.mark_step()
+    with autocast:
+        loss = forward(**batch).loss
+    loss.backward()
+    return loss
+
+
+def _batches(data: TaskData, cfg: TrainConfig, plan, n_train: int, total_steps: int, order_gen, mask_gen,
+             lengths, keys: set[str], cap: int | None):
+    """``(rows, batch)`` for each of the ``total_steps`` steps: epochs of :func:`batch_order`, collated."""
+    pad_id = data.tokenizer.pad_token_id if data.tokenizer.pad_token_id is not None else 0
+    step = 0
+    while step < total_steps:
+        for indices in batch_order(n_train, cfg.batch_size, order_gen, lengths):
+            batch = data.collate(data.train[indices], generator=mask_gen)
+            batch = {k: v for k, v in batch.items() if k in keys}
+            if plan.pad_multiple > 1:
+                batch = fastpath.pad_batch(batch, plan.pad_multiple, pad_id, cap)
+            if plan.pin_memory:
+                batch = fastpath.pin(batch)
+            yield len(indices), batch
+            step += 1
+            if step >= total_steps:
+                return
+
+
+def _pad_cap(model) -> int | None:
+    """Widest batch the model's position embeddings allow (None: no limit known)."""
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) else None
 
 
 @torch.no_grad()
@@ -215,10 +295,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _uses_bf16(device: torch.device, precision: str) -> bool:
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+
+
 def _autocast(device: torch.device, precision: str):
-    bf16 = precision == "bf16" or (
-        precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
-    if bf16:
+    if _uses_bf16(device, precision):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
