@@ -65,19 +65,17 @@ def write_error(path: str | Path, e: OSError) -> OSError:
 
 
 def partial_name(path: str | Path) -> Path:
-    """A unique name beside ``path`` for a file another library writes before :func:`publish` renames it."""
+    """A unique name beside ``path`` for a file another library writes before it is put in place."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.partial")
+    return path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.partial{path.suffix}")
 
 
-def publish(tmp: str | Path, path: str | Path) -> Path:
-    """Rename the finished ``tmp`` over ``path`` (atomic); a failure names ``path``."""
-    try:
-        os.replace(tmp, path)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise write_error(path, e) from None
-    return Path(path)
+def remove_partials(path: str | Path) -> None:
+    """Delete the :func:`partial_name` files of ``path`` that a killed writer left (call only while no one
+    else can be writing them)."""
+    path = Path(path)
+    for p in path.parent.glob(f".{path.stem}.*.partial{path.suffix}"):
+        p.unlink(missing_ok=True)
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
