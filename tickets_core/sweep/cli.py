@@ -37,7 +37,7 @@ class Stopper:
             say("\nstopping: no more notebooks are started; the running ones are interrupted "
                 "(Ctrl-C again to quit at once)")
             return
-        say("quitting now: killing the running notebooks (their finished levels are kept)")
+        say("\nquitting now: killing the running notebooks (their finished levels are kept)")
         try:
             if self.engine is not None:
                 self.engine.kill()

@@ -361,8 +361,7 @@ class _Run:
                 self.finish(Outcome(job, "not started", "the sweep was stopped"))
             self.pending.clear()
             if self.running:
-                self.say(f"stopping: interrupting {len(self.running)} running notebook(s); "
-                         f"Ctrl-C again to quit at once")
+                self.say(f"stopping: interrupting {len(self.running)} running notebook(s)")
         if self.running and now - self.last_interrupt >= 5.0:  # again: a kernel between two cells ignores one
             self.last_interrupt = now
             self.engine.interrupt()

@@ -348,8 +348,9 @@ class _Builder:
         last = 0 if get_kind(trunk["kind"]).levels == "single" else levels
         bad = [k for k in value if isinstance(k, int) and not isinstance(k, bool) and not 0 <= k <= last]
         if bad:
-            raise self.error(where, f"source_levels: the trunk ({trunk['kind']}) has no level {bad[0]}; "
-                                    + (f"its levels are 0-{last}" if last else "its only level is 0"))
+            has = f"its levels are 0-{last}" if last else "its only level is 0"
+            raise self.error(where + (value.index(bad[0]),),
+                             f"source_levels: the trunk ({trunk['kind']}) has no level {bad[0]}; {has}")
 
     def add_branches(self, entry: dict, at: tuple) -> None:
         allowed = [k.name for k in KINDS.values() if k.is_branch and k.name != "transfer"]
