@@ -12,40 +12,14 @@ from pathlib import Path
 
 import psutil
 import pytest
-import torch
 from test_notebooks import write_reviews
+from test_sweep_processes import assert_same_as_one_process, tiny_sweep
 
-from tickets_core import imp, locks, sweep
-from tickets_core.config import RunConfig
-from tickets_core.results import load_masks, load_runs
+from tickets_core import locks, sweep
+from tickets_core.results import load_masks
 from tickets_core.store import RunPaths, read_status, run_state
 
 ROOT = Path(__file__).resolve().parent.parent
-
-SWEEP = """\
-output_root: {root}
-figures_dir: {root}/figures
-data_dirs:
-  rotten_tomatoes: {data}
-  imdb: {data}
-defaults:
-  model: tiny-bert
-  max_steps: 15
-  batch_size: 8
-  eval_batch_size: 16
-  max_seq_length: 16
-  learning_rate: 0.001
-  device: cpu
-  cache_dir: {cache}
-trunks:
-  - name: imp
-    kind: imp
-    tasks: [rotten_tomatoes, imdb]
-    seeds: [0]
-    levels: 3
-    rate: 0.2
-"""
-
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -68,7 +42,8 @@ def cluster():
 @pytest.mark.integration
 def test_a_sweep_on_a_dask_cluster_survives_a_killed_worker_and_matches_one_process(cluster, tmp_path, capsys):
     path = tmp_path / "sweep.yaml"
-    path.write_text(SWEEP.format(root=tmp_path / "runs", data=write_reviews(tmp_path / "data"), cache=tmp_path / "cache"))
+    path.write_text(tiny_sweep(tmp_path / "runs", write_reviews(tmp_path / "data"), tmp_path / "cache", steps=15,
+                               levels=3, tasks="[rotten_tomatoes, imdb]"))
     plan = sweep.plan_sweep(path)
     args = [str(path), "--executor", "dask", "--scheduler", cluster.scheduler_address]
     result = {}
@@ -97,19 +72,8 @@ def test_a_sweep_on_a_dask_cluster_survives_a_killed_worker_and_matches_one_proc
     assert not alive  # the dead worker's kernel ended by itself
     # Run folders identical to one process running the same configs (which is what the process executor
     # gives: tests/test_sweep_processes.py).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        for job in plan.jobs:
-            imp.run(RunConfig.from_flat(**{**job.parameters, "output_root": str(tmp_path / "ref")}))
-    finally:
-        torch.set_num_threads(threads)
-    for job in plan.jobs:
-        ref, ours = load_masks(tmp_path / "ref" / job.name), load_masks(job.run_dir)
-        assert sorted(ours) == sorted(ref) == [1, 2, 3]
-        assert all(torch.equal(ours[k][n], ref[k][n]) for k in ref for n in ref[k])
-        cols = ["level", "sparsity", "score"]
-        assert load_runs(job.run_dir)[cols].equals(load_runs(tmp_path / "ref" / job.name)[cols]), job.label
+    assert_same_as_one_process(plan, tmp_path / "ref")
+    assert sorted(load_masks(plan.jobs[0].run_dir)) == [1, 2, 3]
 
 
 @pytest.mark.filterwarnings("ignore:Port 8787 is already in use")

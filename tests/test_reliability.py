@@ -285,27 +285,32 @@ def test_the_executed_notebook_is_put_in_place_whole_or_not_at_all(tmp_path):
 # ---------------------------------------------------------------------------
 
 HOLD = """\
-import sys, time
+import sys
 sys.path.insert(0, {root!r})
 from tickets_core.locks import Lock
-lock = Lock(sys.argv[1], "a test holder").acquire()
+lock = Lock(sys.argv[1], sys.argv[2]).acquire()
 print("held", flush=True)
 sys.stdin.readline()
 lock.release()
 """
 
 
+def hold_lock(path: Path, what: str = "a test holder") -> subprocess.Popen:
+    """A process holding the lock file ``path`` until it reads a line on stdin."""
+    p = subprocess.Popen([sys.executable, "-c", HOLD.format(root=str(ROOT)), str(path), what], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
 @pytest.fixture
-def holder_process(tmp_path):
-    """``start(lock_path) -> Popen``: a process holding the lock until it gets a line on stdin."""
+def holder_process():
+    """``start(lock_path) -> Popen``: :func:`hold_lock`, killed after the test."""
     procs = []
 
     def start(path: Path) -> subprocess.Popen:
-        p = subprocess.Popen([sys.executable, "-c", HOLD.format(root=str(ROOT)), str(path)], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-        assert p.stdout.readline().strip() == "held"
-        procs.append(p)
-        return p
+        procs.append(hold_lock(path))
+        return procs[-1]
 
     yield start
     for p in procs:

@@ -19,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 import torch
+from test_notebooks import SWEEP as NOTEBOOKS_SWEEP
 from test_notebooks import write_reviews
 
 from tickets_core import imp, sweep
@@ -31,21 +32,7 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SWEEP = """\
-output_root: {root}
-figures_dir: {root}/figures
-data_dirs:
-  rotten_tomatoes: {data}
-  imdb: {data}
-defaults:
-  model: tiny-bert
-  max_steps: {steps}
-  batch_size: 8
-  eval_batch_size: 16
-  max_seq_length: 16
-  learning_rate: 0.001
-  device: cpu
-  cache_dir: {cache}
+TRUNK = """\
 trunks:
   - name: imp
     kind: imp
@@ -54,6 +41,13 @@ trunks:
     levels: {levels}
     rate: 0.2
 """
+
+
+def tiny_sweep(root: Path, data: Path, cache: Path, *, steps: int, levels: int, tasks: str) -> str:
+    """test_notebooks' tiny sweep settings (tiny-bert, fixture data, CPU) with one IMP trunk entry."""
+    head = NOTEBOOKS_SWEEP.split("trunks:")[0].replace("max_steps: 2\n", f"max_steps: {steps}\n")
+    return head.format(root=root, figs=root / "figures", data=data, cache=cache) + TRUNK.format(levels=levels,
+                                                                                               tasks=tasks)
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +60,8 @@ def data(tmp_path_factory) -> dict:
 def make_sweep(tmp_path, data):
     def make(steps: int = 30, levels: int = 3, tasks: str = "[rotten_tomatoes]") -> Path:
         path = tmp_path / "sweep.yaml"
-        path.write_text(SWEEP.format(root=tmp_path / "runs", steps=steps, levels=levels, tasks=tasks, **data))
+        path.write_text(tiny_sweep(tmp_path / "runs", data["data"], data["cache"], steps=steps, levels=levels,
+                                   tasks=tasks))
         return path
 
     return make
@@ -176,17 +171,22 @@ def test_two_sweeps_on_one_folder_run_every_run_once(make_sweep, tmp_path):
         ran = [out.count(f"     ok  {job.label}  [") for out in outs]
         assert sorted(ran) == [0, 1], (job.label, outs)  # one sweep ran it, the other found it done
     assert sum("waiting  " in out for out in outs) >= 1  # and said who held what it waited for
-    # The results are those of one uninterrupted process.
+    assert_same_as_one_process(plan, tmp_path / "ref")
+
+
+def assert_same_as_one_process(plan, ref_root: Path) -> None:
+    """Every run of ``plan``: masks bit for bit and scores equal to ``imp.run`` in this process, one thread
+    (as the kernels: OMP_NUM_THREADS=1)."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the kernels (OMP_NUM_THREADS=1)
+    torch.set_num_threads(1)
     try:
         for job in plan.jobs:
-            imp.run(RunConfig.from_flat(**{**job.parameters, "output_root": str(tmp_path / "ref")}))
+            imp.run(RunConfig.from_flat(**{**job.parameters, "output_root": str(ref_root)}))
     finally:
         torch.set_num_threads(threads)
     for job in plan.jobs:
-        ref, ours = tmp_path / "ref" / job.name, job.run_dir
-        assert load_masks(ours).keys() == load_masks(ref).keys()
-        assert all(torch.equal(load_masks(ours)[k][n], m[n]) for k, m in load_masks(ref).items() for n in m)
+        ref, ours = load_masks(ref_root / job.name), load_masks(job.run_dir)
+        assert sorted(ours) == sorted(ref) and ref, job.label
+        assert all(torch.equal(ours[k][n], ref[k][n]) for k in ref for n in ref[k]), job.label
         cols = ["level", "sparsity", "score"]
-        assert load_runs(ours)[cols].equals(load_runs(ref)[cols]), job.label
+        assert load_runs(job.run_dir)[cols].equals(load_runs(ref_root / job.name)[cols]), job.label
