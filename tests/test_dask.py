@@ -21,6 +21,7 @@ from tickets_core.store import RunPaths, read_status, run_state
 
 ROOT = Path(__file__).resolve().parent.parent
 
+
 @pytest.fixture(scope="module")
 def cluster():
     """2 Dask worker processes, one thread each; kernels they start use one CPU thread (as the reference)."""

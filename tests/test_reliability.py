@@ -7,6 +7,7 @@ once) is in tests/test_sweep_processes.py, Dask in tests/test_dask.py.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import errno
 import json
 import os
@@ -216,7 +217,14 @@ def test_a_corrupt_status_is_rebuilt_from_the_level_folders(trunk, tmp_path, tin
     assert run_state(run_dir) == "done"  # what --dry-run and the sweep's resume check see
     job = sweep.Job(name=run_dir.name, label="imp", notebook=Path("x.ipynb"), output=run_dir / "notebook.ipynb",
                     parameters={}, run_dir=run_dir)
-    assert "[   done]" in sweep.describe_plan([job])
+    assert "[   done]" in sweep.describe_plan([job]) and paths.status().read_text() == '{"state": "do'
+    lines = []
+    with cf.ThreadPoolExecutor(1) as ex:
+        assert [o.status for o in sweep.run_plan([job], ex, progress=False, log=lines.append)] == ["done"]
+    assert lines[0] == (f"   note  imp  [{run_dir.name}]: status.json was unreadable; rebuilt it from the level "
+                        "folders (levels 0-2 done of 3)")
+    assert json.loads(paths.status().read_text())["state"] == "done"  # written back (nobody was writing the run)
+    paths.status().write_text('{"state": "do')
     imp.run(cfg)
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"{paths.status()} was unreadable; rebuilt it from the level folders (levels 0-2 done)"]

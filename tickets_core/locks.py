@@ -90,7 +90,7 @@ class Lock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             # a brief wait first: someone merely checking the lock (holder()) holds it for an instant
-            self._lock.acquire(timeout=0.2)
+            self._lock.acquire(timeout=0.2 if wait else 0.05, poll_interval=0.01)
             return self
         except Timeout:
             if not wait:

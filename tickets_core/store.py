@@ -36,7 +36,7 @@ from .fsio import atomic_write_json, atomic_write_text, read_json, remove_stale_
 from .kinds import get_kind
 
 __all__ = ["RunPaths", "Run", "RunStoreError", "is_run_dir", "read_status", "run_state", "run_progress",
-           "rebuild_status", "mark_interrupted", "config_difference"]
+           "rebuild_status", "repair_status", "mark_interrupted", "config_difference"]
 
 
 class RunPaths:
@@ -145,7 +145,10 @@ def planned_levels(paths: RunPaths, cfg: RunConfig) -> int | None:
 
 
 def rebuild_status(paths: RunPaths, why: str) -> dict:
-    """The status record the level folders (and config.json) imply: ``done`` when every planned level is."""
+    """The status record the level folders (and config.json) imply: ``done`` when every planned level is.
+
+    ``"rebuilt"`` says what the level folders hold; ``why`` (the read error) goes into ``error`` unless done.
+    """
     done = paths.levels()
     try:
         planned = planned_levels(paths, RunConfig.from_dict(read_json(paths.config())))
@@ -153,9 +156,8 @@ def rebuild_status(paths: RunPaths, why: str) -> dict:
         planned = None
     finished = planned is not None and len(done) >= planned
     return {"state": "done" if finished else "interrupted", "levels_done": done, "levels_planned": planned,
-            "error": None if finished else "status.json was unreadable", "updated": _now(),
-            "rebuilt": f"{why}; rebuilt from the level folders: levels {_span(done)} done"
-                       + (f" of {planned}" if planned else "")}
+            "error": None if finished else f"status.json was unreadable ({why})", "updated": _now(),
+            "rebuilt": f"levels {_span(done)} done" + (f" of {planned}" if planned else "")}
 
 
 def _span(levels: list[int]) -> str:
@@ -163,31 +165,46 @@ def _span(levels: list[int]) -> str:
                                       else ", ".join(map(str, levels)))
 
 
-def mark_interrupted(run_dir: str | Path, error: str) -> bool:
-    """Record ``interrupted`` for a run whose writer was stopped from outside (True when written).
-
-    Writes only when nobody holds ``run.lock`` and the status still says ``running``.
-    """
+def _update_unwritten(run_dir: str | Path, what: str, change: Callable[[dict], bool]) -> bool:
+    """Apply ``change`` to the stored status (rebuilt when unreadable) and write it, but only when nobody
+    writes the run (its ``run.lock`` is free) and ``change`` says so (returns True).  True when written."""
     paths = RunPaths(run_dir)
     if not paths.status().is_file():
         return False
-    lock = locks.Lock(paths.run_lock(), "marking the run interrupted")
+    lock = locks.Lock(paths.run_lock(), what)
     try:
         lock.acquire(wait=False)
     except (locks.LockHeld, OSError):
         return False
     try:
-        try:
-            status = read_json(paths.status())
-        except RunStoreError:
+        status = _stored_status(paths)
+        if not change(status):
             return False
-        if status.get("state") != "running":
-            return False
-        status.update(state="interrupted", error=error, levels_done=paths.levels(), updated=_now())
+        status.pop("rebuilt", None)
+        status["updated"] = _now()
         atomic_write_json(paths.status(), status)
         return True
     finally:
         lock.release()
+
+
+def mark_interrupted(run_dir: str | Path, error: str) -> bool:
+    """Record ``interrupted`` for a run whose writer was stopped from outside (True when written).
+
+    Writes only when nobody holds ``run.lock`` and the status still says ``running``.
+    """
+    def change(status: dict) -> bool:
+        if status.get("state") != "running":
+            return False
+        status.update(state="interrupted", error=error)
+        return True
+
+    return _update_unwritten(run_dir, "marking the run interrupted", change)
+
+
+def repair_status(run_dir: str | Path) -> bool:
+    """Write an unreadable ``status.json`` again, rebuilt from the level folders (True when it did)."""
+    return _update_unwritten(run_dir, "rebuilding status.json", lambda status: bool(status.get("rebuilt")))
 
 
 def config_difference(stored: dict, cfg: RunConfig) -> str:

@@ -40,7 +40,7 @@ from typing import Callable
 
 from .. import locks
 from ..fsio import partial_name, remove_partials
-from ..store import RunPaths, mark_interrupted, run_progress, run_state
+from ..store import RunPaths, mark_interrupted, read_status, repair_status, run_progress, run_state
 from .spec import Job, Plan, SweepError
 from .worker import CURRENT, init_worker as _init_worker, kill_tree, publish_notebook, signal_kernels
 
@@ -250,10 +250,19 @@ class _Run:
         self.pending = list(jobs)
         self.running: dict[cf.Future, Job] = {}
         self.claims: dict[str, locks.Lock] = {}
-        self.waiting: set[str] = set()     # jobs whose run another sweep holds (said once)
+        self.waiting: set[str] = set()     # jobs whose run another sweep holds
+        self.said: set[str] = set()        # ... and for which we said so
+        self.retry_at: dict[str, float] = {}  # when to try a held run's lock again
         self.names = {j.name for j in jobs}
         # Finished before this sweep started: never executed (checked once per job).
-        self.already = {j.name for j in jobs if j.is_run and run_state(j.run_dir) == "done"}
+        self.already = set()
+        for j in jobs:
+            status = read_status(j.run_dir) if j.is_run else None
+            if status and status.get("rebuilt") and repair_status(j.run_dir):
+                say(f"   note  {j.label}  [{j.name}]: status.json was unreadable; rebuilt it from the level "
+                    f"folders ({status['rebuilt']})")
+            if status and status.get("state") == "done":
+                self.already.add(j.name)
         self.stopping_since: float | None = None
         self.last_interrupt = 0.0
         self.shown, self.shown_at = "", 0.0
@@ -320,16 +329,25 @@ class _Run:
             self.running[self.engine.executor.submit(self.runner, job)] = job
 
     def claim(self, job: Job) -> bool:
-        """Hold the run folder's sweep.lock for this job (True), or note who holds it (False)."""
+        """Hold the run folder's sweep.lock for this job (True), or note who holds it (False; tried again
+        every 2 s).  A lock that cannot be taken at all (no permission) fails the job."""
         if not job.is_run:
             return True
+        if self.retry_at.get(job.name, 0.0) > time.monotonic():
+            return False
         lock = locks.Lock(RunPaths(job.run_dir).sweep_lock(), self.what)
         try:
             lock.acquire(wait=False)
         except locks.LockHeld as e:
-            if job.name not in self.waiting:
-                self.waiting.add(job.name)
+            self.retry_at[job.name] = time.monotonic() + 2.0
+            self.waiting.add(job.name)
+            if job.name not in self.said and e.holder.get("pid") is not None:  # (None: someone merely looked)
+                self.said.add(job.name)
                 self.say(f"waiting  {job.label}  [{job.name}]: in use by {locks.describe(e.holder)}")
+            return False
+        except OSError as e:
+            self.pending.remove(job)
+            self.finish(Outcome(job, "failed", f"cannot lock {lock.path}: {e.strerror or e}"))
             return False
         self.waiting.discard(job.name)
         remove_partials(job.output)  # what a killed sweep's worker left (no one else runs this job now)
