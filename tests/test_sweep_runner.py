@@ -127,22 +127,26 @@ def test_a_run_another_sweep_holds_waits_then_counts_as_done(tmp_path):
 
 
 def test_workers_per_gpu_share_each_gpu(monkeypatch):
+    """``--workers-per-gpu 2 --gpus 3,4``: four workers, two on each GPU (without GPUs it changes nothing)."""
     import argparse
     import multiprocessing as mp
 
     from test_sweep import _visible
 
-    assert execute.gpu_slots(["3", "4"], 2) == ["3", "3", "4", "4"]
     captured = {}
     monkeypatch.setattr(execute, "process_engine", lambda workers, slots: captured.update(workers=workers, slots=slots))
-    args = argparse.Namespace(executor="process", gpus="3,4", workers_per_gpu=2, workers=None)
-    sweep.cli.make_engine(args, None)
+    for gpus, expected in (("3,4", {"workers": 4, "slots": ["3", "3", "4", "4"]}),
+                           (None, {"workers": 1, "slots": []})):
+        monkeypatch.setattr(execute, "detect_gpus", lambda: [])
+        sweep.cli.make_engine(argparse.Namespace(executor="process", gpus=gpus, workers_per_gpu=2, workers=None), None)
+        assert captured == expected
     monkeypatch.undo()
-    assert captured == {"workers": 4, "slots": ["3", "3", "4", "4"]}
-    with mp.get_context("spawn").Manager() as manager, execute.process_executor(4, captured["slots"]) as ex:
-        barrier = manager.Barrier(4)
-        seen = [f.result() for f in [ex.submit(_visible, barrier) for _ in range(4)]]
-    assert len({pid for pid, _ in seen}) == 4 and sorted(gpu for _, gpu in seen) == ["3", "3", "4", "4"]
+    # The workers really are pinned so (two real worker processes sharing GPU "5"; the layout over several GPUs
+    # is test_sweep.py's test_process_workers_each_get_a_gpu).
+    with mp.get_context("spawn").Manager() as manager, execute.process_executor(2, execute.gpu_slots(["5"], 2)) as ex:
+        barrier = manager.Barrier(2)
+        seen = [f.result() for f in [ex.submit(_visible, barrier) for _ in range(2)]]
+    assert len({pid for pid, _ in seen}) == 2 and [gpu for _, gpu in seen] == ["5", "5"]
 
 
 @pytest.mark.parametrize("argv,message", [

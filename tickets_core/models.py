@@ -19,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import io
-import logging
 from pathlib import Path
 
 import torch

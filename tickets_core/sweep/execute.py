@@ -65,8 +65,9 @@ def ensure_importable() -> None:
 
 
 # ---------------------------------------------------------------------------
-# In the worker
+# In the worker (see also .worker)
 # ---------------------------------------------------------------------------
+
 
 def execute_job(job: Job) -> dict:
     """Run one job's notebook through papermill (in whatever process the executor chose).
@@ -98,7 +99,6 @@ def execute_job(job: Job) -> dict:
                 "interrupted": getattr(e, "ename", None) == "KeyboardInterrupt"}
     finally:
         CURRENT.pop("run_dir", None)
-
 
 
 # ---------------------------------------------------------------------------
