@@ -109,3 +109,30 @@ def test_a_bad_cluster_file_is_one_line(tmp_path):
     with pytest.raises(sweep.SweepError) as e:
         slurm_cluster(bad)
     assert str(e.value).startswith(f"{bad}: ") and "queu" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_stopping_sweep_signals_only_the_kernels_of_its_own_runs(tmp_path):
+    """On a shared Dask cluster, Ctrl-C reaches the kernels holding this sweep's runs, no other."""
+    import socket
+    import subprocess
+    import sys
+
+    from tickets_core.sweep.cluster import _kernels_of, _signal_listed_kernels
+
+    # two stand-in kernels (their command line names ipykernel), children of this process as of a Dask worker
+    ours, other = (subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "ipykernel"])
+                   for _ in range(2))
+    try:
+        run_dir = tmp_path / "run"
+        run_dir.mkdir()
+        (run_dir / "run.lock").write_text("")
+        job = sweep.Job(name="r", label="r", notebook=Path("x"), output=run_dir / "nb.ipynb", parameters={},
+                        run_dir=run_dir)
+        assert _kernels_of([job]) == []  # nobody writes it
+        targets = [(socket.gethostname(), ours.pid), ("another-host", other.pid)]
+        assert _signal_listed_kernels(targets, signal.SIGTERM) == 1
+        assert ours.wait(timeout=10) == -signal.SIGTERM and other.poll() is None
+    finally:
+        for p in (ours, other):
+            p.kill()
+            p.wait()

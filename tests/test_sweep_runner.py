@@ -84,7 +84,8 @@ def test_stopping_ends_queued_jobs_interrupts_running_ones_and_kills_what_does_n
         return {"ok": False, "error": "DeadKernelError: killed", "time_s": 0.1}
 
     with cf.ThreadPoolExecutor(2) as ex:
-        engine = execute.Engine(ex, "test", capacity=lambda: 2, interrupt=interrupted.set, kill=killed.set)
+        engine = execute.Engine(ex, "test", capacity=lambda: 2, interrupt=lambda jobs: interrupted.set(),
+                                kill=lambda jobs: killed.set())
         threading.Timer(0.5, stop.set).start()
         t0 = time.monotonic()
         outcomes = execute.run_plan(jobs(tmp_path, 4), engine, runner=runner, progress=False, log=lambda s: None,

@@ -13,8 +13,10 @@ a worker started with ``--resources GPU=1`` (the cluster file's
 ``worker_extra_args``) runs one notebook per GPU at a time, because every
 notebook asks for ``GPU: 1`` whenever the cluster file declares GPUs.
 
-Stopping and failures: Ctrl-C reaches the kernels through ``client.run`` on
-every worker.  A Dask worker that dies loses its notebook; Dask runs it again
+Stopping and failures: Ctrl-C reaches the kernels of this sweep's running
+runs (the holders of their ``run.lock``) through ``client.run``; other
+clients' notebooks on a shared cluster are left alone, and so are analysis
+notebooks (they only read, and end by themselves).  A Dask worker that dies loses its notebook; Dask runs it again
 on another worker (the run resumes at its first unfinished level) and reports
 it failed after ``distributed.scheduler.allowed-failures`` tries; the kernel
 of the dead worker exits by itself (ipykernel's parent poller).  A sweep that
@@ -27,23 +29,38 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from .. import locks
+from ..store import RunPaths
 from .execute import Engine
-from .worker import signal_kernels
+from .worker import kernels, signal_pid
 from .spec import SweepError
 
 #: dask-jobqueue's SLURMCluster arguments a cluster file may not set (the sweep sets them).
 _SET_BY_SWEEP = ("n_workers",)
 
 
-def _signal_own_kernels(sig: int) -> int:
-    """Run on every Dask worker (``client.run``): signal the kernels this worker process started."""
-    return signal_kernels(os.getpid(), sig)
+def _signal_listed_kernels(targets: list[tuple[str, int]], sig: int) -> int:
+    """Run on every Dask worker (``client.run``): signal those of its kernels that ``targets`` lists by
+    (host, pid), so another client's notebooks on a shared cluster are left alone."""
+    host, mine = socket.gethostname(), {p.pid for p in kernels(os.getpid())}
+    return sum(signal_pid(pid, sig) for h, pid in targets if h == host and pid in mine)
+
+
+def _kernels_of(jobs: list) -> list[tuple[str, int]]:
+    """(host, pid) of the kernels writing these jobs' runs (the holders of their run.lock)."""
+    out = []
+    for job in jobs:
+        holder = locks.holder(RunPaths(job.run_dir).run_lock()) if job.is_run else None
+        if holder and holder.get("pid") is not None:
+            out.append((holder.get("host"), holder["pid"]))
+    return out
 
 
 def _require_dask():
@@ -81,11 +98,13 @@ def dask_engine(address: Any, *, resources: dict | None = None, where: str | Non
             cache.update(at=time.monotonic(), n=max(1, n))
         return cache["n"]
 
-    def run_everywhere(sig: int) -> None:
-        try:
-            client.run(_signal_own_kernels, sig)
-        except Exception:  # noqa: BLE001 - a worker gone meanwhile; best effort
-            pass
+    def signal_jobs(jobs: list, sig: int) -> None:
+        targets = _kernels_of(jobs)
+        if targets:
+            try:
+                client.run(_signal_listed_kernels, targets, sig)
+            except Exception:  # noqa: BLE001 - a worker gone meanwhile; best effort
+                pass
 
     def close() -> None:
         client.close()
@@ -93,7 +112,8 @@ def dask_engine(address: Any, *, resources: dict | None = None, where: str | Non
             close_also.close()
 
     return Engine(executor, where or f"dask at {client.scheduler.address}", capacity=capacity,
-                  interrupt=lambda: run_everywhere(signal.SIGINT), kill=lambda: run_everywhere(signal.SIGKILL),
+                  interrupt=lambda jobs: signal_jobs(jobs, signal.SIGINT),
+                  kill=lambda jobs: signal_jobs(jobs, signal.SIGKILL),
                   close=close)
 
 

@@ -138,7 +138,7 @@ def process_executor(workers: int, gpus: list[str]) -> cf.Executor:
                                   initargs=(slots, threads, os.getpid()))
 
 
-def _nothing() -> None:
+def _nothing(*args) -> None:
     pass
 
 
@@ -147,11 +147,11 @@ class Engine:
     """Where notebooks run, how many at once, and how to stop them."""
 
     executor: cf.Executor
-    where: str                                     # for the sweep's first line: "2 worker(s), CPU"
-    capacity: Callable[[], int]                    # notebooks that may run at once (now)
-    interrupt: Callable[[], None] = _nothing       # Ctrl-C to the kernels of the running notebooks
-    kill: Callable[[], None] = _nothing            # end them (and their workers) now
-    close: Callable[[], None] = _nothing           # after the executor has shut down
+    where: str                                            # for the sweep's first line: "2 worker(s), CPU"
+    capacity: Callable[[], int]                           # notebooks that may run at once (now)
+    interrupt: Callable[[list[Job]], None] = _nothing     # Ctrl-C to the kernels of these running jobs
+    kill: Callable[[list[Job]], None] = _nothing          # end them now
+    close: Callable[[], None] = _nothing                  # after the executor has shut down
     stopped: bool = False                          # set by run_plan when it was stopped
 
     def __enter__(self) -> "Engine":
@@ -172,8 +172,8 @@ def process_engine(workers: int, gpus: list[str]) -> Engine:
     """Local worker processes (``gpus``: one entry per worker place, see :func:`gpu_slots`)."""
     me = os.getpid()
     where = f"{workers} worker(s)" + (f", GPUs {','.join(gpus)}" if gpus else ", CPU")
-    return Engine(process_executor(workers, gpus), where, capacity=lambda: workers,
-                  interrupt=lambda: signal_kernels(me, signal.SIGINT), kill=lambda: kill_tree(me))
+    return Engine(process_executor(workers, gpus), where, capacity=lambda: workers,  # every kernel under us is ours
+                  interrupt=lambda jobs: signal_kernels(me, signal.SIGINT), kill=lambda jobs: kill_tree(me))
 
 
 def as_engine(executor: cf.Executor | Engine) -> Engine:
@@ -183,7 +183,8 @@ def as_engine(executor: cf.Executor | Engine) -> Engine:
     n = getattr(executor, "_max_workers", None) or 1 << 30
     me = os.getpid()
     return Engine(executor, f"{type(executor).__name__}", capacity=lambda: n,
-                  interrupt=lambda: signal_kernels(me, signal.SIGINT), kill=lambda: signal_kernels(me, signal.SIGKILL))
+                  interrupt=lambda jobs: signal_kernels(me, signal.SIGINT),
+                  kill=lambda jobs: signal_kernels(me, signal.SIGKILL))
 
 
 # ---------------------------------------------------------------------------
@@ -382,9 +383,9 @@ class _Run:
                 self.say(f"stopping: interrupting {len(self.running)} running notebook(s)")
         if self.running and now - self.last_interrupt >= 5.0:  # again: a kernel between two cells ignores one
             self.last_interrupt = now
-            self.engine.interrupt()
+            self.engine.interrupt(list(self.running.values()))
         if self.running and now - self.stopping_since > self.grace_s:
-            self.engine.kill()
+            self.engine.kill(list(self.running.values()))
             for fut, job in list(self.running.items()):
                 fut.cancel()
                 if job.is_run:

@@ -61,19 +61,21 @@ def kernels(root_pid: int) -> list:
     return out
 
 
+def signal_pid(pid: int, sig: int) -> int:
+    """Send ``sig`` to a kernel (to its process group when it leads one, as Jupyter's interrupt does); 1 if sent."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        return 0
+    return 1
+
+
 def signal_kernels(root_pid: int, sig: int) -> int:
-    """Send ``sig`` to every kernel under ``root_pid`` (to its process group, as Jupyter's interrupt does)."""
-    sent = 0
-    for p in kernels(root_pid):
-        try:
-            if os.getpgid(p.pid) == p.pid:
-                os.killpg(p.pid, sig)
-            else:
-                os.kill(p.pid, sig)
-            sent += 1
-        except (ProcessLookupError, PermissionError):
-            pass
-    return sent
+    """Send ``sig`` to every kernel under ``root_pid``; how many got it."""
+    return sum(signal_pid(p.pid, sig) for p in kernels(root_pid))
 
 
 def kill_tree(root_pid: int) -> None:
