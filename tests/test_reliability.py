@@ -125,9 +125,10 @@ def test_papermill_with_a_wrong_type_names_the_parameter_in_one_line(tmp_path, m
     runs = tmp_path / "runs"
     runs.mkdir()
     before = snapshot(runs)
-    res = subprocess.run([sys.executable, "-m", "papermill", "--no-progress-bar", str(ROOT / "notebooks/experiment.ipynb"),
-                          str(tmp_path / "out.ipynb"), "-p", "levels", "two", "-p", "model", "tiny-bert",
-                          "-p", "output_root", str(runs), "-p", "data_dir", str(movie_csv_dir)],
+    res = subprocess.run([sys.executable, "-m", "papermill", "--no-progress-bar",
+                          str(ROOT / "notebooks/experiment.ipynb"), str(tmp_path / "out.ipynb"),
+                          "-p", "levels", "two", "-p", "model", "tiny-bert", "-p", "output_root", str(runs),
+                          "-p", "data_dir", str(movie_csv_dir)],
                          capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 1
     cell = res.stderr[res.stderr.index("Exception encountered at"):].splitlines()
@@ -332,7 +333,8 @@ def test_a_held_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(tmp_
     assert locks.holder(path)["pid"] == p.pid
     with pytest.raises(locks.LockHeld) as e:
         locks.Lock(path, "me").acquire(wait=False)
-    assert one_line(e.value).startswith(f"{path.parent} is in use by pid {p.pid} on ") and "a test holder" in str(e.value)
+    text = one_line(e.value)
+    assert text.startswith(f"{path.parent} is in use by pid {p.pid} on ") and "a test holder" in text
     p.kill()  # kill -9: the holder never releases it
     p.wait()
     assert locks.holder(path) is None

@@ -35,70 +35,21 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 from .. import locks
-from ..fsio import partial_name, remove_partials
+from ..fsio import remove_partials
 from ..store import RunPaths, mark_interrupted, read_status, repair_status, run_progress, run_state
 from .spec import Job, Plan, SweepError
-from .worker import CURRENT, init_worker as _init_worker, kill_tree, publish_notebook, signal_kernels
+from .worker import ensure_importable, execute_job, kill_tree, one_line_error, signal_kernels
+from .worker import init_worker as _init_worker
+
+__all__ = ["Engine", "Outcome", "run_plan", "execute_job", "report", "select", "describe_plan", "process_engine",
+           "process_executor", "as_engine", "gpu_slots", "detect_gpus", "one_line_error", "ensure_importable",
+           "GRACE_S"]
 
 #: Seconds a stopping sweep gives running notebooks to end after their Ctrl-C, before killing them.
 GRACE_S = 30.0
-
-
-def one_line_error(exc: BaseException) -> str:
-    """A one-line description of an exception (a notebook's own error for papermill failures)."""
-    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
-    text = (f"{ename}: {evalue}" if ename else f"{type(exc).__name__}: {exc}").rstrip(": ")
-    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
-    return first if len(first) <= 300 else first[:297] + "..."
-
-
-def ensure_importable() -> None:
-    """Let notebook kernels import this tickets_core even when it is not pip-installed (PYTHONPATH)."""
-    root = str(Path(__file__).resolve().parents[2])
-    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    if root not in parts:
-        os.environ["PYTHONPATH"] = os.pathsep.join([root, *parts])
-
-
-# ---------------------------------------------------------------------------
-# In the worker (see also .worker)
-# ---------------------------------------------------------------------------
-
-
-def execute_job(job: Job) -> dict:
-    """Run one job's notebook through papermill (in whatever process the executor chose).
-
-    Never raises: returns ``{"ok": bool, "error": str | None, "time_s": float,
-    "interrupted": bool}`` (``interrupted``: the notebook stopped on a Ctrl-C).
-    """
-    start = time.perf_counter()
-    tmp = partial_name(job.output)
-    CURRENT["run_dir"] = job.run_dir
-    try:
-        import papermill as pm
-
-        ensure_importable()
-        job.output.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            pm.execute_notebook(str(job.notebook), str(tmp), parameters=job.parameters, kernel_name="python3",
-                                progress_bar=False, log_output=False, cwd=str(job.notebook.parent),
-                                # keep the kernels' start-up warnings out of the sweep's terminal
-                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
-        finally:
-            publish_notebook(tmp, job.output)
-        if job.is_run and run_state(job.run_dir) != "done":
-            raise RuntimeError(f"the notebook ended but {job.run_dir}/status.json is not 'done' "
-                               f"(state {run_state(job.run_dir)!r}); do its parameters build the same config?")
-        return {"ok": True, "error": None, "time_s": time.perf_counter() - start, "interrupted": False}
-    except Exception as e:  # noqa: BLE001 - reported, never raised across processes
-        return {"ok": False, "error": one_line_error(e), "time_s": time.perf_counter() - start,
-                "interrupted": getattr(e, "ename", None) == "KeyboardInterrupt"}
-    finally:
-        CURRENT.pop("run_dir", None)
 
 
 # ---------------------------------------------------------------------------

@@ -342,15 +342,12 @@ class _Builder:
     def check_source_levels(self, trunk: dict, params: Params) -> None:
         """A list of ``source_levels`` must name levels the trunk runs (checked here, before any trunk runs)."""
         value, where = params.get("source_levels", (None, ()))
-        levels = trunk["params"].get("levels", (lookup("levels").default,))[0]
-        if not isinstance(value, list) or not isinstance(levels, int):
-            return  # None (every level), or a value the config reports
-        last = 0 if get_kind(trunk["kind"]).levels == "single" else levels
-        bad = [k for k in value if isinstance(k, int) and not isinstance(k, bool) and not 0 <= k <= last]
-        if bad:
-            has = f"its levels are 0-{last}" if last else "its only level is 0"
-            raise self.error(where + (value.index(bad[0]),),
-                             f"source_levels: the trunk ({trunk['kind']}) has no level {bad[0]}; {has}")
+        last = trunk["params"].get("levels", (lookup("levels").default,))[0]
+        last = 0 if get_kind(trunk["kind"]).levels == "single" else last
+        bad = [k for k in value if type(k) is int and not 0 <= k <= last] if isinstance(value, list) else []
+        if bad and type(last) is int:
+            raise self.error(where + (value.index(bad[0]),), f"source_levels: the trunk ({trunk['kind']}) has no "
+                                                             f"level {bad[0]}; its levels are 0-{last}")
 
     def add_branches(self, entry: dict, at: tuple) -> None:
         allowed = [k.name for k in KINDS.values() if k.is_branch and k.name != "transfer"]

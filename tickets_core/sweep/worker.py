@@ -1,4 +1,5 @@
-"""What runs inside a sweep's worker process: the orphan watch, the kernels it started, the executed notebook.
+"""What runs inside a sweep's worker: :func:`execute_job` (papermill), the executed notebook, the kernels it
+started, and the orphan watch.
 
 A process worker ignores Ctrl-C (the sweep handles it and interrupts the
 kernels itself) and watches its parent: when the sweep dies, the worker sends
@@ -17,14 +18,63 @@ import time
 from pathlib import Path
 
 from .. import locks
-from ..fsio import atomic_write_text
-from ..store import RunPaths
+from ..fsio import atomic_write_text, partial_name
+from ..store import RunPaths, run_state
+from .spec import Job
 
 #: Seconds an orphaned worker gives its kernel to release the run (after a Ctrl-C) before killing it.
 ORPHAN_GRACE_S = 15.0
 
 ORPHANED = threading.Event()     # set in a worker whose sweep died
 CURRENT: dict = {}               # the run folder this process is executing (for the orphan watch)
+
+
+def one_line_error(exc: BaseException) -> str:
+    """A one-line description of an exception (a notebook's own error for papermill failures)."""
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    text = (f"{ename}: {evalue}" if ename else f"{type(exc).__name__}: {exc}").rstrip(": ")
+    first = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(exc).__name__)
+    return first if len(first) <= 300 else first[:297] + "..."
+
+
+def ensure_importable() -> None:
+    """Let notebook kernels import this tickets_core even when it is not pip-installed (PYTHONPATH)."""
+    root = str(Path(__file__).resolve().parents[2])
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *parts])
+
+
+def execute_job(job: Job) -> dict:
+    """Run one job's notebook through papermill (in whatever process the executor chose).
+
+    Never raises: returns ``{"ok": bool, "error": str | None, "time_s": float,
+    "interrupted": bool}`` (``interrupted``: the notebook stopped on a Ctrl-C).
+    """
+    start = time.perf_counter()
+    tmp = partial_name(job.output)
+    CURRENT["run_dir"] = job.run_dir
+    try:
+        import papermill as pm
+
+        ensure_importable()
+        job.output.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            pm.execute_notebook(str(job.notebook), str(tmp), parameters=job.parameters, kernel_name="python3",
+                                progress_bar=False, log_output=False, cwd=str(job.notebook.parent),
+                                # keep the kernels' start-up warnings out of the sweep's terminal
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        finally:
+            publish_notebook(tmp, job.output)
+        if job.is_run and run_state(job.run_dir) != "done":
+            raise RuntimeError(f"the notebook ended but {job.run_dir}/status.json is not 'done' "
+                               f"(state {run_state(job.run_dir)!r}); do its parameters build the same config?")
+        return {"ok": True, "error": None, "time_s": time.perf_counter() - start, "interrupted": False}
+    except Exception as e:  # noqa: BLE001 - reported, never raised across processes
+        return {"ok": False, "error": one_line_error(e), "time_s": time.perf_counter() - start,
+                "interrupted": getattr(e, "ename", None) == "KeyboardInterrupt"}
+    finally:
+        CURRENT.pop("run_dir", None)
 
 
 def publish_notebook(tmp: Path, output: Path) -> None:
