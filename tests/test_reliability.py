@@ -289,6 +289,30 @@ def test_the_executed_notebook_is_put_in_place_whole_or_not_at_all(tmp_path):
     assert out.stat().st_mode & 0o777 == 0o664 and sorted(p.name for p in tmp_path.iterdir()) == ["notebook.ipynb"]
 
 
+def test_a_full_disk_while_papermill_writes_the_notebook_names_it(tmp_path, monkeypatch):
+    import nbformat
+    import papermill
+
+    from tickets_core import sweep
+
+    nbformat.write(nbformat.v4.new_notebook(), tmp_path / "old.ipynb")
+    out = tmp_path / "run" / "notebook.ipynb"
+    out.parent.mkdir()
+    (out.parent / "notebook.ipynb").write_bytes((tmp_path / "old.ipynb").read_bytes())
+    before = snapshot(tmp_path)
+
+    def execute_notebook(src, dst, **kw):  # papermill dies writing its output, half of it on disk
+        Path(dst).write_text('{"cells": [')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(papermill, "execute_notebook", execute_notebook)
+    job = sweep.Job(name="analysis:x", label="analysis x", notebook=tmp_path / "old.ipynb", output=out, parameters={})
+    res = sweep.execute_job(job)
+    assert res["ok"] is False and res["error"] == f"OSError: [Errno 28] cannot write {out}: No space left on device"
+    files = lambda snap: {k: v for k, v in snap.items() if not v[0]}  # noqa: E731 (a folder's mtime moves)
+    assert files(snapshot(tmp_path)) == files(before)  # the previous notebook.ipynb is whole, no partial left
+
+
 # ---------------------------------------------------------------------------
 # Locks
 # ---------------------------------------------------------------------------

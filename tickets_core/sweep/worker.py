@@ -11,6 +11,7 @@ nothing of a killed sweep keeps writing.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import threading
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 from .. import locks
-from ..fsio import atomic_write_text, partial_name
+from ..fsio import atomic_write_text, partial_name, write_error
 from ..store import RunPaths, run_state
 from .spec import Job
 
@@ -64,6 +65,8 @@ def execute_job(job: Job) -> dict:
                                 progress_bar=False, log_output=False, cwd=str(job.notebook.parent),
                                 # keep the kernels' start-up warnings out of the sweep's terminal
                                 extra_arguments=["--IPKernelApp.log_level=ERROR"])
+        except OSError as e:  # papermill writing the executed notebook: name the file
+            raise (write_error(job.output, e) if e.errno in (errno.ENOSPC, errno.EDQUOT) else e) from None
         finally:
             publish_notebook(tmp, job.output)
         if job.is_run and run_state(job.run_dir) != "done":
