@@ -450,3 +450,15 @@ def test_kill_9_at_random_points_never_loses_or_changes_a_result(tiny_run_config
     cols = ["level", "sparsity", "score"]
     assert load_runs(root / name)[cols].equals(load_runs(ref_root / name)[cols])
     assert run_state(root / name) == "done" and not [p for p in (root / name).rglob(".*") if p.is_file()]
+    assert not list((root / name).rglob("carry.safetensors"))
+
+
+def test_what_a_killed_writer_left_is_removed_when_the_run_is_opened_again(trunk, tmp_path, tiny_config_factory):
+    """Temporary files of a write cut short, and a done level's carry file (a kill right after its metrics)."""
+    cfg, run_dir = copy_of(trunk, tmp_path, tiny_config_factory)
+    paths = RunPaths(run_dir)
+    left = [paths.level_dir(2) / ".metrics.json.x1y2.tmp", run_dir / ".status.json.abc.tmp", paths.carry(2)]
+    for p in left:
+        p.write_bytes(b"half")
+    imp.run(cfg)
+    assert not [p for p in left if p.exists()] and run_state(run_dir) == "done"

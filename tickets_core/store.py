@@ -281,14 +281,17 @@ class Run:
 
         Only the hashed fields (those that change results) are compared, so a
         run can be resumed on another device, from another folder, or with
-        progress bars off.  The caller holds the run's writer lock: the
-        temporary files a killed writer left are removed, and an unreadable
-        ``status.json`` is rebuilt from the level folders (``say`` reports it).
+        progress bars off.  The caller holds the run's writer lock: what a
+        killed writer left (temporary files, the carry file of a level that is
+        done) is removed, and an unreadable ``status.json`` is rebuilt from the
+        level folders (``say`` reports it).
         """
         run = cls.check(cfg)
         if not run.paths.config().is_file():
             atomic_write_text(run.paths.config(), cfg.to_json() + "\n")
         remove_stale_temporaries(run.root)
+        for k in run.paths.levels():  # a done level's carry file, left by a kill right after its metrics
+            run.paths.carry(k).unlink(missing_ok=True)
         status = run.status
         if status.pop("rebuilt", None):
             say(f"{run.paths.status()} was unreadable; rebuilt it from the level folders "

@@ -272,7 +272,14 @@ class _Run:
             runs_open = any(j.is_run for j in self.pending) or any(j.is_run for j in self.running.values())
             if not all(d in self.results for d in deps) or (job.after_all and runs_open):
                 continue
-            if len(self.running) >= max(1, self.engine.capacity()) or not self.claim(job):
+            if len(self.running) >= max(1, self.engine.capacity()):
+                continue
+            reason = job.finalize() if hasattr(job, "finalize") else None  # a deferred job gets its run now
+            if reason is not None:
+                self.pending.remove(job)
+                self.finish(Outcome(job, "skipped", reason))
+                continue
+            if not self.claim(job):
                 continue
             self.pending.remove(job)
             if job.is_run and run_state(job.run_dir) == "done":  # another sweep finished it meanwhile

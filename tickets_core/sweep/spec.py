@@ -23,6 +23,7 @@ from ..kinds import KINDS, get_kind
 from ..notebook_utils import EXPERIMENT_NOTEBOOK, NOTEBOOKS_DIR, notebook_parameters
 from ..store import run_state
 from ..tasks import TASKS
+from . import checks
 
 TOP_KEYS = ("output_root", "figures_dir", "notebooks_dir", "data_dirs", "defaults", "trunks", "branches",
             "transfers", "analysis")
@@ -339,16 +340,6 @@ class _Builder:
             self.names(entry, "trunk_seed", at)
         return seeds, trunk_seed
 
-    def check_source_levels(self, trunk: dict, params: Params) -> None:
-        """A list of ``source_levels`` must name levels the trunk runs (checked here, before any trunk runs)."""
-        value, where = params.get("source_levels", (None, ()))
-        last = trunk["params"].get("levels", (lookup("levels").default,))[0]
-        last = 0 if get_kind(trunk["kind"]).levels == "single" else last
-        bad = [k for k in value if type(k) is int and not 0 <= k <= last] if isinstance(value, list) else []
-        if bad and type(last) is int:
-            raise self.error(where + (value.index(bad[0]),), f"source_levels: the trunk ({trunk['kind']}) has no "
-                                                             f"level {bad[0]}; its levels are 0-{last}")
-
     def add_branches(self, entry: dict, at: tuple) -> None:
         allowed = [k.name for k in KINDS.values() if k.is_branch and k.name != "transfer"]
         if "kinds" not in entry:
@@ -362,7 +353,8 @@ class _Builder:
         tasks = self.tasks_or_trunks(entry, "tasks", trunk, at)
         seeds, trunk_seed = self.branch_seeds(entry, trunk, at)
         params = {**trunk["params"], **self.run_params(entry, at, skip=ENTRY_KEYS["branches"])}
-        self.check_source_levels(trunk, params)
+        if bad := checks.source_levels(trunk, params):
+            raise self.error(*bad)
         for kind, task, seed in itertools.product(kinds, tasks, seeds):
             label = f"{kind} {task} seed {seed}"
             src, deps = self.trunk_run(trunk, task, seed if trunk_seed is None else trunk_seed, at, label)
@@ -381,7 +373,8 @@ class _Builder:
         seeds, trunk_seed = self.branch_seeds(entry, trunk, at)
         # The trunk's settings, but never its data: a transfer trains on the target's.
         params = {**{k: v for k, v in trunk["params"].items() if k != "data_dir"}, **own}
-        self.check_source_levels(trunk, params)
+        if bad := checks.source_levels(trunk, params):
+            raise self.error(*bad)
         for source, target, seed in itertools.product(sources, targets, seeds):
             if source == target:  # that is the trunk's own ticket
                 continue
@@ -415,8 +408,8 @@ class _Builder:
             default = nb_params[key]
             if not _same_kind(value, default):
                 raise self.error(at + (key,), f"{key!r} must be {type(default).__name__}, got {value!r}")
-            if key == "sparsity" and value is not None and not 0 <= value < 1:
-                raise self.error(at + (key,), f"'sparsity' must be in [0, 1), got {value!r}")
+            if bad := checks.analysis_value(key, value):
+                raise self.error(at + (key,), bad)
         name = entry.get("name", nb)
         if f"analysis:{name}" in self.jobs:
             raise self.error(at, f"two analysis entries are called {name!r}; give one a 'name'")
