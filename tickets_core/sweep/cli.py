@@ -40,7 +40,7 @@ class Stopper:
         say("\nquitting now: killing the running notebooks (their finished levels are kept)")
         try:
             if self.engine is not None:
-                self.engine.kill([])
+                self.engine.kill(list(self.engine.in_flight.values()))
         finally:
             os._exit(STOPPED)
 

@@ -34,7 +34,7 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import locks
@@ -103,7 +103,8 @@ class Engine:
     interrupt: Callable[[list[Job]], None] = _nothing     # Ctrl-C to the kernels of these running jobs
     kill: Callable[[list[Job]], None] = _nothing          # end them now
     close: Callable[[], None] = _nothing                  # after the executor has shut down
-    stopped: bool = False                          # set by run_plan when it was stopped
+    stopped: bool = False                                 # set by run_plan when it was stopped
+    in_flight: dict = field(default_factory=dict)         # run_plan's running futures -> jobs (for a hard stop)
 
     def __enter__(self) -> "Engine":
         return self
@@ -200,7 +201,7 @@ class _Run:
         self.poll_s, self.stop, self.grace_s, self.what = poll_s, stop, grace_s, what
         self.results: dict[str, Outcome] = {}
         self.pending = list(jobs)
-        self.running: dict[cf.Future, Job] = {}
+        self.running: dict[cf.Future, Job] = engine.in_flight  # shared: a second Ctrl-C kills what runs
         self.claims: dict[str, locks.Lock] = {}
         self.waiting: set[str] = set()     # jobs whose run another sweep holds
         self.said: set[str] = set()        # ... and for which we said so
