@@ -111,6 +111,8 @@ class Engine:
 
     def __exit__(self, *exc) -> None:
         wait = exc[0] is None and not self.stopped
+        if self.stopped:  # nothing is left to wait for: end idle workers now, so exiting cannot hang
+            self.kill(list(self.in_flight.values()))
         try:
             try:
                 self.executor.shutdown(wait=wait, cancel_futures=True)
@@ -120,23 +122,46 @@ class Engine:
             self.close()
 
 
+def _local_stop(executor: cf.Executor) -> tuple[Callable, Callable]:
+    """(interrupt, kill) for an executor on this machine: the kernels under its worker processes (a process
+    pool keeps them by pid), or under this process (threads); never anything else this process started."""
+    def roots() -> list[int]:
+        procs = getattr(executor, "_processes", None)
+        return list(procs) if procs is not None else [os.getpid()]
+
+    def interrupt(jobs) -> None:
+        for pid in roots():
+            signal_kernels(pid, signal.SIGINT)
+
+    def kill(jobs) -> None:
+        for pid in roots():
+            if pid == os.getpid():
+                signal_kernels(pid, signal.SIGKILL)
+                continue
+            kill_tree(pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    return interrupt, kill
+
+
 def process_engine(workers: int, gpus: list[str]) -> Engine:
     """Local worker processes (``gpus``: one entry per worker place, see :func:`gpu_slots`)."""
-    me = os.getpid()
+    executor = process_executor(workers, gpus)
+    interrupt, kill = _local_stop(executor)
     where = f"{workers} worker(s)" + (f", GPUs {','.join(gpus)}" if gpus else ", CPU")
-    return Engine(process_executor(workers, gpus), where, capacity=lambda: workers,  # every kernel under us is ours
-                  interrupt=lambda jobs: signal_kernels(me, signal.SIGINT), kill=lambda jobs: kill_tree(me))
+    return Engine(executor, where, capacity=lambda: workers, interrupt=interrupt, kill=kill)
 
 
 def as_engine(executor: cf.Executor | Engine) -> Engine:
-    """An engine for a bare executor: as many at once as it has workers; kernels under this process."""
+    """An engine for a bare executor: as many at once as it has workers, stopped as :func:`_local_stop` says."""
     if isinstance(executor, Engine):
         return executor
     n = getattr(executor, "_max_workers", None) or 1 << 30
-    me = os.getpid()
-    return Engine(executor, f"{type(executor).__name__}", capacity=lambda: n,
-                  interrupt=lambda jobs: signal_kernels(me, signal.SIGINT),
-                  kill=lambda jobs: signal_kernels(me, signal.SIGKILL))
+    interrupt, kill = _local_stop(executor)
+    return Engine(executor, f"{type(executor).__name__}", capacity=lambda: n, interrupt=interrupt, kill=kill)
 
 
 # ---------------------------------------------------------------------------
