@@ -100,7 +100,7 @@ def read_status(run_dir: str | Path | None) -> dict | None:
     ``levels_done`` comes from the level folders; a ``running`` state whose
     writer is gone (nobody holds ``run.lock``) reads ``interrupted``; an
     unreadable ``status.json`` is rebuilt from the level folders (in memory;
-    ``"rebuilt"`` then holds why).
+    ``"rebuilt"`` then says what they hold; :func:`repair_status` writes it).
     """
     if run_dir is None:
         return None
@@ -152,7 +152,7 @@ def rebuild_status(paths: RunPaths, why: str) -> dict:
     done = paths.levels()
     try:
         planned = planned_levels(paths, RunConfig.from_dict(read_json(paths.config())))
-    except ConfigError:
+    except (ConfigError, TypeError):
         planned = None
     finished = planned is not None and len(done) >= planned
     return {"state": "done" if finished else "interrupted", "levels_done": done, "levels_planned": planned,
