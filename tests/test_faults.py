@@ -212,10 +212,6 @@ def test_an_interrupted_run_resumes_to_the_same_results(kind, trunk, tiny_config
         assert {"write rewind.safetensors", "write carry.safetensors", "remove carry.safetensors",
                 "write mask.safetensors"} <= kinds_seen, kinds_seen
     start = time.perf_counter()
-    # killed after the last level's metrics but before its carry file is removed: see the xfail test below
-    last_metrics = max(i for i, e in enumerate(events) if file_kind(e) == "write metrics.json")
-    removal = next((i for i, e in enumerate(events) if i > last_metrics and file_kind(e) == "remove carry.safetensors"),
-                   last_metrics)
     for n, (at, mode) in enumerate(points(kind, events)):
         root = tmp_path / f"try{n}"
         cfg = tiny_config_factory(root, **params)
@@ -227,18 +223,11 @@ def test_an_interrupted_run_resumes_to_the_same_results(kind, trunk, tiny_config
         run_dir = root / cfg.run_name()
         if mode == "ctrl_c" and at > events.index("write status.json"):  # the driver saw it and said so
             assert read_json(run_dir / "status.json")["state"] == "interrupted", where
-        got = outcome(imp.run(cfg))
-        if last_metrics <= at <= removal and (at < removal or mode == "mid"):
-            got["carry_files"] = []
-        assert_same(got, dict(ref), where)
+        assert_same(outcome(imp.run(cfg)), dict(ref), where)
     print(f"{kind}: {len(points(kind, events))} interruptions of {len(events)} events "
           f"in {time.perf_counter() - start:.1f} s")
 
 
-@pytest.mark.xfail(strict=True, reason="store/imp: a rerun of a run whose levels are all done does not remove the "
-                                       "carry file the last level left (killed after its metrics.json, before the "
-                                       "removal): results are right, but the file (the whole model for "
-                                       "'standard') stays")
 @pytest.mark.parametrize("kind", ["standard"])
 def test_a_kill_between_the_last_metrics_and_the_carry_removal_leaves_no_carry(kind, tiny_config_factory, tmp_path,
                                                                                 faults, monkeypatch):

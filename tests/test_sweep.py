@@ -327,11 +327,14 @@ def test_run_progress_reads_levels_from_status(tmp_path):
     from tickets_core.store import run_progress
 
     assert run_progress(tmp_path / "missing") == "starting"
-    (tmp_path / "status.json").write_text(json.dumps({"state": "running", "levels_done": [0, 1],
+    (tmp_path / "status.json").write_text(json.dumps({"state": "running", "levels_done": [0, 1, 2],
                                                       "levels_planned": 5}))
+    for k in (0, 1):  # the level folders are the truth, not the list in status.json
+        (tmp_path / f"level_0{k}").mkdir()
+        (tmp_path / f"level_0{k}" / "metrics.json").write_text("{}")
     assert run_progress(tmp_path) == "2/5 levels"
-    (tmp_path / "status.json").write_text("{not json")
-    assert run_progress(tmp_path) == "starting"
+    (tmp_path / "status.json").write_text("{not json")  # rebuilt from the level folders
+    assert run_progress(tmp_path) == "2 levels"
 
 
 # ---------------------------------------------------------------------------

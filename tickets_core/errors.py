@@ -14,6 +14,10 @@ class ConfigError(ValueError):
         super().__init__(message)
         self.param = param
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython (notebooks, papermill) shows bad input as its one line, not as a traceback."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 class RunStoreError(ConfigError):
     """A run folder, or one of its files, is missing, malformed or inconsistent (one-line message)."""

@@ -19,6 +19,7 @@ from .fsio import read_json
 from .identity import resolve
 from .kinds import RunKind, get_kind
 from .levels import LEVEL_FUNCTIONS
+from .locks import Lock, describe, say
 from .masks import Mask
 from .store import Run, RunPaths, is_run_dir
 from .tasks import get_task
@@ -28,9 +29,12 @@ def run(cfg: RunConfig) -> Path:
     """Run (or resume) the experiment ``cfg`` and return its run folder.
 
     Bad input (unknown task or strategy, missing source, a mask that does
-    not fit the model) fails before anything is written.  An error during
-    the run marks ``status.json`` as failed (``interrupted`` for Ctrl-C) with
-    the error, then re-raises.
+    not fit the model) fails before anything is written.  The run holds its
+    folder's writer lock (``run.lock``, :mod:`tickets_core.locks`) while it
+    writes: a second process running the same config waits for it, then
+    finds the finished levels done.  An error during the run marks
+    ``status.json`` as failed (``interrupted`` for Ctrl-C) with the error,
+    then re-raises.
     """
     from tqdm.auto import tqdm
 
@@ -43,21 +47,30 @@ def run(cfg: RunConfig) -> Path:
         for item in plan:
             item.source_mask = exp.dense_mask() if item.source_mask is None else exp.fit(item.source_mask)
 
-    run_ = exp.run = Run.open(cfg, levels_planned=len(plan))
-    try:
-        todo = [item for item in plan if not run_.level_done(item.level)]
-        with tqdm(total=len(plan), initial=len(plan) - len(todo), desc=cfg.run_name(),
-                  disable=not cfg.train.progress, unit="level") as bar:
-            for item in todo:
-                mask, result = level_fn(exp, item)
-                run_.write_level(item.level, mask, exp.metrics(item.level, mask, result, item.source))
-                bar.update(1)
-        run_.set_state("done")
-    except BaseException as e:
-        text = str(e).splitlines()[0] if str(e) else ""
-        state = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        run_.set_state(state, error=f"{type(e).__name__}: {text}".rstrip(": "))
-        raise
+    # Only one process writes a run folder at a time: another one waits here, saying for whom.
+    root = Run.check(cfg).root
+    with Lock(RunPaths(root).run_lock(), "writing the run").acquire(
+            on_wait=lambda h: say(f"{root.name}: waiting for {describe(h)}, which is writing it")) as lock:
+        if lock.previous:
+            say(f"{root.name}: taking over from {describe(lock.previous)}, which stopped without releasing it")
+        run_ = exp.run = Run.open(cfg, levels_planned=len(plan))
+        try:
+            todo = [item for item in plan if not run_.level_done(item.level)]
+            with tqdm(total=len(plan), initial=len(plan) - len(todo), desc=cfg.run_name(),
+                      disable=not cfg.train.progress, unit="level") as bar:
+                for item in todo:
+                    mask, result = level_fn(exp, item)
+                    run_.write_level(item.level, mask, exp.metrics(item.level, mask, result, item.source))
+                    bar.update(1)
+            run_.set_state("done")
+        except BaseException as e:
+            text = str(e).splitlines()[0] if str(e) else ""
+            state = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            try:
+                run_.set_state(state, error=f"{type(e).__name__}: {text}".rstrip(": "))
+            except (OSError, KeyboardInterrupt):  # e.g. the disk is full: readers rebuild the state from the levels
+                pass
+            raise
     return run_.root
 
 

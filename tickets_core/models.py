@@ -17,8 +17,8 @@ rebuilds exactly the same theta0, head included.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import io
-import logging
 from pathlib import Path
 
 import torch
@@ -56,13 +56,29 @@ def resolve_name(name: str) -> str:
     return name
 
 
+@contextlib.contextmanager
+def _named(name: str, param: str):
+    """Turn a failed ``from_pretrained(name)`` into one line saying what ``name`` is not."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        if Path(name).expanduser().is_dir():
+            raise ConfigError(f"{param} {name!r}: the folder holds no usable model files "
+                              f"({str(e).splitlines()[0]})", param=param) from None
+        aliases = (*OFFLINE_ALIASES, *_TINY)
+        close = difflib.get_close_matches(name, aliases, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{param} {name!r} is neither an alias ({', '.join(aliases)}), nor a folder, nor "
+                          f"reachable on the Hugging Face hub ({str(e).splitlines()[0]}){hint}", param=param) from None
+
+
 def load_tokenizer(cfg: ModelConfig):
     from transformers import AutoTokenizer
 
     name = cfg.tokenizer or cfg.name_or_path
     if name in _TINY:
         name = "minilm"
-    with _quiet():
+    with _quiet(), _named(name, "tokenizer" if cfg.tokenizer else "model"):
         return AutoTokenizer.from_pretrained(resolve_name(name))
 
 
@@ -73,7 +89,7 @@ def load_config(cfg: ModelConfig):
         family, kw = _TINY[cfg.name_or_path]
         config = CONFIG_MAPPING[family](vocab_size=30522, **kw)
     else:
-        with _quiet():
+        with _quiet(), _named(cfg.name_or_path, "model"):
             config = AutoConfig.from_pretrained(resolve_name(cfg.name_or_path))
     for k, v in cfg.config_overrides.items():
         if not hasattr(config, k):
@@ -102,7 +118,8 @@ def build_model(cfg: ModelConfig, head: str, num_labels: int = 2, seed: int = 0)
         if cfg.random_init or cfg.name_or_path in _TINY:
             model = auto.from_config(config)
         else:
-            model = auto.from_pretrained(resolve_name(cfg.name_or_path), config=config)
+            with _named(cfg.name_or_path, "model"):
+                model = auto.from_pretrained(resolve_name(cfg.name_or_path), config=config)
     return model
 
 

@@ -1,12 +1,15 @@
 """Sweeps: a YAML grid of runs, executed as papermill notebooks on a concurrent.futures executor.
 
-Modules: :mod:`.spec` (load, validate, expand), :mod:`.execute` (executors,
-ordering, progress), :mod:`.cli` (the command line).
+Modules: :mod:`.spec` (load, validate, expand), :mod:`.execute` (engines,
+ordering, progress, stopping), :mod:`.cluster` (Dask and SLURM), :mod:`.cli`
+(the command line).
 
 Usage::
 
     python -m tickets_core.sweep FILE [--workers N] [--dry-run] [--only PATTERN]
-                                      [--gpus 0,1] [--executor process|dask] [--scheduler ADDRESS]
+                                      [--gpus 0,1] [--workers-per-gpu N]
+                                      [--executor process|dask|slurm] [--scheduler ADDRESS]
+                                      [--cluster sweeps/slurm.yaml] [--jobs N]
 
 (also installed as the ``tickets-sweep`` command).
 
@@ -89,16 +92,27 @@ sweep; they are listed at the end, one line each, and the exit status is 1.
 
 Executors: ``--workers N`` local processes (``ProcessPoolExecutor``), each
 pinned to one GPU through ``CUDA_VISIBLE_DEVICES`` when GPUs exist (``--gpus``
-to choose them); or ``--executor dask --scheduler ADDRESS`` to hand the
-notebooks to an existing Dask cluster (``dask.distributed``, imported only
-then; give each Dask worker its GPU, e.g. with dask-cuda, and put the
-notebooks, ``output_root`` and the data on a file system every worker sees).
+to choose them, ``--workers-per-gpu N`` to let N workers share each GPU);
+``--executor dask --scheduler ADDRESS`` to hand the notebooks to an existing
+Dask cluster; ``--executor slurm --cluster FILE --jobs N`` to start N SLURM
+jobs through dask-jobqueue (FILE: ``SLURMCluster`` arguments, example in
+``sweeps/slurm.yaml``).  Put the notebooks, ``output_root`` and the data on a
+file system every worker sees.
+
+Reliability: a sweep holds each run folder's ``sweep.lock`` while it runs the
+run's notebook, and the run itself its ``run.lock`` while it writes, so two
+sweeps on one folder never run a run twice at once (the second waits, saying
+who holds it; a lock whose holder died is free).  The first Ctrl-C stops
+handing out notebooks, interrupts the running ones, prints the summary and the
+command that resumes; a second one quits at once.  Workers and kernels stop
+when their sweep dies.
 """
 
 from .cli import main
-from .execute import (Outcome, describe_plan, detect_gpus, execute_job, one_line_error, process_executor, report,
-                      run_plan, select)
+from .execute import (Engine, Outcome, describe_plan, detect_gpus, execute_job, gpu_slots, one_line_error,
+                      process_engine, process_executor, report, run_plan, select)
 from .spec import Job, Plan, SweepError, load_yaml, plan_sweep
 
 __all__ = ["main", "plan_sweep", "load_yaml", "Job", "Plan", "SweepError", "Outcome", "run_plan", "report",
-           "select", "describe_plan", "execute_job", "process_executor", "detect_gpus", "one_line_error"]
+           "select", "describe_plan", "execute_job", "process_executor", "process_engine", "Engine", "gpu_slots",
+           "detect_gpus", "one_line_error"]

@@ -23,6 +23,7 @@ from ..store import run_state
 from ..tasks import TASKS
 from . import deferred
 from .yamlfile import SweepError, load_yaml
+from . import checks
 
 __all__ = ["SweepError", "load_yaml", "Job", "Plan", "plan_sweep"]
 
@@ -337,6 +338,8 @@ class _Builder:
         seeds, trunk_seed = self.branch_seeds(entry, trunk, at)
         highest = entry.get("source_levels") == deferred.HIGHEST
         params = {**trunk["params"], **self.run_params(entry, at, skip=ENTRY_KEYS["branches"] + _levels(highest))}
+        if bad := checks.source_levels(trunk, params):
+            raise self.error(*bad)
         for kind, task, seed in itertools.product(kinds, tasks, seeds):
             self.add_source_run(kind, task, seed, params, at, label=f"{kind} {task} seed {seed}", trunk=trunk,
                                 source_task=task, trunk_seed=trunk_seed, highest=highest)
@@ -356,6 +359,8 @@ class _Builder:
         # The trunk's settings, but never its data: a transfer trains on the target's.
         params = {**{k: v for k, v in trunk["params"].items() if k != "data_dir"}, **own}
         from_target = self.params_from(entry, at)
+        if bad := checks.source_levels(trunk, params):
+            raise self.error(*bad)
         for source, target, seed in itertools.product(sources, targets, seeds):
             if source == target:  # that is the trunk's own ticket
                 continue
@@ -406,6 +411,8 @@ class _Builder:
             default = nb_params[key]
             if not _same_kind(value, default):
                 raise self.error(at + (key,), f"{key!r} must be {type(default).__name__}, got {value!r}")
+            if bad := checks.analysis_value(key, value):
+                raise self.error(at + (key,), bad)
         name = entry.get("name", nb)
         if f"analysis:{name}" in self.jobs:
             raise self.error(at, f"two analysis entries are called {name!r}; give one a 'name'")

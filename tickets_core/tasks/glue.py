@@ -31,10 +31,12 @@ suffixed ``_mm`` (``accuracy_mm``).
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import DataConfig
+from ..fsio import read_text
 from .common import DataError, Source, file_fingerprint
 from .sequence import SequenceTask
 
@@ -94,8 +96,8 @@ def read_tsv(path: Path, name: str, spec: GlueSpec) -> dict[str, list]:
     """One GLUE TSV file -> ``{"text_a", ["text_b"], "label"}``, validated."""
     if not path.is_file():
         raise DataError(f"{name}: missing data file {path}")
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    text = read_text(path, "utf-8-sig", error=DataError, prefix=f"{name}: ")
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE))
     rows = [r for r in rows if r != []]
     if spec.header:
         if not rows:

