@@ -38,8 +38,14 @@ PROGRESS_EVERY = 10  # refresh the progress bar's loss every N steps (reading it
 
 
 def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_mask=None,
-              on_step: Callable[[int, torch.nn.Module], None] | None = None, desc: str | None = None) -> dict:
+              on_step: Callable[[int, torch.nn.Module], None] | None = None, desc: str | None = None,
+              schedule_span: int = 1) -> dict:
     """Fine-tune ``model`` on ``data.train``; evaluate every ``cfg.eval_every`` steps and at the end.
+
+    ``schedule_span`` stretches the linear decay to that many times this
+    call's steps, of which the call runs the first (``lr_schedule:
+    across_levels``, the reference code's per-level restart of one long
+    schedule); 1: the learning rate reaches 0 at the call's last step.
 
     Returns ``{"train_loss", "steps", "examples", "time_s", "eval", "history"}``:
     mean training loss, optimizer steps, training examples seen, wall time,
@@ -61,7 +67,8 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
 
     optimizer = make_optimizer(model, cfg)
     warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_schedule(s, warmup, total_steps))
+    schedule_steps = total_steps * schedule_span
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_schedule(s, warmup, schedule_steps))
 
     order_gen = torch.Generator().manual_seed(seed)
     mask_gen = torch.Generator().manual_seed(seed + 1)
@@ -82,7 +89,7 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
             batch = data.collate(data.train[indices], generator=mask_gen)
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k in forward_keys}
             with autocast:
-                loss = model(**batch).loss
+                loss = data.task.loss(model, batch)
             loss.backward()
             if bound_mask is not None:
                 bound_mask.mask_grads_()
@@ -148,7 +155,7 @@ def _evaluate_split(model, data: TaskData, ds, cfg: TrainConfig, device: torch.d
         rows = ds[lo: lo + bs]
         batch = data.collate(rows)
         with autocast:
-            out = model(**{k: v.to(device) for k, v in batch.items() if k in keys})
+            out = task.outputs(model, {k: v.to(device) for k, v in batch.items() if k in keys}, batch)
         scorer.add(out, batch, rows)
     return scorer.result()
 
