@@ -65,8 +65,8 @@ class ModelConfig(_Checked):
                                          "theta0, as a multiple of that matrix's own std.")
     mlm_head_warmup_steps: int = param(
         0, help="MLM tasks on a checkpoint without an MLM head: train the fresh head this many steps with the "
-                "encoder frozen before level 0, on the task's training data, from a fixed seed; the warmed head "
-                "is theta0's head for every level and seed (cached under cache_dir). 0: none.")
+                "encoder frozen before level 0, on the task's whole training split, from a fixed seed; the warmed "
+                "head is theta0's head for every level and seed (cached under cache_dir). 0: none.")
     mlm_head_warmup_lr: float = param(MLM_HEAD_WARMUP_LR, help="Peak learning rate of the MLM head warm-up (AdamW, linear decay "
                                                  "to 0, no LR warm-up).")
 

@@ -73,8 +73,8 @@ class Experiment:
             if task.head != "mlm":
                 raise ConfigError(f"mlm_head_warmup_steps is for MLM tasks; task {task.name!r} has a {task.head!r} "
                                   "head", param="mlm_head_warmup_steps")
-            self.head_warmup = warm_head(self.model, cfg, task.head, lambda: self.data, self.base_keys,
-                                         self.head_keys)
+            self.head_warmup = warm_head(self.model, cfg, task, lambda: models.load_tokenizer(cfg.model),
+                                         self.base_keys, self.head_keys)
         # theta0: a real copy (clone), never a view of the live weights.
         self.theta0: State = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 

@@ -7,7 +7,8 @@ being pruned.  The paper's bert-base starts every MLM level from its
 pre-trained head.  ``mlm_head_warmup_steps = N > 0`` stands in for that:
 before anything else, the fresh head (initialised from the fixed seed
 :data:`WARMUP_SEED`, not the run seed) is trained for N steps on the task's
-training data with the whole base model frozen (encoder, embeddings and so
+whole training split (``max_train_samples`` limits the levels, not the
+warm-up) with the whole base model frozen (encoder, embeddings and so
 the tied decoder stay bit for bit the pre-trained weights), AdamW at
 ``mlm_head_warmup_lr`` decaying linearly to 0, the run's batch size.  The
 warmed head is theta0's head: every level of every run with the same model,
@@ -50,6 +51,11 @@ def warmup_config(cfg: RunConfig):
                                lr_schedule="per_level")
 
 
+def warmup_data_config(cfg: RunConfig):
+    """The warm-up trains on the task's whole training split (``max_train_samples`` limits the levels only)."""
+    return dataclasses.replace(cfg.data, max_train_samples=None)
+
+
 def cache_path(cfg: RunConfig, base_state: dict[str, torch.Tensor]) -> Path:
     """Where the warmed head of ``cfg`` for these base weights is cached."""
     h = hashlib.sha256()
@@ -60,16 +66,16 @@ def cache_path(cfg: RunConfig, base_state: dict[str, torch.Tensor]) -> Path:
     m = cfg.model
     key = {"version": CACHE_VERSION, "seed": WARMUP_SEED, "base": h.hexdigest(),
            "model": [m.name_or_path, m.tokenizer, m.random_init, m.config_overrides],
-           "data": hashed_view(cfg.data), "train": hashed_view(warmup_config(cfg))}
+           "data": hashed_view(warmup_data_config(cfg)), "train": hashed_view(warmup_config(cfg))}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
     root = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else Path.home() / ".cache" / "tickets_core"
     return root / "mlm_heads" / f"{cfg.data.task}-{digest}.safetensors"
 
 
-def warm_head(model, cfg: RunConfig, head, data_fn, base_keys: list[str], head_keys: list[str]) -> dict:
+def warm_head(model, cfg: RunConfig, task, tokenizer_fn, base_keys: list[str], head_keys: list[str]) -> dict:
     """Put the warmed head into ``model`` (computing and caching it if needed); return the warm-up's record.
 
-    ``data_fn()`` gives the task's data (called only when the head is not cached).
+    ``tokenizer_fn()`` gives the run's tokenizer (called only when the head is not cached).
     """
     live = model.state_dict()
     path = cache_path(cfg, {k: live[k] for k in base_keys})
@@ -77,7 +83,7 @@ def warm_head(model, cfg: RunConfig, head, data_fn, base_keys: list[str], head_k
     if cached is not None:
         state, record = cached
     else:
-        fresh = models.build_model(cfg.model, head, seed=WARMUP_SEED).state_dict()
+        fresh = models.build_model(cfg.model, task.head, seed=WARMUP_SEED).state_dict()
         with torch.no_grad():
             for k in head_keys:
                 live[k].copy_(fresh[k])
@@ -85,7 +91,8 @@ def warm_head(model, cfg: RunConfig, head, data_fn, base_keys: list[str], head_k
         for p in frozen:
             p.requires_grad_(False)
         try:
-            result = train.fine_tune(model, data_fn(), warmup_config(cfg), seed=WARMUP_SEED, desc="MLM head warm-up")
+            data = task.load(warmup_data_config(cfg), tokenizer_fn())
+            result = train.fine_tune(model, data, warmup_config(cfg), seed=WARMUP_SEED, desc="MLM head warm-up")
         finally:
             for p in frozen:
                 p.requires_grad_(True)
