@@ -250,3 +250,30 @@ def test_bad_mask_files_are_one_line_and_write_nothing(tmp_path, capsys, case, m
     assert not out.exists() and not marker.exists()
     with pytest.raises((MaskFileError, MaskFitError)):
         import_reference_mask(path, "tiny-bert")
+
+
+def test_a_sweep_takes_the_new_kinds_from_the_registry(tmp_path):
+    from tickets_core.sweep import SweepError, plan_sweep
+
+    text = f"""\
+output_root: {tmp_path / 'runs'}
+figures_dir: {tmp_path / 'figs'}
+defaults: {{model: tiny-bert, max_steps: 1}}
+trunks:
+  - {{name: imp, kind: imp, tasks: [rotten_tomatoes], seeds: [0, 1], levels: 2}}
+  - {{kind: random_magnitude, tasks: [rotten_tomatoes], seeds: [0], levels: 2}}
+branches:
+  - {{kinds: [shuffled], trunk: imp, source_levels: [2]}}
+  - {{kinds: [noised], trunk: imp, source_levels: [2], noise_scale: 0.3}}
+"""
+    (tmp_path / "s.yaml").write_text(text)
+    plan = plan_sweep(tmp_path / "s.yaml")
+    labels = sorted(j.label for j in plan.jobs)
+    assert labels == ["imp rotten_tomatoes seed 0", "imp rotten_tomatoes seed 1", "noised rotten_tomatoes seed 0",
+                      "noised rotten_tomatoes seed 1", "random_magnitude rotten_tomatoes seed 0",
+                      "shuffled rotten_tomatoes seed 0", "shuffled rotten_tomatoes seed 1"]
+    assert {j.parameters.get("noise_scale") for j in plan.jobs if j.label.startswith("noised")} == {0.3}
+    # a kind's own parameter on other kinds is refused at the line that set it
+    (tmp_path / "s.yaml").write_text(text.replace("[shuffled], trunk: imp,", "[shuffled], trunk: imp, noise_scale: 0.3,"))
+    with pytest.raises(SweepError, match=r"s.yaml:8: shuffled .*noise_scale is for kind 'noised'"):
+        plan_sweep(tmp_path / "s.yaml")
