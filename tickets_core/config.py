@@ -67,8 +67,8 @@ class ModelConfig(_Checked):
         0, help="MLM tasks on a checkpoint without an MLM head: train the fresh head this many steps with the "
                 "encoder frozen before level 0, on the task's whole training split, from a fixed seed; the warmed "
                 "head is theta0's head for every level and seed (cached under cache_dir). 0: none.")
-    mlm_head_warmup_lr: float = param(MLM_HEAD_WARMUP_LR, help="Peak learning rate of the MLM head warm-up (AdamW, linear decay "
-                                                 "to 0, no LR warm-up).")
+    mlm_head_warmup_lr: float = param(
+        MLM_HEAD_WARMUP_LR, help="Peak learning rate of the MLM head warm-up (AdamW, linear decay to 0, no LR warm-up).")
 
     def check(self) -> None:
         require(bool(self.name_or_path), "model", "must be a non-empty string")
@@ -76,8 +76,8 @@ class ModelConfig(_Checked):
         require(self.mlm_head_warmup_steps >= 0, "mlm_head_warmup_steps",
                 f"must be >= 0, got {self.mlm_head_warmup_steps}")
         require(self.mlm_head_warmup_lr > 0, "mlm_head_warmup_lr", f"must be > 0, got {self.mlm_head_warmup_lr}")
-        require(self.mlm_head_warmup_steps > 0 or self.mlm_head_warmup_lr == MLM_HEAD_WARMUP_LR, "mlm_head_warmup_lr",
-                "is for the MLM head warm-up; set mlm_head_warmup_steps too")
+        require(self.mlm_head_warmup_steps > 0 or self.mlm_head_warmup_lr == MLM_HEAD_WARMUP_LR,
+                "mlm_head_warmup_lr", "is for the MLM head warm-up; set mlm_head_warmup_steps too")
 
 
 @dataclass
