@@ -52,7 +52,7 @@ def _level_count(cfg: RunConfig, by_name: dict[str, RunConfig]) -> int:
 def _trunk_setting(cfg: RunConfig) -> dict:
     """What a dense seed and an IMP trunk's level 0 must share: everything but kind, seed and the pruning plan."""
     d = cfg.to_dict()
-    for key in ("kind", "seed", "prune", "output_root"):
+    for key in ("kind", "seed", "prune", "output_root", "source_run", "source_levels"):
         d.pop(key)
     return d
 
@@ -60,7 +60,7 @@ def _trunk_setting(cfg: RunConfig) -> dict:
 def test_every_compared_number_rests_on_seeds(runs):
     _, cfgs = runs
     imp_seeds, dense, by_setting = defaultdict(set), defaultdict(set), defaultdict(set)
-    transfers, randoms = defaultdict(set), defaultdict(set)
+    transfers, randoms, transfer_settings = defaultdict(set), defaultdict(set), defaultdict(set)
     for c in cfgs:
         task = c.data.task
         if c.kind == "imp":
@@ -73,6 +73,7 @@ def test_every_compared_number_rests_on_seeds(runs):
         elif c.kind == "transfer":
             for level in c.source_levels:
                 transfers[(c.source_run.split("-")[1], task, level)].add(c.seed)
+            transfer_settings[task].add(repr(_trunk_setting(c)))
         elif c.kind == "random_prune":
             for level in c.source_levels:
                 randoms[(task, level)].add(c.seed)
@@ -82,6 +83,8 @@ def test_every_compared_number_rests_on_seeds(runs):
     # the dense baseline is one experiment over seeds: dense runs are IMP's level 0 with other seeds
     assert all(len(s) == 1 for s in by_setting.values()), {k: len(v) for k, v in by_setting.items()}
     assert transfers and all(len(s) >= 2 for s in transfers.values()), transfers
+    # a transferred ticket trains like the target's own IMP levels (same data, budget, learning rate, head)
+    assert all(transfer_settings[t] == by_setting[t] for t in transfer_settings), "transfers differ from targets' IMP"
     assert {src for src, _, _ in transfers} == {"rotten_tomatoes", "tweet_sentiment", "ptb_mlm"}
     assert randoms and all(len(s) >= 2 for s in randoms.values()), randoms
 
