@@ -13,10 +13,12 @@ from tickets_core.sweep import plan_sweep
 
 DEMO = Path(__file__).resolve().parent.parent / "sweeps" / "demo.yaml"
 
-# Wall seconds on the 2-core machine when idle, estimated from process CPU time measured under load
-# (CPU seconds / 2 threads; see the report of the reference-demo branch and the README's demo section):
-# one level at the demo's budget (training + evaluation + pruning) per task, one papermill notebook's
-# start-up (kernel, imports, model and data load), and the MLM head warm-up (once; cached after).
+# Wall seconds on the idle 2-core machine, derived from the previous demo's measured 2,143 s (README: 39
+# levels, 19 notebooks, commit bba8fbc): with ~20 s of start-up per notebook (kernel, imports, model and
+# data load) and its full-vocabulary MLM levels costing ~1.6x a classification level, a classification
+# level (1,024 sentences, one epoch, 400 evaluated) takes ~40 s; an MLM level (512 blocks of 64 tokens)
+# with logits at the masked positions only ~45 s; the MLM head warm-up runs once (then cached).
+# Estimates, not idle measurements: the lead times the rerun.
 LEVEL_S = {"rotten_tomatoes": 40.0, "tweet_sentiment": 40.0, "ptb_mlm": 45.0}
 NOTEBOOK_S = 20.0
 HEAD_WARMUP_S = 150.0
