@@ -18,6 +18,8 @@ DEMO = Path(__file__).resolve().parent.parent / "sweeps" / "demo.yaml"
 # data load) and its full-vocabulary MLM levels costing ~1.6x a classification level, a classification
 # level (1,024 sentences, one epoch, 400 evaluated) takes ~40 s; an MLM level (512 blocks of 64 tokens)
 # with logits at the masked positions only ~45 s; the MLM head warm-up runs once (then cached).
+# Measured under load (load average 8-11, 2 cores shared): one such Rotten Tomatoes level took 128-160
+# CPU-s, one PTB MLM level 135-139 CPU-s, so an MLM level now costs about what a classification level does.
 # Estimates, not idle measurements: the lead times the rerun.
 LEVEL_S = {"rotten_tomatoes": 40.0, "tweet_sentiment": 40.0, "ptb_mlm": 45.0}
 NOTEBOOK_S = 20.0
