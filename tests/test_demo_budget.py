@@ -13,15 +13,15 @@ from tickets_core.sweep import plan_sweep
 
 DEMO = Path(__file__).resolve().parent.parent / "sweeps" / "demo.yaml"
 
-# Wall seconds on the idle 2-core machine, derived from the previous demo's measured 2,143 s (README: 39
-# levels, 19 notebooks, commit bba8fbc): with ~20 s of start-up per notebook (kernel, imports, model and
-# data load) and its full-vocabulary MLM levels costing ~1.6x a classification level, a classification
-# level (1,024 sentences, one epoch, 400 evaluated) takes ~40 s; an MLM level (512 blocks of 64 tokens)
-# with logits at the masked positions only ~45 s; the MLM head warm-up runs once (then cached).
-# Measured under load (load average 8-11, 2 cores shared): one such Rotten Tomatoes level took 128-160
-# CPU-s, one PTB MLM level 135-139 CPU-s, so an MLM level now costs about what a classification level does.
-# Estimates, not idle measurements: the lead times the rerun.
-LEVEL_S = {"rotten_tomatoes": 40.0, "tweet_sentiment": 40.0, "ptb_mlm": 45.0}
+# Wall seconds on the idle 2-core machine, derived from the previous demo's measured 2,143 s (README: commit
+# bba8fbc; 15 Rotten Tomatoes, 15 tweet and 9 full-vocabulary MLM levels, 19 notebooks) and per-level CPU
+# seconds measured under load (load average 8-11, 2 cores shared; 1,024 sentences or 512 blocks of 64
+# tokens, one epoch, 400 evaluated): Rotten Tomatoes 128-160, tweets 176-208, PTB MLM with logits at the
+# masked positions only 135-139.  So tweets ~1.3x and MLM now ~1x a Rotten Tomatoes level, and a
+# full-vocabulary MLM level was ~2x; with ~20 s of start-up per notebook (kernel, imports, model and data
+# load), 15 r + 15 x 1.3 r + 9 x 2 r = 2,143 - 19 x 20 s gives r ~ 34 s.  Rounded up below.  The MLM head
+# warm-up runs once (then cached).  Estimates, not idle measurements: the lead times the rerun.
+LEVEL_S = {"rotten_tomatoes": 35.0, "tweet_sentiment": 45.0, "ptb_mlm": 40.0}
 NOTEBOOK_S = 20.0
 HEAD_WARMUP_S = 270.0  # 300 frozen-encoder steps of 32 x 64 tokens (~2/3 of a classification step each), one evaluation,
                        # and tokenizing the whole PTB training split once
