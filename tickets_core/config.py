@@ -30,9 +30,11 @@ from .kinds import KINDS, get_kind
 from .params import Param, check_fields, describe, flat_params, hashed_view, param, require
 
 __all__ = ["ConfigError", "ModelConfig", "DataConfig", "TrainConfig", "PruneConfig", "RunConfig", "PARAMS",
-           "SCHEDULES", "describe", "from_dict"]
+           "SCHEDULES", "LR_SCHEDULES", "describe", "from_dict"]
 
 SCHEDULES = ("linear", "geometric")
+LR_SCHEDULES = ("per_level", "across_levels")
+MLM_HEAD_WARMUP_LR = 1e-3
 
 
 class _Checked:
@@ -59,9 +61,23 @@ class ModelConfig(_Checked):
                                    help="Overrides applied to the model config, e.g. {'num_hidden_layers': 2}.")
     include_pooler: bool = param(True, help="Count the pooler's dense layer as prunable when the model has one "
                                             "(the paper does).")
+    noise_scale: float = param(0.1, help="kind 'noised': std of the Gaussian noise added to each prunable matrix of "
+                                         "theta0, as a multiple of that matrix's own std.")
+    mlm_head_warmup_steps: int = param(
+        0, help="MLM tasks on a checkpoint without an MLM head: train the fresh head this many steps with the "
+                "encoder frozen before level 0, on the task's whole training split, from a fixed seed; the warmed "
+                "head is theta0's head for every level and seed (cached under cache_dir). 0: none.")
+    mlm_head_warmup_lr: float = param(
+        MLM_HEAD_WARMUP_LR, help="Peak learning rate of the MLM head warm-up (AdamW, linear decay to 0, no LR warm-up).")
 
     def check(self) -> None:
         require(bool(self.name_or_path), "model", "must be a non-empty string")
+        require(self.noise_scale > 0, "noise_scale", f"must be > 0, got {self.noise_scale}")
+        require(self.mlm_head_warmup_steps >= 0, "mlm_head_warmup_steps",
+                f"must be >= 0, got {self.mlm_head_warmup_steps}")
+        require(self.mlm_head_warmup_lr > 0, "mlm_head_warmup_lr", f"must be > 0, got {self.mlm_head_warmup_lr}")
+        require(self.mlm_head_warmup_steps > 0 or self.mlm_head_warmup_lr == MLM_HEAD_WARMUP_LR,
+                "mlm_head_warmup_lr", "is for the MLM head warm-up; set mlm_head_warmup_steps too")
 
 
 @dataclass
@@ -98,6 +114,11 @@ class DataConfig(_Checked):
 @dataclass
 class TrainConfig(_Checked):
     learning_rate: float = param(2e-5, help="Peak AdamW learning rate.")
+    lr_schedule: str = param(
+        "per_level", choices=LR_SCHEDULES,
+        help="'per_level': each level's linear warm-up/decay reaches 0 at the level's last step; 'across_levels' "
+             "(the reference code's): each level restarts a linear schedule (levels + 1) times as long as the "
+             "level, so its LR ends at peak * levels / (levels + 1) (2e-5 -> 1.8e-5 for 9 levels).")
     weight_decay: float = param(0.0, help="AdamW weight decay (not applied to biases/LayerNorm).")
     warmup_ratio: float = param(0.0, help="Fraction of a level's steps spent in linear warm-up.")
     batch_size: int = param(32, help="Training batch size (per device).")
@@ -229,6 +250,11 @@ class RunConfig(_Checked):
         else:
             require(bool(self.source_run) != bool(self.mask_path), "source_run",
                     f"or mask_path (exactly one) is required: a {self.kind!r} run reads a source run or a mask file")
+        for other in KINDS.values():  # parameters that only some kinds read stay at their defaults elsewhere
+            for name in set(other.params) - set(kind.params):
+                p = lookup(name)
+                value = getattr(getattr(self, p.section) if p.section else self, p.field)
+                require(value == p.default, name, f"is for kind {other.name!r}; a {self.kind!r} run does not use it")
 
     # -- (de)serialisation ----------------------------------------------------
 

@@ -26,7 +26,8 @@ from .config import RunConfig
 from .errors import ConfigError, RunStoreError
 from .fsio import atomic_write_bytes
 from .masks import Mask
-from .prunable import base_model
+from .mlm_warmup import warm_head
+from .prunable import base_model, prunable_parameters
 from .pruning import prune
 from .store import Run, RunPaths
 
@@ -35,6 +36,8 @@ State = dict[str, torch.Tensor]
 # random_reinit draws its weights from the run seed shifted by this offset, so
 # they differ from a tiny random "pre-trained" model built from the same seed.
 REINIT_SEED_OFFSET = 1_000_003
+# The weight ablations (shuffled, noised) draw from the run seed shifted by this offset.
+PERTURB_SEED_OFFSET = 2_000_003
 
 
 @dataclass
@@ -54,16 +57,26 @@ class Experiment:
         self.cfg, self.task = cfg, task
         self.run: Run | None = None
         self.model = models.build_model(cfg.model, task.head, task.num_labels, seed=cfg.seed)
-        # theta0: a real copy (clone), never a view of the live weights.
-        self.theta0: State = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         base_ids = {id(t) for t in base_model(self.model).state_dict(keep_vars=True).values()}
         live = self.model.state_dict(keep_vars=True)
         self.base_keys = [k for k, t in live.items() if id(t) in base_ids]
         self.head_keys = [k for k, t in live.items() if id(t) not in base_ids]
         self.all_keys = self.base_keys + self.head_keys
+        prunable_ids = {id(p) for p in prunable_parameters(self.model, cfg.model.include_pooler).values()}
+        self.prunable_keys = [k for k, t in live.items() if id(t) in prunable_ids]
         self._data = None
         self._rewind: State | None = None
         self._reinit: State | None = None
+        self._perturbed: dict[str, State] = {}
+        self.head_warmup: dict | None = None
+        if cfg.model.mlm_head_warmup_steps:
+            if task.head != "mlm":
+                raise ConfigError(f"mlm_head_warmup_steps is for MLM tasks; task {task.name!r} has a {task.head!r} "
+                                  "head", param="mlm_head_warmup_steps")
+            self.head_warmup = warm_head(self.model, cfg, task, lambda: models.load_tokenizer(cfg.model),
+                                         self.base_keys, self.head_keys)
+        # theta0: a real copy (clone), never a view of the live weights.
+        self.theta0: State = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     @property
     def data(self):
@@ -151,15 +164,37 @@ class Experiment:
             self._reinit = {k: state[k].detach().clone() for k in self.base_keys}
         return self._reinit
 
+    def perturbed_state(self, how: str) -> State:
+        """theta0's prunable matrices, ``how`` = "shuffled" (entries permuted within each matrix) or "noised"
+        (plus Gaussian noise of std ``noise_scale`` x the matrix's std); seeded by the run seed, the same for
+        every level (the weight ablations of the paper)."""
+        if how not in self._perturbed:
+            gen = torch.Generator().manual_seed(self.cfg.seed + PERTURB_SEED_OFFSET)
+            out = {}
+            for k in self.prunable_keys:  # in module order, one draw per matrix
+                w = self.theta0[k]
+                if how == "shuffled":
+                    out[k] = w.reshape(-1)[torch.randperm(w.numel(), generator=gen)].reshape(w.shape)
+                else:
+                    noise = torch.randn(w.shape, generator=gen, dtype=torch.float32).to(w.dtype)
+                    out[k] = w + noise * (self.cfg.model.noise_scale * w.float().std()).to(w.dtype)
+            self._perturbed[how] = out
+        return self._perturbed[how]
+
     # -- training and what a level leaves -----------------------------------------
 
     def train(self, level: int, mask: Mask, on_step=None) -> dict:
-        """Fine-tune the model as it is now under ``mask`` (pruned weights zeroed first and kept at 0)."""
+        """Fine-tune the model as it is now under ``mask`` (pruned weights zeroed first and kept at 0).
+
+        With ``lr_schedule: across_levels`` the level runs the first steps of a linear schedule
+        ``prune.levels + 1`` times as long (the reference code's schedule), for every kind alike.
+        """
         bound = mask.bind(self.model) if mask.nonzero < mask.numel else None
         if bound is not None:
             bound.apply_()
+        span = self.cfg.prune.levels + 1 if self.cfg.train.lr_schedule == "across_levels" else 1
         return train.fine_tune(self.model, self.data, self.cfg.train, seed=self.cfg.seed, bound_mask=bound,
-                               on_step=on_step, desc=f"level {level}")
+                               on_step=on_step, desc=f"level {level}", schedule_span=span)
 
     def leave_next(self, level: int, mask: Mask, carry: list[str] | None = None) -> None:
         """Write what level ``level + 1`` starts from: its mask, pruned from the trained weights, and
@@ -184,4 +219,5 @@ class Experiment:
             "seed": self.cfg.seed,
             "task": self.task.name,
             "kind": self.cfg.kind,
+            **({"mlm_head_warmup": self.head_warmup} if self.head_warmup else {}),
         }

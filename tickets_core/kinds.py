@@ -31,6 +31,7 @@ class RunKind:
     notebook: str = "experiment"
     starts_from: str = ""      # what a level's weights and mask are
     leaves: str = ""           # what a level writes for the next one, before it counts as done
+    params: tuple[str, ...] = ()  # flat parameters only this kind reads (every other kind leaves them at default)
 
     @property
     def is_branch(self) -> bool:
@@ -81,6 +82,13 @@ register(RunKind(
     leaves="the next level's mask and the trained weights (whole model)",
 ))
 register(RunKind(
+    "random_magnitude", "random pruning (random-init magnitude)", "trunk",
+    "the reference code's random pruning: magnitude-prune a randomly initialised model to each level's sparsity, "
+    "fine-tune theta0 under that mask",
+    starts_from="theta0 and the mask prune.strategy gives the architecture's own random init at the level's "
+                "sparsity (one-shot, seeded by the run seed)",
+))
+register(RunKind(
     "random_prune", "random pruning", "branch",
     "random masks with the source mask's per-matrix sparsities, from theta0",
     levels="source", source="run", starts_from="theta0 and a random mask with the source level's per-matrix sparsities",
@@ -88,6 +96,20 @@ register(RunKind(
 register(RunKind(
     "random_reinit", "random re-init", "branch", "the source mask on freshly initialised weights",
     levels="source", source="run", starts_from="the source level's mask on base weights from the architecture's own init",
+))
+register(RunKind(
+    "shuffled", "shuffled weights", "branch",
+    "the source mask on theta0 whose prunable matrices are each randomly permuted (an ablation of the paper)",
+    levels="source", source="run_or_mask",
+    starts_from="the source level's mask (or the mask file's) on theta0 with every prunable matrix's entries "
+                "shuffled within the matrix (seeded by the run seed, the same for every level)",
+))
+register(RunKind(
+    "noised", "weights + noise", "branch",
+    "the source mask on theta0 plus Gaussian noise (noise_scale x each matrix's std; an ablation of the paper)",
+    levels="source", source="run_or_mask", params=("noise_scale",),
+    starts_from="the source level's mask (or the mask file's) on theta0 whose prunable matrices get Gaussian "
+                "noise of std noise_scale x the matrix's std (seeded by the run seed, the same for every level)",
 ))
 register(RunKind(
     "transfer", "transfer", "branch", "the source mask fine-tuned on this run's task from theta0",
@@ -98,4 +120,5 @@ register(RunKind(
 
 def table() -> str:
     """The registered kinds, one line each: name, trunk or branch, what it runs."""
-    return "\n".join(f"{k.name:<14} {k.role:<7} {k.help}" for k in KINDS.values())
+    width = max(len(k) for k in KINDS) + 1
+    return "\n".join(f"{k.name:<{width}} {k.role:<7} {k.help}" for k in KINDS.values())

@@ -89,6 +89,14 @@ def standard_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
     return mask, result
 
 
+@level_function("random_magnitude")
+def random_magnitude_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
+    x.load(x.reinit_state(), x.base_keys)  # the architecture's own random init, seeded by the run seed
+    mask = x.prune_trained(x.dense_mask(), item.level)  # one-shot, straight to the level's sparsity
+    x.load(x.theta0, x.all_keys)
+    return mask, x.train(item.level, mask)
+
+
 @level_function("random_prune")
 def random_prune_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
     template = item.source_mask
@@ -112,3 +120,19 @@ def random_reinit_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
 def transfer_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
     x.load(x.theta0, x.all_keys)
     return item.source_mask, x.train(item.level, item.source_mask)
+
+
+def _perturbed_level(x: Experiment, item: Level, how: str) -> tuple[Mask, dict]:
+    x.load(x.theta0, x.all_keys)
+    x.load(x.perturbed_state(how), x.prunable_keys)
+    return item.source_mask, x.train(item.level, item.source_mask)
+
+
+@level_function("shuffled")
+def shuffled_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
+    return _perturbed_level(x, item, "shuffled")
+
+
+@level_function("noised")
+def noised_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
+    return _perturbed_level(x, item, "noised")

@@ -46,8 +46,14 @@ PROGRESS_EVERY = 10  # refresh the progress bar's loss every N steps (reading it
 
 
 def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_mask=None,
-              on_step: Callable[[int, torch.nn.Module], None] | None = None, desc: str | None = None) -> dict:
+              on_step: Callable[[int, torch.nn.Module], None] | None = None, desc: str | None = None,
+              schedule_span: int = 1) -> dict:
     """Fine-tune ``model`` on ``data.train``; evaluate every ``cfg.eval_every`` steps and at the end.
+
+    ``schedule_span`` stretches the linear decay to that many times this
+    call's steps, of which the call runs the first (``lr_schedule:
+    across_levels``, the reference code's per-level restart of one long
+    schedule); 1: the learning rate reaches 0 at the call's last step.
 
     Returns ``{"train_loss", "steps", "examples", "time_s", "eval", "history"}``:
     mean training loss, optimizer steps, training examples seen, wall time,
@@ -79,7 +85,8 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
 
     optimizer = make_optimizer(model, cfg)
     warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_schedule(s, warmup, total_steps))
+    schedule_steps = total_steps * schedule_span
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_schedule(s, warmup, schedule_steps))
 
     order_gen = torch.Generator().manual_seed(seed)
     mask_gen = torch.Generator().manual_seed(seed + 1)
@@ -107,7 +114,7 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
         for n_rows, batch in batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             try:
-                loss = _forward_backward(forward, batch, autocast, plan.cudagraphs)
+                loss = _forward_backward(data.task.loss, forward, batch, autocast, plan.cudagraphs)
             except Exception as e:  # a compiler failure on the first step: carry on eagerly
                 if forward is model or step > 0:
                     raise
@@ -115,7 +122,7 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
                               f"{str(e).splitlines()[0] if str(e) else ''}); training eagerly", RuntimeWarning)
                 forward = model
                 model.zero_grad(set_to_none=True)
-                loss = _forward_backward(forward, batch, autocast, False)
+                loss = _forward_backward(data.task.loss, forward, batch, autocast, False)
             if masters is not None:
                 masters.grads_to_master()
             if bound_mask is not None:
@@ -166,11 +173,16 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     }
 
 
-def _forward_backward(forward, batch: dict, autocast, cudagraphs: bool) -> torch.Tensor:
+def _forward_backward(task_loss, forward, batch: dict, autocast, cudagraphs: bool) -> torch.Tensor:
+    """One forward and backward pass; the task computes the loss (MLM: vocabulary logits at masked positions only).
+
+    With a compiled model, a task loss that calls submodules (the MLM one does) reaches the uncompiled
+    modules through ``torch.compile``'s attribute forwarding: that part then runs eagerly.
+    """
     if cudagraphs:
         fastpath.mark_step()
     with autocast:
-        loss = forward(**batch).loss
+        loss = task_loss(forward, batch)
     loss.backward()
     return loss
 
@@ -228,7 +240,7 @@ def _evaluate_split(model, data: TaskData, ds, cfg: TrainConfig, device: torch.d
         rows = ds[lo: lo + bs]
         batch = data.collate(rows)
         with autocast:
-            out = model(**{k: v.to(device) for k, v in batch.items() if k in keys})
+            out = task.outputs(model, {k: v.to(device) for k, v in batch.items() if k in keys}, batch)
         scorer.add(out, batch, rows)
     return scorer.result()
 

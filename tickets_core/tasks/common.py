@@ -160,6 +160,14 @@ class Task:
         """A fresh :class:`Evaluator` for evaluation set ``ds`` of ``data``."""
         raise NotImplementedError  # pragma: no cover - abstract
 
+    def loss(self, model, batch: dict):
+        """The training loss of ``batch`` (inputs and targets, on the model's device): the model's own."""
+        return model(**batch).loss
+
+    def outputs(self, model, inputs: dict, batch: dict):
+        """The model's outputs for evaluation: ``inputs`` (on the device) lack the targets ``batch`` has."""
+        return model(**inputs)
+
     def fingerprint(self, cfg: DataConfig) -> str:
         """What identifies this task's data for ``cfg`` (content, package or hub), without reading it all."""
         return self.source(cfg).fingerprint
