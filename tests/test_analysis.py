@@ -533,10 +533,10 @@ def test_labels_name_any_parameter():
     assert analysis.describe_settings({"schedule": "geometric", "rate": 0.2, "rewind_step": 2},
                                       ["rate", "schedule", "rewind_step"]) == ["geometric 0.2", "rewind 2"]
     assert analysis.describe_settings({"rate": 0.15, "schedule": "linear"}, ["rate"]) == ["linear 0.15"]
-    # a parameter this module knows nothing about (e.g. one added later) is named generically
-    assert analysis.describe_settings({"lr_schedule": "across_levels", "noise_scale": 0.5},
-                                      ["noise_scale", "lr_schedule"]) == ["lr_schedule across_levels",
-                                                                          "noise_scale 0.5"]
+    # a parameter this module knows nothing about (e.g. one added later) is named generically, after known ones
+    assert analysis.describe_settings({"zeta_knob": "on", "alpha_knob": 0.5, "rewind_step": 2},
+                                      ["zeta_knob", "alpha_knob", "rewind_step"]) == ["rewind 2", "alpha_knob 0.5",
+                                                                                      "zeta_knob on"]
     df = pd.DataFrame([dict(row("A", "imp", s, 0, 0.0, 0.5), run=f"r{s}",
                             config={"lr_schedule": v, "seed": s, "learning_rate": 2e-5})
                        for s, v in ((0, "per_level"), (1, "across_levels"), (2, "per_level"))])
