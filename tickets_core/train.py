@@ -38,7 +38,7 @@ PROGRESS_EVERY = 10  # refresh the progress bar's loss every N steps (reading it
 
 
 def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_mask=None,
-              on_step: Callable[[int, torch.nn.Module], None] | None = None, desc: str | None = None) -> dict:
+              on_step: Callable[[int, torch.nn.Module], bool | None] | None = None, desc: str | None = None) -> dict:
     """Fine-tune ``model`` on ``data.train``; evaluate every ``cfg.eval_every`` steps and at the end.
 
     Returns ``{"train_loss", "steps", "examples", "time_s", "eval", "history"}``:
@@ -99,8 +99,8 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
             bar.update(1)
             if cfg.progress and step % PROGRESS_EVERY == 0:
                 bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-            if on_step is not None:
-                on_step(step, model)
+            if on_step is not None and on_step(step, model):
+                total_steps = step  # the hook ended the level early (early-bird): evaluate it as usual
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
                 history.append({"step": step, **evaluate(model, data, cfg)})
                 model.train()
