@@ -64,7 +64,7 @@ def test_fields_that_do_not_change_results_do_not_change_the_hash():
     assert resolve(RunConfig.from_flat(seed=1)).run_name() != base.run_name()
     # Every field is declared either hashed or not; the unhashed ones are exactly these.
     assert {p.name for p in PARAMS.values() if not p.hashed} == {
-        "mask_path", "data_dir", "cache_dir", "eval_batch_size", "device", "progress", "output_root"}
+        "mask_path", "data_dir", "cache_dir", "eval_batch_size", "device", "progress", "output_root", "save_weights"}
 
 
 def test_where_files_lie_never_names_a_run(tmp_path, movie_csv_dir):
