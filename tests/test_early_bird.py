@@ -18,6 +18,8 @@ from tickets_core.models import build_model
 from tickets_core.pruning import prune
 from tickets_core.store import RunPaths
 
+from notebook_run import run_analysis_notebook
+
 EB = dict(early_bird_every=1, early_bird_eps=0.99, early_bird_window=2)  # converged at once: stops at step 2
 
 
@@ -174,14 +176,17 @@ def test_new_parameters_leave_existing_run_names_alone():
 
 @pytest.mark.notebook
 def test_the_early_bird_notebook_draws_its_figures(runs, tmp_path):
-    import papermill as pm
-
-    from tickets_core.notebook_utils import NOTEBOOKS_DIR
-    from tickets_core.sweep.execute import ensure_importable
-
-    ensure_importable()
-    pm.execute_notebook(str(NOTEBOOKS_DIR / "early_bird.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
-                        parameters={"runs_root": str(runs[0]), "figures_dir": str(tmp_path / "figs")},
-                        progress_bar=False, cwd=str(NOTEBOOKS_DIR))
-    assert {p.name for p in (tmp_path / "figs").iterdir()} == {
+    assert run_analysis_notebook("early_bird", runs[0], tmp_path) == {
         f"early_bird{s}.{e}" for s in ("", "_mask_distance") for e in ("png", "pdf")}
+
+
+def test_the_early_bird_sweep_file_plans_trunks_retrains_and_analysis():
+    from tickets_core.notebook_utils import NOTEBOOKS_DIR
+    from tickets_core.sweep import plan_sweep
+
+    plan = plan_sweep(NOTEBOOKS_DIR.parent / "sweeps" / "early_bird.yaml")
+    kinds = [j.parameters.get("kind") for j in plan.jobs if j.is_run]
+    assert kinds.count("imp") == 8 and kinds.count("retrain") == 4 and kinds.count("stability") == 2
+    retrain = next(j for j in plan.jobs if j.parameters.get("kind") == "retrain")
+    assert retrain.parameters.get("early_bird_every") is None
+    assert {j.notebook.stem for j in plan.jobs if not j.is_run} == {"early_bird", "stability"}

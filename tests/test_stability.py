@@ -15,6 +15,8 @@ from tickets_core.models import build_model, load_tokenizer
 from tickets_core.store import RunPaths
 from tickets_core.tasks import get_task
 
+from notebook_run import run_analysis_notebook
+
 
 def metrics(run_dir, level) -> dict:
     return json.loads(RunPaths(run_dir).metrics(level).read_text())
@@ -121,16 +123,7 @@ def test_stability_options_are_checked():
 
 @pytest.mark.notebook
 def test_the_stability_notebook_draws_its_figures(runs, tmp_path):
-    import papermill as pm
-
-    from tickets_core.notebook_utils import NOTEBOOKS_DIR
-    from tickets_core.sweep.execute import ensure_importable
-
-    ensure_importable()
-    pm.execute_notebook(str(NOTEBOOKS_DIR / "stability.ipynb"), str(tmp_path / "out.ipynb"), kernel_name="python3",
-                        parameters={"runs_root": str(runs[0]), "figures_dir": str(tmp_path / "figs")},
-                        progress_bar=False, cwd=str(NOTEBOOKS_DIR))
-    assert {p.name for p in (tmp_path / "figs").iterdir()} == {
+    assert run_analysis_notebook("stability", runs[0], tmp_path) == {
         f"stability{s}.{e}" for s in ("", "_paths") for e in ("png", "pdf")}
 
 

@@ -30,16 +30,10 @@ from .masks import Mask, MaskFitError
 
 def mask_distance(a: Mask, b: Mask) -> float:
     """Fraction of the entries of two masks over the same matrices whose bits differ (normalised Hamming)."""
-    if set(a) != set(b):
-        raise MaskFitError("masks to compare must have the same names")
-    differ = total = 0
-    for k, v in a.items():
-        w = b[k]
-        if w.shape != v.shape:
-            raise MaskFitError(f"mask entry {k!r} has shape {tuple(v.shape)} vs {tuple(w.shape)}")
-        differ += int(torch.count_nonzero(v ^ w))
-        total += v.numel()
-    return differ / total if total else 0.0
+    if set(a) != set(b) or any(a[k].shape != b[k].shape for k in a):
+        raise MaskFitError("masks to compare must have the same names and shapes")
+    differ = sum(int(torch.count_nonzero(a[k] ^ b[k])) for k in a)
+    return differ / a.numel if a.numel else 0.0
 
 
 class EarlyBird:
