@@ -84,10 +84,14 @@ def run(quick: bool) -> Result:
             f"{root.relative_to(ROOT)}/.")
     res.add(md_table(["task", "method", "level", "sparsity", "score (mean ± std over seeds)", "seeds",
                       "steps to reach", "train s to reach", "steps saved", "score - IMP"], rows))
-    res.add(md_table(["task", "seed", "level", "sparsity", "stopped at step", "checks"],
+    iou = curves.early_bird_overlap(root).set_index(["task", "seed", "level"])["iou"]
+    res.add(md_table(["task", "seed", "level", "sparsity", "stopped at step", "checks",
+                      "IoU of the next mask with IMP's"],
                      [[r["task"], r["seed"], r["level"], f"{100 * r['sparsity']:.0f}%",
                        "ran to the end" if r["stopped_at"] != r["stopped_at"] else int(r["stopped_at"]),
-                       int(n_checks[(r["run"], r["level"])])] for _, r in stops.iterrows()]))
+                       int(n_checks[(r["run"], r["level"])]),
+                       f"{iou.get((r['task'], r['seed'], r['level'] + 1), float('nan')):.4f}"]
+                      for _, r in stops.iterrows()]))
     eb = summary[(summary["method"] != "IMP") & (summary["level"] > 0)]
     for _, r in eb.iterrows():
         ok = r["steps_saved"] >= 0.30 and (r["score_diff"] >= 0 or r["score_vs_imp"] >= -1.0)

@@ -150,6 +150,11 @@ def test_steps_to_reach_each_sparsity_imp_vs_early_bird(runs):
     assert (summary["n_seeds"] == 1).all()
     checks = curves.load_early_bird(root)
     assert sorted(checks["level"].unique()) == [0, 1] and (checks["stopped_at"] == 2).all()
+    pairs = curves.early_bird_runs(root)
+    assert pairs[["imp", "early_bird", "retrain"]].values.tolist() == [[imp_dir.name, eb_dir.name, rt_dir.name]]
+    iou = curves.early_bird_overlap(root).set_index("level")["iou"]
+    assert iou.tolist() == [Mask.load(RunPaths(eb_dir).mask(k)).overlap(Mask.load(RunPaths(imp_dir).mask(k)))
+                            for k in (1, 2)]
 
 
 @pytest.mark.parametrize("params, message", [

@@ -212,57 +212,91 @@ def _level_rows(runs: _Runs, name: str) -> dict[int, dict]:
             for k, m in runs.levels(name)}
 
 
+def early_bird_runs(root: str | Path) -> pd.DataFrame:
+    """The IMP trunks, early-bird trunks and retrain branches under ``root``, paired: one row per (setting, seed)
+    with ``task``, ``model``, ``imp``, ``early_bird``, ``retrain`` (run names; None where missing).
+
+    Trunks pair when their settings are the same but for the early-bird options; a retrain pairs with the
+    early-bird trunk it reads when it has the same setting (budget) and seed.
+    """
+    return pd.DataFrame(_pairs(_Runs(root)), columns=["setting", "seed", "task", "model", "imp", "early_bird",
+                                                      "retrain"])
+
+
+def _pairs(runs: _Runs) -> list[dict]:
+    found: dict = {}
+    drop = tuple(f"prune.{f}" for f in _EB_FIELDS) + ("kind", "source_levels")
+    for kind in ("imp", "retrain"):
+        for name in runs.of_kind(kind):
+            cfg = runs.config(name)
+            role = kind if kind == "retrain" else (
+                "early_bird" if cfg["prune"].get("early_bird_every") is not None else "imp")
+            row = found.setdefault((_key(setting(cfg, drop=drop)), cfg["seed"]), {
+                "task": cfg["data"]["task"], "model": cfg["model"]["name_or_path"]})
+            if role == "retrain":
+                row.setdefault("retrains", {})[Path(cfg["source_run"]).name] = name
+            else:
+                row[role] = name
+    rows = []
+    for (key, seed), r in sorted(found.items()):
+        retrain = r.get("retrains", {}).get(r.get("early_bird"))
+        if r.get("imp") or r.get("early_bird"):
+            rows.append({"setting": key, "seed": seed, "task": r["task"], "model": r["model"],
+                         "imp": r.get("imp"), "early_bird": r.get("early_bird"), "retrain": retrain})
+    return rows
+
+
 def early_bird_table(root: str | Path) -> pd.DataFrame:
     """Training steps spent to reach each sparsity, and the score there: IMP vs early-bird, per seed.
 
     IMP reaches level k's sparsity after training its levels 0..k to the end (level k's own training gives
     the score).  Early-bird reaches it after its trunk's levels 0..k-1 (each stopped once the next mask had
     converged) plus the ``retrain`` branch's level k (the found mask fine-tuned from theta0 with the full
-    budget, which gives the score).  An early-bird trunk is paired with the IMP trunk whose setting is the
-    same but for the early-bird options, seed by seed.  One row per (task, method, seed, level): ``method``,
-    ``sparsity``, ``score``, ``steps`` and ``time_s`` spent up to there, ``setting``.
+    budget, which gives the score).  Runs are paired by :func:`early_bird_runs`; settings without an
+    early-bird trunk are left out.  One row per (task, method, seed, level): ``method``, ``sparsity``,
+    ``score``, ``steps`` and ``time_s`` spent up to there, ``setting``.
     """
     runs, rows = _Runs(root), []
-    drop = tuple(f"prune.{f}" for f in _EB_FIELDS) + ("kind", "source_levels")
-    imps, birds = {}, {}
-    for name in runs.of_kind("imp"):
-        cfg = runs.config(name)
-        target = birds if cfg["prune"].get("early_bird_every") is not None else imps
-        target[(_key(setting(cfg, drop=drop)), cfg["seed"])] = name
-    for (key, seed), name in sorted(imps.items()):
-        spent = 0
-        time_s = 0.0
-        cfg = runs.config(name)
-        for k, r in sorted(_level_rows(runs, name).items()):
-            spent, time_s = spent + r["steps"], time_s + r["time_s"]
-            rows.append({"task": cfg["data"]["task"], "model": cfg["model"]["name_or_path"], "method": "IMP",
-                         "seed": seed, "level": k,
-                         "sparsity": r["sparsity"], "score": r["score"], "steps": spent, "time_s": time_s,
-                         "setting": key})
-    retrains = {}  # (source trunk, setting, seed) -> retrain run: same budget and seed as the trunk
-    for n in runs.of_kind("retrain"):
-        c = runs.config(n)
-        retrains[(Path(c["source_run"]).name, _key(setting(c, drop=drop)), c["seed"])] = n
-    for (key, seed), name in sorted(birds.items()):
-        cfg = runs.config(name)
-        retrain = retrains.get((name, key, seed))
-        if retrain is None:
+    pairs = _pairs(runs)
+    with_bird = {p["setting"] for p in pairs if p["early_bird"]}
+    for pair in (p for p in pairs if p["setting"] in with_bird):
+        common = {"task": pair["task"], "model": pair["model"], "seed": pair["seed"], "setting": pair["setting"]}
+        if pair["imp"]:
+            spent, time_s = 0, 0.0
+            for k, r in sorted(_level_rows(runs, pair["imp"]).items()):
+                spent, time_s = spent + r["steps"], time_s + r["time_s"]
+                rows.append({**common, "method": "IMP", "level": k, "sparsity": r["sparsity"], "score": r["score"],
+                             "steps": spent, "time_s": time_s})
+        if not (pair["early_bird"] and pair["retrain"]):
             continue
-        trunk = _level_rows(runs, name)
-        p = cfg["prune"]
+        trunk = _level_rows(runs, pair["early_bird"])
+        p = runs.config(pair["early_bird"])["prune"]
         method = (f"early-bird (every {p['early_bird_every']}, eps {p['early_bird_eps']}, "
                   f"window {p['early_bird_window']})")
-        for k, r in sorted(_level_rows(runs, retrain).items()):
+        for k, r in sorted(_level_rows(runs, pair["retrain"]).items()):
             before = [trunk[j] for j in range(k) if j in trunk]
             if len(before) < k:
                 continue  # the trunk has not finished every level before k
-            rows.append({"task": cfg["data"]["task"], "model": cfg["model"]["name_or_path"], "method": method,
-                         "seed": seed, "level": k,
-                         "sparsity": r["sparsity"], "score": r["score"],
+            rows.append({**common, "method": method, "level": k, "sparsity": r["sparsity"], "score": r["score"],
                          "steps": sum(b["steps"] for b in before) + r["steps"],
-                         "time_s": sum(b["time_s"] for b in before) + r["time_s"], "setting": key})
+                         "time_s": sum(b["time_s"] for b in before) + r["time_s"]})
     return pd.DataFrame(rows, columns=["task", "model", "method", "seed", "level", "sparsity", "score", "steps",
                                        "time_s", "setting"])
+
+
+def early_bird_overlap(root: str | Path) -> pd.DataFrame:
+    """IoU of each early-bird trunk's mask with its paired IMP trunk's at the same level: one row per
+    (task, seed, level) with ``sparsity`` and ``iou``.  Loads the masks (and torch) when called."""
+    from .results import load_masks
+
+    runs, rows = _Runs(root), []
+    for pair in _pairs(runs):
+        if not (pair["imp"] and pair["early_bird"]):
+            continue
+        eb, ref = load_masks(runs.dirs[pair["early_bird"]]), load_masks(runs.dirs[pair["imp"]])
+        rows += [{"task": pair["task"], "seed": pair["seed"], "setting": pair["setting"], "level": k,
+                  "sparsity": eb[k].sparsity, "iou": eb[k].overlap(ref[k])} for k in sorted(eb) if k in ref]
+    return pd.DataFrame(rows, columns=["task", "seed", "setting", "level", "sparsity", "iou"])
 
 
 def early_bird_summary(table: pd.DataFrame) -> pd.DataFrame:
