@@ -19,9 +19,9 @@ from typing import Callable
 
 import torch
 
-from .errors import ConfigError
 from .curves import barriers
 from .early_bird import chain
+from .errors import ConfigError
 from .experiment import Experiment, Level
 from .masks import Mask
 from .pruning import get_strategy, level_generator
@@ -64,7 +64,8 @@ def imp_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
     bird = None if item.last else x.early_bird(mask, k)
     result = x.train(k, mask, chain(x.capture_rewind if rewind else None, bird))
     if rewind and not x.paths.rewind().is_file():
-        raise ConfigError(f"rewind_step {rewind} exceeds the {result['steps']} steps of level 0", param="rewind_step")
+        raise ConfigError(f"rewind_step {rewind} exceeds the {result['steps']} steps of level 0",
+                          param="rewind_step")
     if bird is not None:
         result["early_bird"] = bird.record()
     if not item.last:
