@@ -208,9 +208,11 @@ class Experiment:
     def along_line(self, a: State, b: State, points: int) -> list[dict]:
         """Evaluate the model at ``points`` evenly spaced points of the segment from state ``a`` to ``b``
         (every floating-point tensor interpolated; the rest taken from ``a``): ``[{"alpha", **metrics}]``."""
+        from tqdm.auto import tqdm
+
         keys = [k for k in self.all_keys if a[k].is_floating_point()]
         out = []
-        for i in range(points):
+        for i in tqdm(range(points), desc="along the line", disable=not self.cfg.train.progress, leave=False):
             alpha = i / (points - 1)
             self.load({k: torch.lerp(a[k], b[k], alpha) for k in keys}, keys)
             out.append({"alpha": alpha, **train.evaluate(self.model, self.data, self.cfg.train)})
