@@ -31,6 +31,9 @@ import time
 from .common import ROOT, Result, cli, machine, md_table
 
 NAME = "bench_early_bird"
+RERUN_NOTE = ("Finished runs are not rerun: the tables are rebuilt from the run folders, so the time and load "
+              "average in the header describe the last invocation; the training times are those fine_tune "
+              "recorded when each run trained (conditions of the measured run: benchmarks/README.md).")
 EARLY_BIRD = {"early_bird_every": 4, "early_bird_eps": 0.01, "early_bird_window": 3}
 
 
@@ -72,7 +75,7 @@ def run(quick: bool) -> Result:
     summary = curves.early_bird_summary(table)
     checks = curves.load_early_bird(root)
     n_checks = checks.groupby(["run", "level"]).size()
-    stops = checks.drop_duplicates(["run", "level"])
+    stops = checks.drop_duplicates(["run", "level"]).sort_values(["task", "seed", "level"])
     rows = []
     for _, r in summary.iterrows():
         rows.append([r["task"], r["method"].split(" (")[0], r["level"], f"{100 * r['sparsity']:.0f}%",
@@ -81,7 +84,7 @@ def run(quick: bool) -> Result:
                      "" if r["method"] == "IMP" else f"{100 * r['steps_saved']:.0f}%",
                      "" if r["method"] == "IMP" else f"{r['score_diff']:+.3f} ({r['score_vs_imp']:+.2f} std)"])
     res.add(f"Settings: {params}; early-bird {EARLY_BIRD}; tasks {tasks}; seeds {seeds}; runs in "
-            f"{root.relative_to(ROOT)}/.")
+            f"{root.relative_to(ROOT)}/. {RERUN_NOTE}")
     res.add(md_table(["task", "method", "level", "sparsity", "score (mean ± std over seeds)", "seeds",
                       "steps to reach", "train s to reach", "steps saved", "score - IMP"], rows))
     iou = curves.early_bird_overlap(root).set_index(["task", "seed", "level"])["iou"]

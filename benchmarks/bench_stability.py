@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 
-from .bench_early_bird import settings
+from .bench_early_bird import RERUN_NOTE, settings
 from .common import ROOT, Result, cli, machine, md_table
 
 NAME = "bench_stability"
@@ -58,7 +58,7 @@ def run(quick: bool) -> Result:
                rewind_step=rewind, **stab)
     table = curves.stability_table(curves.load_stability(root))
     res.add(f"Settings: {params}, task {task}, seeds {seeds}, rewind step {REWIND}; stability runs: {stab}; "
-            f"runs in {root.relative_to(ROOT)}/.")
+            f"runs in {root.relative_to(ROOT)}/. {RERUN_NOTE}")
     res.add(md_table(["method", "level", "sparsity", "error barrier (mean ± std)", "loss barrier (mean ± std)",
                       "mean error of the ends", "seeds"],
                      [[r["method"], r["level"], f"{100 * r['sparsity']:.0f}%",

@@ -24,8 +24,9 @@ def _styles(methods):
 
 
 def _legend(fig, handles, width) -> None:
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 2 if figure_width(width) < 4 else 3),
-               frameon=False)
+    long = max(len(h.get_label()) for h in handles) > 28
+    fig.legend(handles=handles, loc="outside lower center", frameon=False,
+               ncol=min(len(handles), 2 if figure_width(width) < 4 or long else 3))
 
 
 def _seeds(n) -> str:
@@ -43,7 +44,7 @@ def barrier_plot(table: pd.DataFrame, *, barrier: str = "error_barrier", width: 
     set_style()
     tasks = sorted(table["task"].unique())
     methods, palette, markers = _styles(table["method"].unique())
-    fig, axes = _grid(len(tasks), width)
+    fig, axes = _grid(len(tasks), width, panel_aspect=0.6 if len(tasks) == 1 else 0.8)
     for ax, task in zip(axes, tasks):
         d = table[table["task"] == task]
         for m in methods:
@@ -79,7 +80,7 @@ def interpolation_plot(curves: pd.DataFrame, *, value: str = "error", width: str
         for (run, level), c in d.groupby(["run", "level"]):
             c = c.sort_values("alpha")
             ax.plot(c["alpha"], c[value], color=cmap[round(c["sparsity"].iat[0], 3)], lw=0.9, marker=".")
-        ax.set_title(f"{task}: {method}")
+        ax.set_title(f"{task}\n{method}")
         ax.set_xlabel("interpolation alpha")
         ax.set_ylabel(value)
     _legend(fig, [plt.Line2D([], [], color=cmap[s], label=f"{100 * s:.0f}% sparse") for s in sparsities], width)
@@ -135,6 +136,7 @@ def early_bird_plot(summary: pd.DataFrame, *, width: str | float = "double"):
     fig, axes = plt.subplots(len(panels), 2, figsize=(w, len(panels) * w * 0.38 + 0.5), squeeze=False,
                              layout="constrained")
     methods, palette, markers = _styles(summary["method"].unique())
+    several = summary.groupby("task")["setting"].nunique()  # name the setting only where a task has several
     for (task, key), (left, right) in zip(panels, axes):
         d = summary[(summary["task"] == task) & (summary["setting"] == key)]
         for m in methods:
@@ -147,7 +149,7 @@ def early_bird_plot(summary: pd.DataFrame, *, width: str | float = "double"):
         right.set_xlabel("training steps spent to reach it")
         for ax in (left, right):
             ax.set_ylabel("score")
-            ax.set_title(task if len(panels) == 1 or summary["setting"].nunique() == 1 else f"{task} [{key}]")
+            ax.set_title(task if several[task] == 1 else f"{task} [{key}]")
     n = summary.groupby("method")["n_seeds"].apply(_seeds)
     _legend(fig, [plt.Line2D([], [], color=palette[m], marker=markers[m], label=f"{m} ({n[m]})") for m in methods],
             width)
