@@ -565,3 +565,19 @@ def test_a_ticket_transferred_to_mlm_is_scored_by_the_mlm_task(tiny_config_facto
     assert cell["score"] == tr[tr["level"] == 1]["score"].iloc[0]
     mlm_imp = runs[(runs["kind"] == "imp") & (runs["task"] == "mlm")].set_index("level")["score"]
     assert cell["dense_mean"] == mlm_imp[0] and cell["imp_score"] == mlm_imp[1]
+
+
+def test_an_early_bird_trunks_level_0_is_no_seed_of_the_plain_dense_baseline(tmp_path):
+    """Its level 0 stopped early: counting it would pull the matching threshold down for every method."""
+    from tickets_core import results
+
+    root = tmp_path / "runs"
+    for seed, score in enumerate([0.80, 0.82]):
+        write_run(root, "dense", "E", seed, {0: (0.0, score)})
+    write_run(root, "imp", "E", 0, {0: (0.0, 0.82), 1: (0.5, 0.80)})
+    write_run(root, "imp", "E", 0, {0: (0.0, 0.55), 1: (0.5, 0.79)}, early_bird_every=2)
+    runs = analysis.add_method(results.load_runs(root))
+    assert set(runs["method"]) == {"dense", "IMP", "IMP, early-bird every 2"}
+    plain = analysis.dense_baseline(runs, "E", method="IMP")
+    assert plain.n_seeds == 2 and plain.mean == pytest.approx(0.81)  # dense seeds 0 and 1 (IMP level 0 is seed 0 again)
+    assert analysis.dense_baseline(runs, "E", method="IMP, early-bird every 2").mean == pytest.approx(0.55)

@@ -26,6 +26,7 @@ from tickets_core.notebook_utils import (NOTEBOOK_DEFAULTS, check_clean, noteboo
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPERIMENT = ("experiment",)
 ANALYSIS = ("sparsity_curves", "mask_overlap", "transfer_matrix")
+EXTRA = ("stability", "early_bird")  # analysis notebooks executed by tests/test_stability.py and test_early_bird.py
 FIGURES = ("sparsity_curves", "mask_overlap", "layer_profile", "transfer_matrix")
 
 
@@ -36,7 +37,7 @@ FIGURES = ("sparsity_curves", "mask_overlap", "layer_profile", "transfer_matrix"
 
 def test_every_notebook_is_committed_clean():
     names = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
-    assert names == sorted(EXPERIMENT + ANALYSIS)
+    assert names == sorted(EXPERIMENT + ANALYSIS + EXTRA)
     for name in names:
         path = NOTEBOOKS / f"{name}.ipynb"
         assert check_clean(path) == [], name  # no outputs, no execution counts, one parameters cell, python3
@@ -46,7 +47,7 @@ def test_every_notebook_is_committed_clean():
         assert all(line.count("=") <= 1 for line in src.splitlines()), \
             f"{name}: papermill skips a parameter line with a second '=', even in its comment"
         params = notebook_parameters(path)
-        if name in ANALYSIS:
+        if name in ANALYSIS + EXTRA:
             assert {"runs_root", "figures_dir", "width"} <= set(params), name
 
 

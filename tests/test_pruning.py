@@ -177,4 +177,5 @@ def test_other_errors_are_one_line():
         magnitude_global({k: v for k, v in list(w.items())[1:]}, ones, 0.3)
     with pytest.raises(PruningError):
         target_sparsity(10, "linear", 0.1)
-    assert set(STRATEGIES) == {"magnitude_global", "magnitude_layerwise", "random_global", "random_layerwise"}
+    assert set(STRATEGIES) == {"magnitude_global", "magnitude_layerwise", "random_global", "random_layerwise",
+                               "magnitude_2to4"}

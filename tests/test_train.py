@@ -112,9 +112,10 @@ def test_every_head_evaluates(glue_root, tokenizer, cache, tmp_path):
     cfg = TrainConfig(max_steps=3, **FAST)
     stsb = _load("stsb", glue_root, tokenizer, cache)
     res = fine_tune(build_model(TINY, "regression", 1), stsb, cfg)
-    assert set(res["eval"]) == {"pearson", "spearmanr", "pearson_spearman_mean"}
+    assert set(res["eval"]) == {"pearson", "spearmanr", "pearson_spearman_mean", "loss"}
     mnli = _load("mnli", glue_root, tokenizer, cache)
-    assert set(evaluate(build_model(TINY, "classification", 3), mnli, cfg)) == {"accuracy", "accuracy_mm"}
+    assert set(evaluate(build_model(TINY, "classification", 3), mnli, cfg)) == {"accuracy", "accuracy_mm", "loss",
+                                                                               "loss_mm"}
     distil = evaluate(build_model(ModelConfig("tiny-distilbert"), "classification", 2),
                       _load("rte", glue_root, tokenizer, cache), cfg)  # no token_type_ids in its forward
     assert 0.0 <= distil["accuracy"] <= 1.0

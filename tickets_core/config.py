@@ -182,7 +182,8 @@ class PruneConfig(_Checked):
         "magnitude_global",
         help="How each level picks the weights to remove (tickets_core.pruning.STRATEGIES): 'magnitude_global' "
              "(rank |w| across all prunable matrices), 'magnitude_layerwise' (rank within each matrix), "
-             "'random_global', 'random_layerwise'.")
+             "'random_global', 'random_layerwise', 'magnitude_2to4' (2 of every 4 consecutive weights of each "
+             "row: 50%, the pattern of semi-structured sparse kernels).")
     schedule: str = param("linear", choices=SCHEDULES,
                           help="'linear': level k has sparsity k*rate of the original prunable weights (the paper: "
                                "10%, 20%, ...); 'geometric': each level removes `rate` of the remaining weights.")
@@ -192,11 +193,30 @@ class PruneConfig(_Checked):
                                      "(0 = theta0, the pre-trained weights).")
     reset_head: bool = param(True, help="Reset the task head to its initial values at each level (False keeps "
                                         "the trained head, as the reference code does).")
+    early_bird_every: int | None = param(
+        None, help="Early-bird stopping (You et al., ICLR 2020), imp only: every N optimizer steps compute the next "
+                   "level's mask from the current weights; None (default) trains every level to the end.")
+    early_bird_eps: float = param(0.01, help="Early-bird: the mask has converged when the fraction of prunable "
+                                             "weights whose mask bit changed between successive checks stays "
+                                             "below this.")
+    early_bird_window: int = param(3, help="Early-bird: stop the level once this many successive checks stayed "
+                                           "below early_bird_eps.")
 
     def check(self) -> None:
         require(0.0 < self.rate < 1.0, "rate", f"must be in (0, 1), got {self.rate}")
         require(self.levels >= 0, "levels", f"must be >= 0, got {self.levels}")
         require(self.rewind_step >= 0, "rewind_step", f"must be >= 0, got {self.rewind_step}")
+        require(self.early_bird_every is None or self.early_bird_every >= 1, "early_bird_every",
+                f"must be >= 1 or None, got {self.early_bird_every}")
+        require(0.0 < self.early_bird_eps < 1.0, "early_bird_eps", f"must be in (0, 1), got {self.early_bird_eps}")
+        require(self.early_bird_window >= 1, "early_bird_window", f"must be >= 1, got {self.early_bird_window}")
+        require(self.early_bird_every is None or not self.strategy.startswith("random"), "early_bird_every",
+                f"needs a magnitude strategy: the next mask of {self.strategy!r} does not depend on the weights")
+        if self.strategy == "magnitude_2to4":
+            off = next((k for k in range(1, self.levels + 1) if abs(self.sparsity(k) - 0.5) > 1e-9), None)
+            require(off is None, "strategy", f"magnitude_2to4 prunes exactly 2 of every 4 weights (50%), but level "
+                                             f"{off} would have sparsity {self.sparsity(off or 0):.2f}: use levels 1 "
+                                             "and rate 0.5")
         last = self.sparsity(self.levels)
         require(last < 1.0 - 1e-9, "levels", f"{self.levels} with a {self.schedule} rate of {self.rate} reaches "
                                              f"sparsity {last:.2f}; sparsity must stay below 1")
@@ -224,6 +244,11 @@ class RunConfig(_Checked):
     mask_path: str | None = param(None, hashed=False, path=True,
                                   help="transfer: one mask file instead of a source run (identified by content).")
     output_root: str = param("runs", hashed=False, path=True, help="Folder holding the run folders.")
+    save_weights: bool = param(False, hashed=False,
+                               help="Also write each level's trained weights (level_KK/weights.safetensors, the "
+                                    "whole model), e.g. for tickets_core.export.")
+    stability_points: int = param(11, help="stability: points evaluated on the line between the two copies "
+                                           "(ends included).")
     model: ModelConfig = param(factory=ModelConfig, help="The model.")
     data: DataConfig = param(factory=DataConfig, help="The task and its data.")
     train: TrainConfig = param(factory=TrainConfig, help="Fine-tuning, the same at every level.")
@@ -241,6 +266,10 @@ class RunConfig(_Checked):
 
     def check(self) -> None:
         kind = get_kind(self.kind)
+        require(self.prune.early_bird_every is None or kind.early_bird, "early_bird_every",
+                f"applies to kinds whose levels read the next mask off the weights they train "
+                f"({', '.join(k.name for k in KINDS.values() if k.early_bird)}); {self.kind!r} has no next mask")
+        require(self.stability_points >= 3, "stability_points", f"must be >= 3, got {self.stability_points}")
         if kind.source == "none":
             require(self.source_run is None and self.mask_path is None, "source_run",
                     f"is for branches; a {self.kind!r} run reads no source")

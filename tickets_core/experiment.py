@@ -23,6 +23,7 @@ from safetensors.torch import save as st_save
 
 from . import models, train
 from .config import RunConfig
+from .early_bird import EarlyBird
 from .errors import ConfigError, RunStoreError
 from .fsio import atomic_write_bytes
 from .masks import Mask
@@ -38,6 +39,11 @@ State = dict[str, torch.Tensor]
 REINIT_SEED_OFFSET = 1_000_003
 # The weight ablations (shuffled, noised) draw from the run seed shifted by this offset.
 PERTURB_SEED_OFFSET = 2_000_003
+
+
+def weights_path(paths: RunPaths, level: int) -> Path:
+    """``level_KK/weights.safetensors``: the level's trained weights (whole model), written with ``save_weights``."""
+    return paths.level_dir(level) / "weights.safetensors"
 
 
 @dataclass
@@ -154,6 +160,26 @@ class Experiment:
             self._rewind = self.snapshot(self.base_keys)
             self.save_state(self.paths.rewind(), self._rewind, 0)
 
+    def compute_rewind(self) -> State:
+        """theta_i for a run that has no level 0 of its own (a stability branch): the first ``rewind_step`` steps
+        of the dense fine-tuning from theta0, with this run's seed and level-0 schedule (so the same theta_i as an
+        imp trunk with this seed and rewind_step); saved to ``rewind.safetensors`` like the trunk's."""
+        if self.cfg.prune.rewind_step == 0 or self.paths.rewind().is_file():
+            return self.rewind_state()
+        self.load(self.theta0, self.all_keys)
+        rewind = self.cfg.prune.rewind_step
+
+        def capture_then_stop(step: int, model) -> bool:
+            self.capture_rewind(step, model)
+            return step >= rewind
+
+        result = train.fine_tune(self.model, self.data, dataclasses.replace(self.cfg.train, eval_every=None),
+                                 seed=self.cfg.seed, on_step=capture_then_stop, desc="rewind point")
+        if not self.paths.rewind().is_file():
+            raise ConfigError(f"rewind_step {rewind} exceeds the {result['steps']} steps of a level",
+                              param="rewind_step")
+        return self.rewind_state()
+
     def reinit_state(self) -> State:
         """Base weights freshly initialised by the architecture's own init (seeded; the same for every level)."""
         if self._reinit is None:
@@ -183,9 +209,11 @@ class Experiment:
 
     # -- training and what a level leaves -----------------------------------------
 
-    def train(self, level: int, mask: Mask, on_step=None) -> dict:
+    def train(self, level: int, mask: Mask, on_step=None, *, seed: int | None = None, save: bool = True) -> dict:
         """Fine-tune the model as it is now under ``mask`` (pruned weights zeroed first and kept at 0).
 
+        ``seed`` (default: the run's) sets data order and dropout.  With ``save_weights`` the trained weights
+        are written to :func:`weights_path` unless ``save`` is False (a second copy of the same level).
         With ``lr_schedule: across_levels`` the level runs the first steps of a linear schedule
         ``prune.levels + 1`` times as long (the reference code's schedule), for every kind alike.
         """
@@ -193,8 +221,36 @@ class Experiment:
         if bound is not None:
             bound.apply_()
         span = self.cfg.prune.levels + 1 if self.cfg.train.lr_schedule == "across_levels" else 1
-        return train.fine_tune(self.model, self.data, self.cfg.train, seed=self.cfg.seed, bound_mask=bound,
-                               on_step=on_step, desc=f"level {level}", schedule_span=span)
+        result = train.fine_tune(self.model, self.data, self.cfg.train,
+                                 seed=self.cfg.seed if seed is None else seed, bound_mask=bound,
+                                 on_step=on_step, desc=f"level {level}", schedule_span=span)
+        if save and self.cfg.save_weights:
+            self.save_state(weights_path(self.paths, level), self.snapshot(self.all_keys), level)
+        return result
+
+    def early_bird(self, mask: Mask, level: int) -> EarlyBird | None:
+        """The early-bird hook of a level trained under ``mask`` (None when ``early_bird_every`` is off):
+        it watches the mask of level ``level + 1``, pruned from the live weights as :meth:`leave_next` does."""
+        p = self.cfg.prune
+        if p.early_bird_every is None:
+            return None
+        return EarlyBird(lambda: self.prune_trained(mask, level + 1), every=p.early_bird_every,
+                         eps=p.early_bird_eps, window=p.early_bird_window,
+                         min_step=p.rewind_step if level == 0 else 0)
+
+    def along_line(self, a: State, b: State, points: int) -> list[dict]:
+        """Evaluate the model at ``points`` evenly spaced points of the segment from state ``a`` to ``b``
+        (every floating-point tensor interpolated; the rest taken from ``a``): ``[{"alpha", **metrics}]``."""
+        from tqdm.auto import tqdm
+
+        keys = [k for k in self.all_keys if a[k].is_floating_point()]
+        out = []
+        for i in tqdm(range(points), desc="along the line", disable=not self.cfg.train.progress, leave=False):
+            alpha = i / (points - 1)
+            self.load({k: torch.lerp(a[k], b[k], alpha) for k in keys}, keys)
+            out.append({"alpha": alpha, **train.evaluate(self.model, self.data, self.cfg.train)})
+        self.load(a, self.all_keys)
+        return out
 
     def leave_next(self, level: int, mask: Mask, carry: list[str] | None = None) -> None:
         """Write what level ``level + 1`` starts from: its mask, pruned from the trained weights, and

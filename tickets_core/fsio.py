@@ -13,13 +13,15 @@ file, behind.
 from __future__ import annotations
 
 import errno
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from .errors import ConfigError, RunStoreError
 
@@ -133,3 +135,36 @@ def content_hash(path: str | Path) -> str:
                 h.update(block)
         _CONTENT_HASHES[key] = h.hexdigest()
     return _CONTENT_HASHES[key]
+
+
+def require_new_folder(path: str | Path) -> Path:
+    """``path``, when it does not exist or is an empty folder; else a one-line :class:`RunStoreError`."""
+    path = Path(path)
+    if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        raise RunStoreError(f"{path} exists and is not an empty folder; choose another one")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Build a folder under a temporary name beside ``path``; rename it to ``path`` when the block succeeds.
+
+    Readers see no folder or the complete one; when the block fails the
+    temporary folder is removed.  ``path`` may exist only as an empty folder
+    (it is replaced); anything else is a one-line :class:`RunStoreError`.
+    """
+    path = require_new_folder(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700 whatever the umask
+        yield tmp
+        for f in tmp.rglob("*"):  # files other libraries wrote in the block get the umask's permissions too
+            if f.is_file():
+                os.chmod(f, 0o666 & ~_umask())
+        if path.is_dir():
+            path.rmdir()  # empty (checked above); fails rather than merge if something appeared meanwhile
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -32,6 +32,7 @@ class RunKind:
     starts_from: str = ""      # what a level's weights and mask are
     leaves: str = ""           # what a level writes for the next one, before it counts as done
     params: tuple[str, ...] = ()  # flat parameters only this kind reads (every other kind leaves them at default)
+    early_bird: bool = False   # its levels honour the early_bird_* options (they prune the weights they trained)
 
     @property
     def is_branch(self) -> bool:
@@ -67,6 +68,7 @@ register(RunKind(
     starts_from="level 0: theta0, dense; level k: the mask level k-1 left, survivors rewound to theta0 "
                 "(or theta_i), the head reset (or carried over with reset_head false)",
     leaves="the next level's mask (magnitude of the trained weights); the trained head when reset_head is false",
+    early_bird=True,
 ))
 register(RunKind(
     "dense", "dense", "trunk", "level 0 only: the dense fine-tuning (a seed of the matching baseline)",
@@ -115,6 +117,21 @@ register(RunKind(
     "transfer", "transfer", "branch", "the source mask fine-tuned on this run's task from theta0",
     levels="source", source="run_or_mask",
     starts_from="theta0 and the source level's mask (or the mask file's, as level 0)",
+))
+
+register(RunKind(
+    "retrain", "retrained mask", "branch",
+    "the source level's mask fine-tuned from theta0 on the source's task with this run's full budget "
+    "(scores the masks of an early-bird trunk, whose levels stop early)",
+    levels="source", source="run", starts_from="theta0 and the source level's mask",
+))
+register(RunKind(
+    "stability", "stability", "branch",
+    "linear mode connectivity: per source level, two copies trained from the rewind point under the source mask "
+    "with different data orders, evaluated along the line between them",
+    levels="source", source="run",
+    starts_from="the source level's mask on theta0 (rewind_step 0) or theta_i (this run's own first i steps of "
+                "dense fine-tuning, as an imp trunk with that rewind_step and seed computes them)",
 ))
 
 

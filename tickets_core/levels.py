@@ -19,10 +19,15 @@ from typing import Callable
 
 import torch
 
+from .curves import barriers
+from .early_bird import chain
 from .errors import ConfigError
 from .experiment import Experiment, Level
 from .masks import Mask
 from .pruning import get_strategy, level_generator
+
+#: Copy B of a stability level trains with the run seed plus this offset (copy A: the run seed itself).
+STABILITY_SEED_OFFSET = 7_919
 
 LevelFunction = Callable[[Experiment, Level], "tuple[Mask, dict]"]
 LEVEL_FUNCTIONS: dict[str, LevelFunction] = {}
@@ -47,17 +52,22 @@ def _dense_from_theta0(x: Experiment, item: Level, on_step=None) -> tuple[Mask, 
 @level_function("imp")
 def imp_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
     k, keep_head = item.level, not x.cfg.prune.reset_head
+    rewind = x.cfg.prune.rewind_step if k == 0 else 0
     if k == 0:
-        rewind = x.cfg.prune.rewind_step
-        mask, result = _dense_from_theta0(x, item, on_step=x.capture_rewind if rewind else None)
-        if rewind and not x.paths.rewind().is_file():
-            raise ConfigError(f"rewind_step {rewind} exceeds the {result['steps']} steps of level 0",
-                              param="rewind_step")
+        mask = x.dense_mask()
+        x.load(x.theta0, x.all_keys)
     else:
         mask = x.stored_mask(k)
         x.load(x.rewind_state(), x.base_keys)
         x.load(x.carried(k) if keep_head else x.theta0, x.head_keys)
-        result = x.train(k, mask)
+    # Early-bird (off by default): stop once the next mask has converged; the last level has no next mask.
+    bird = None if item.last else x.early_bird(mask, k)
+    result = x.train(k, mask, chain(x.capture_rewind if rewind else None, bird))
+    if rewind and not x.paths.rewind().is_file():
+        raise ConfigError(f"rewind_step {rewind} exceeds the {result['steps']} steps of level 0",
+                          param="rewind_step")
+    if bird is not None:
+        result["early_bird"] = bird.record()
     if not item.last:
         x.leave_next(k, mask, carry=x.head_keys if keep_head else None)
     return mask, result
@@ -136,3 +146,35 @@ def shuffled_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
 @level_function("noised")
 def noised_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
     return _perturbed_level(x, item, "noised")
+
+
+@level_function("retrain")
+def retrain_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
+    src_task = (item.source or {}).get("task")
+    if src_task != x.task.name:
+        raise ConfigError(f"retrain fine-tunes a mask on its source's task ({src_task!r}), not {x.task.name!r}; "
+                          "that is a transfer", param="task")
+    return transfer_level(x, item)
+
+
+@level_function("stability")
+def stability_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
+    """Two copies from the rewind point under the source mask (seeds: the run's, and shifted by
+    :data:`STABILITY_SEED_OFFSET`), then ``stability_points`` evaluations on the line between them."""
+    start = x.compute_rewind()  # theta0, or theta_i
+    copies = []
+    for seed in (x.cfg.seed, x.cfg.seed + STABILITY_SEED_OFFSET):
+        x.load(start, x.base_keys)
+        x.load(x.theta0, x.head_keys)
+        result = x.train(item.level, item.source_mask, seed=seed, save=not copies)
+        copies.append((seed, result, x.snapshot(x.all_keys)))
+    (seed_a, result, state_a), (seed_b, other, state_b) = copies
+    scale = 100.0 if x.task.head == "qa" else 1.0  # SQuAD scores are percentages
+    points = [{**p, "error": 1.0 - p[x.task.main_metric] / scale}
+              for p in x.along_line(state_a, state_b, x.cfg.stability_points)]
+    result["stability"] = {
+        "seeds": [seed_a, seed_b], "rewind_step": x.cfg.prune.rewind_step, "points": points,
+        "other_copy": {k: other[k] for k in ("train_loss", "steps", "time_s", "eval")},
+        **barriers(points),
+    }
+    return item.source_mask, result  # the model holds copy A (the run's seed), whose metrics the level reports

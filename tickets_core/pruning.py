@@ -250,3 +250,38 @@ def prune(model: nn.Module, current_mask: Mask, cfg: PruneConfig, level: int, se
     weights = {k: params[k].detach() for k in current_mask}
     return strategy(weights, current_mask, target, generator=level_generator(seed, level),
                     layer_sparsities=layer_sparsities)
+
+
+# ---------------------------------------------------------------------------
+# Semi-structured 2:4 sparsity
+# ---------------------------------------------------------------------------
+
+
+def magnitude_2to4(weights: Weights, current: Mask, target_sparsity: float, *,
+                   generator: torch.Generator | None = None, layer_sparsities=None) -> Mask:
+    """Remove the 2 smallest-|w| of every 4 consecutive weights of each row (2:4 semi-structured sparsity).
+
+    The pattern GPU sparse kernels accelerate (``torch.sparse.to_sparse_semi_structured``); exactly 50%
+    of every matrix.  Already-pruned weights count among a group's pruned two; ties go by position
+    (earlier first).  ``target_sparsity`` must be 0 (the mask unchanged) or 0.5.
+    """
+    _check_sparsity(target_sparsity)
+    _check_inputs(weights, current)
+    if target_sparsity == 0.0:
+        return current.copy()
+    if abs(target_sparsity - 0.5) > 1e-9:
+        raise PruningError(f"magnitude_2to4 prunes exactly 50% (2 of every 4 weights), not {target_sparsity}")
+    out = Mask()
+    for k, m in current.items():
+        w = weights[k]
+        if w.dim() != 2 or w.shape[1] % 4:
+            raise PruningError(f"magnitude_2to4 needs matrices with rows a multiple of 4 long; {k!r} is "
+                               f"{tuple(w.shape)}")
+        groups = m.reshape(-1, 4)
+        score = w.detach().abs().float().cpu().reshape(-1, 4).masked_fill(~groups, -1.0)  # pruned ones first
+        drop = torch.zeros_like(groups).scatter_(1, score.argsort(dim=1, stable=True)[:, :2], True)
+        out[k] = (groups & ~drop).reshape(m.shape)
+    return out
+
+
+STRATEGIES["magnitude_2to4"] = magnitude_2to4

@@ -46,7 +46,7 @@ PROGRESS_EVERY = 10  # refresh the progress bar's loss every N steps (reading it
 
 
 def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_mask=None,
-              on_step: Callable[[int, torch.nn.Module], None] | None = None, desc: str | None = None,
+              on_step: Callable[[int, torch.nn.Module], bool | None] | None = None, desc: str | None = None,
               schedule_span: int = 1) -> dict:
     """Fine-tune ``model`` on ``data.train``; evaluate every ``cfg.eval_every`` steps and at the end.
 
@@ -147,7 +147,9 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
                 bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
             if on_step is not None:
                 with fastpath.exposed(masters if expose_to_callback else None):
-                    on_step(step, model)
+                    stop = on_step(step, model)
+                if stop:
+                    break  # the hook ended the level early (early-bird): evaluate it as usual
             if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
                 with fastpath.exposed(masters):
                     history.append({"step": step, **evaluate(model, data, cfg)})

@@ -74,6 +74,7 @@ _PARTS: dict[str, Callable[[Any], str]] = {
     "strategy": str,
     "model": str,
     "mask_fingerprint": lambda v: f"mask {str(v).removeprefix('sha256:')[:8]}",
+    "early_bird_every": lambda v: f"early-bird every {v}" if v is not None else "",  # off: plain IMP, unnamed
 }
 
 
@@ -89,9 +90,16 @@ def _kind_only() -> set[str]:
     return {name for k in KINDS.values() for name in getattr(k, "params", ())}
 
 
+#: Pruning settings that change level 0 too: an early-bird trunk stops its dense level early, so that level
+#: is no seed of the plain dense baseline.
+DENSE_PRUNE_SETTINGS = ("early_bird_every", "early_bird_eps", "early_bird_window")
+
+
 def dense_relevant(name: str) -> bool:
     """Whether setting ``name`` can change a dense fine-tuning (see the module docstring)."""
     p = PARAMS.get(name)
+    if name in DENSE_PRUNE_SETTINGS:
+        return True
     return p is not None and p.section not in ("prune", None) and name != "include_pooler" \
         and name not in _kind_only()
 
@@ -107,7 +115,7 @@ def describe_settings(config: dict, names: list[str]) -> list[str]:
             parts.append(f"{config.get('schedule')} {_number(config.get('rate'))}")
         else:
             parts.append(_PARTS[name](value) if name in _PARTS else f"{name} {_number(value)}")
-    return parts
+    return [p for p in parts if p]
 
 
 def _canon(config: Any) -> dict[str, str]:

@@ -44,7 +44,7 @@ class SequenceTask(Task):
         self._read_source = read_source
         self.description = description
         probe = METRIC_FNS[metric_fn](np.array([0, 1]), np.array([0, 1]))
-        self.metric_names = tuple(probe)
+        self.metric_names = tuple(probe) + ("loss",)
         assert main_metric in self.metric_names, (name, main_metric)
 
     def source(self, cfg: DataConfig) -> Source:
@@ -87,17 +87,27 @@ class SequenceTask(Task):
 
 
 class _Predictions(Evaluator):
-    """Class ids (argmax) or regression scores against the labels, scored by the task's GLUE metric."""
+    """Class ids (argmax) or regression scores against the labels, scored by the task's GLUE metric, plus
+    ``loss``: the mean loss the model trains with (cross-entropy; mean squared error for regression)."""
 
     def __init__(self, task: SequenceTask) -> None:
-        self.task, self.preds, self.labels = task, [], []
+        self.task, self.preds, self.labels, self.loss_sum = task, [], [], 0.0
 
     def add(self, outputs, batch: dict, rows: dict) -> None:
-        logits = outputs.logits.float().cpu()
-        self.preds.append(logits[:, 0] if self.task.head == "regression" else logits.argmax(-1))
-        self.labels.append(batch["labels"])
+        import torch.nn.functional as F
+
+        logits, labels = outputs.logits.float().cpu(), batch["labels"]
+        if self.task.head == "regression":
+            self.preds.append(logits[:, 0])
+            self.loss_sum += F.mse_loss(logits[:, 0], labels.float(), reduction="sum").item()
+        else:
+            self.preds.append(logits.argmax(-1))
+            self.loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        self.labels.append(labels)
 
     def result(self) -> dict[str, float]:
         import torch
 
-        return self.task.compute_metrics(torch.cat(self.preds).numpy(), torch.cat(self.labels).numpy())
+        labels = torch.cat(self.labels)
+        return {**self.task.compute_metrics(torch.cat(self.preds).numpy(), labels.numpy()),
+                "loss": self.loss_sum / max(len(labels), 1)}

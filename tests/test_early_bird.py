@@ -1,0 +1,197 @@
+"""Early-bird tickets: the mask-distance stop inside an IMP level, the retrain branch, steps to reach a sparsity."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from scipy.spatial.distance import hamming
+
+from tickets_core import curves, imp, train
+from tickets_core.config import ConfigError, PruneConfig, RunConfig
+from tickets_core.early_bird import EarlyBird, chain, mask_distance
+from tickets_core.masks import Mask
+from tickets_core.models import build_model
+from tickets_core.pruning import prune
+from tickets_core.store import RunPaths
+
+from notebook_run import run_analysis_notebook
+
+EB = dict(early_bird_every=1, early_bird_eps=0.99, early_bird_window=2)  # converged at once: stops at step 2
+
+
+def random_mask(seed: int, shapes=((4, 6), (3, 5))) -> Mask:
+    g = torch.Generator().manual_seed(seed)
+    return Mask({f"m{i}": torch.rand(s, generator=g) < 0.6 for i, s in enumerate(shapes)})
+
+
+def test_mask_distance_is_the_normalised_hamming_distance():
+    a, b = random_mask(0), random_mask(1)
+    flat = lambda m: np.concatenate([v.reshape(-1).numpy() for v in m.values()])  # noqa: E731
+    assert mask_distance(a, b) == pytest.approx(hamming(flat(a), flat(b)))
+    assert mask_distance(a, a) == 0.0
+
+
+def test_the_hook_stops_once_window_checks_stay_below_eps():
+    # distances between successive masks (the first check compares with the mask at step 0)
+    seq = iter([random_mask(0), random_mask(1), random_mask(1), random_mask(2), random_mask(2), random_mask(2)])
+    bird = EarlyBird(lambda: next(seq), every=2, eps=0.01, window=2)
+    stops = [step for step in range(1, 11) if bird(step)]
+    assert stops == [10]  # checks at 2, 4 (0 after a change), 6 (a change), 8, 10: two zeros in a row
+    rec = bird.record()
+    assert rec["stopped_at"] == 10 and [s for s, _ in rec["curve"]] == [2, 4, 6, 8, 10]
+    assert rec["curve"][1][1] == 0.0 and rec["curve"][2][1] > 0.01
+    seeds = iter(range(10, 20))
+    late = EarlyBird(lambda: random_mask(3), every=1, eps=0.5, window=1, min_step=4)
+    assert [s for s in range(1, 7) if late(s)] == [4, 5, 6]  # never before min_step (the rewind step)
+    never = EarlyBird(lambda: random_mask(next(seeds)), every=1, eps=1e-9, window=1)
+    assert not any(never(s) for s in range(1, 5)) and never.record()["stopped_at"] is None
+    assert chain(None, None) is None
+    calls = []
+    both = chain(lambda s, m: calls.append(("a", s)) or True, lambda s, m: calls.append(("b", s)))
+    assert both(3, None) is True and calls == [("a", 3), ("b", 3)]  # every hook runs
+
+
+def test_a_hook_returning_true_ends_fine_tune_and_the_level_is_evaluated(tiny_run_config):
+    cfg = tiny_run_config(max_steps=3)
+    from tickets_core.models import load_tokenizer
+    from tickets_core.tasks import get_task
+
+    data = get_task("rotten_tomatoes").load(cfg.data, load_tokenizer(cfg.model))
+    at_two = {}
+
+    def keep(step, model):
+        if step == 2:
+            at_two.update({k: v.detach().clone() for k, v in model.state_dict().items()})
+
+    full = build_model(cfg.model, "classification", 2, seed=0)
+    train.fine_tune(full, data, cfg.train, seed=0, on_step=keep)
+    stopped = build_model(cfg.model, "classification", 2, seed=0)
+    res = train.fine_tune(stopped, data, cfg.train, seed=0, on_step=lambda step, m: step == 2)
+    assert res["steps"] == 2 and "accuracy" in res["eval"]
+    assert all(torch.equal(v, at_two[k]) for k, v in stopped.state_dict().items())  # nothing after the stop
+    assert res["eval"] == train.evaluate(stopped, data, cfg.train)
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_config_factory, tmp_path_factory):
+    """An IMP trunk, the same trunk with early-bird (weights kept), and the retrain branch of the latter."""
+    root = tmp_path_factory.mktemp("eb_runs")
+    base = dict(levels=2, max_steps=4)
+    imp_dir = imp.run(tiny_config_factory(root, **base))
+    eb_dir = imp.run(tiny_config_factory(root, **base, **EB, save_weights=True))
+    rt_dir = imp.run(tiny_config_factory(root, **base, kind="retrain", source_run=eb_dir.name))
+    return root, imp_dir, eb_dir, rt_dir
+
+
+def metrics(run_dir, level) -> dict:
+    return json.loads(RunPaths(run_dir).metrics(level).read_text())
+
+
+def test_early_bird_levels_stop_and_leave_the_mask_of_the_weights_they_stopped_at(runs, tiny_config_factory):
+    root, imp_dir, eb_dir, _ = runs
+    paths = RunPaths(eb_dir)
+    cfg = RunConfig.from_dict(json.loads(paths.config().read_text()))
+    for k in (0, 1):
+        m = metrics(eb_dir, k)
+        rec = m["train"]["early_bird"]
+        assert m["train"]["steps"] == 2 and rec["stopped_at"] == 2 and [s for s, _ in rec["curve"]] == [1, 2]
+        assert rec["every"] == 1 and rec["eps"] == 0.99 and rec["window"] == 2
+        # the next level's mask is the pruning of the weights the level stopped with
+        model = build_model(cfg.model, "classification", 2, seed=0)
+        model.load_state_dict(load_file(str(paths.level_dir(k) / "weights.safetensors")))
+        current = Mask.ones_like(model) if k == 0 else Mask.load(paths.mask(k))
+        expect = prune(model, current, cfg.prune, k + 1, cfg.seed)
+        got = Mask.load(paths.mask(k + 1))
+        assert all(torch.equal(got[n], expect[n]) for n in expect)
+    last = metrics(eb_dir, 2)
+    assert last["train"]["steps"] == 4 and "early_bird" not in last["train"]  # no next mask: trained to the end
+    assert metrics(imp_dir, 1)["train"]["steps"] == 4 and "early_bird" not in metrics(imp_dir, 1)["train"]
+    assert imp_dir.name != eb_dir.name
+
+
+def test_early_bird_waits_for_the_rewind_step(tiny_run_config):
+    d = imp.run(tiny_run_config(levels=1, max_steps=6, rewind_step=3, early_bird_every=1, early_bird_eps=0.99,
+                                early_bird_window=1))
+    assert metrics(d, 0)["train"]["early_bird"]["stopped_at"] == 3 and RunPaths(d).rewind().is_file()
+
+
+def test_retrain_scores_the_found_masks_with_the_full_budget(runs, tiny_config_factory):
+    root, imp_dir, eb_dir, rt_dir = runs
+    for k in (0, 1, 2):
+        m = metrics(rt_dir, k)
+        assert m["kind"] == "retrain" and m["train"]["steps"] == 4 and m["source"]["level"] == k
+        if k:
+            a, b = Mask.load(RunPaths(rt_dir).mask(k)), Mask.load(RunPaths(eb_dir).mask(k))
+            assert all(torch.equal(a[n], b[n]) for n in a)
+    assert metrics(rt_dir, 0)["eval"] == metrics(imp_dir, 0)["eval"]  # dense, same seed: IMP's level 0 exactly
+    with pytest.raises(ConfigError, match="that is a transfer") as info:
+        imp.run(tiny_config_factory(root, kind="retrain", task="imdb", source_run=eb_dir.name, levels=2,
+                                    max_steps=4))
+    assert "\n" not in str(info.value)
+
+
+def test_steps_to_reach_each_sparsity_imp_vs_early_bird(runs):
+    root, imp_dir, eb_dir, rt_dir = runs
+    table = curves.early_bird_table(root)
+    imp_rows = table[table["method"] == "IMP"].set_index("level")
+    eb_rows = table[table["method"] != "IMP"].set_index("level")
+    assert imp_rows["steps"].tolist() == [4, 8, 12]  # IMP: every level to the end
+    assert eb_rows["steps"].tolist() == [4, 2 + 4, 2 + 2 + 4]  # stopped trunk levels before k + the retrain of k
+    assert eb_rows["score"].tolist() == [metrics(rt_dir, k)["score"] for k in (0, 1, 2)]
+    assert eb_rows["method"].iat[0] == "early-bird (every 1, eps 0.99, window 2)"
+    assert table["setting"].nunique() == 1  # paired: the same setting but for the early-bird options
+    summary = curves.early_bird_summary(table)
+    saved = summary[summary["method"] != "IMP"].set_index("level")["steps_saved"]
+    assert saved.tolist() == pytest.approx([0.0, 0.25, 1 - 8 / 12])
+    assert (summary["n_seeds"] == 1).all()
+    checks = curves.load_early_bird(root)
+    assert sorted(checks["level"].unique()) == [0, 1] and (checks["stopped_at"] == 2).all()
+    pairs = curves.early_bird_runs(root)
+    assert pairs[["imp", "early_bird", "retrain"]].values.tolist() == [[imp_dir.name, eb_dir.name, rt_dir.name]]
+    iou = curves.early_bird_overlap(root).set_index("level")["iou"]
+    assert iou.tolist() == [Mask.load(RunPaths(eb_dir).mask(k)).overlap(Mask.load(RunPaths(imp_dir).mask(k)))
+                            for k in (1, 2)]
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(kind="dense", early_bird_every=4), "'dense' has no next mask"),
+    (dict(kind="oneshot", early_bird_every=4), "'oneshot' has no next mask"),
+    (dict(kind="retrain", source_run="imp-x-1", early_bird_every=4), "'retrain' has no next mask"),
+    (dict(early_bird_every=4, strategy="random_global"), "does not depend on the weights"),
+    (dict(early_bird_every=0), "early_bird_every must be >= 1"),
+    (dict(early_bird_every=2, early_bird_eps=0.0), r"early_bird_eps must be in \(0, 1\)"),
+    (dict(early_bird_every=2, early_bird_window=0), "early_bird_window must be >= 1"),
+])
+def test_bad_early_bird_options_fail_in_one_line(params, message, tmp_path):
+    with pytest.raises(ConfigError, match=message) as info:
+        RunConfig.from_flat(output_root=str(tmp_path), **params)
+    assert "\n" not in str(info.value) and info.value.param.startswith("early_bird")
+    assert not any(tmp_path.iterdir())
+
+
+def test_new_parameters_leave_existing_run_names_alone():
+    assert RunConfig.from_flat(early_bird_eps=0.01, early_bird_window=3, stability_points=11).hashed_dict() == \
+        RunConfig().hashed_dict()
+    assert PruneConfig().early_bird_every is None
+
+
+@pytest.mark.notebook
+def test_the_early_bird_notebook_draws_its_figures(runs, tmp_path):
+    assert run_analysis_notebook("early_bird", runs[0], tmp_path) == {
+        f"early_bird{s}.{e}" for s in ("", "_mask_distance") for e in ("png", "pdf")}
+
+
+def test_the_early_bird_sweep_file_plans_trunks_retrains_and_analysis():
+    from tickets_core.notebook_utils import NOTEBOOKS_DIR
+    from tickets_core.sweep import plan_sweep
+
+    plan = plan_sweep(NOTEBOOKS_DIR.parent / "sweeps" / "early_bird.yaml")
+    kinds = [j.parameters.get("kind") for j in plan.jobs if j.is_run]
+    assert kinds.count("imp") == 8 and kinds.count("retrain") == 4 and kinds.count("stability") == 2
+    retrain = next(j for j in plan.jobs if j.parameters.get("kind") == "retrain")
+    assert retrain.parameters.get("early_bird_every") is None
+    assert {j.notebook.stem for j in plan.jobs if not j.is_run} == {"early_bird", "stability"}
