@@ -581,3 +581,25 @@ def test_an_early_bird_trunks_level_0_is_no_seed_of_the_plain_dense_baseline(tmp
     plain = analysis.dense_baseline(runs, "E", method="IMP")
     assert plain.n_seeds == 2 and plain.mean == pytest.approx(0.81)  # dense seeds 0 and 1 (IMP level 0 is seed 0 again)
     assert analysis.dense_baseline(runs, "E", method="IMP, early-bird every 2").mean == pytest.approx(0.55)
+
+
+def test_seeds_vs_tasks_sets_the_iou_between_tasks_beside_the_iou_between_seeds():
+    """Two tasks whose masks differ only as much as two seeds do: no task structure, and the table shows it."""
+    base = random_mask(0.5, 0)
+
+    def flip(mask, fraction, seed):  # a copy of ``mask`` with ``fraction`` of its entries flipped
+        g = torch.Generator().manual_seed(seed)
+        return type(mask)({k: v ^ (torch.rand(v.shape, generator=g) < fraction) for k, v in mask.items()})
+
+    masks = {(t, "IMP", s): flip(base, 0.05, 10 * i + s) for i, t in enumerate(("A", "B")) for s in (0, 1)}
+    masks[("C", "IMP", 0)] = flip(base, 0.4, 99)  # a task with a mask of its own
+    picked = pd.DataFrame([{"task": t, "method": m, "seed": s} for t, m, s in masks])
+    table = analysis.seeds_vs_tasks(picked, masks)
+    within = table[table["pair"] == "within"].set_index("task_a")
+    between = table[table["pair"] == "between"].set_index(["task_a", "task_b"])
+    assert list(within.index) == ["A", "B"] and (within["n_pairs"] == 1).all()  # C has one seed
+    assert within.loc["A", "iou_mean"] == pytest.approx(masks[("A", "IMP", 0)].overlap(masks[("A", "IMP", 1)]))
+    assert between.loc[("A", "B"), "n_pairs"] == 2 and between.loc[("A", "C"), "n_pairs"] == 1
+    # A vs B is as close as two seeds of A; C stands apart
+    assert abs(between.loc[("A", "B"), "iou_mean"] - within.loc["A", "iou_mean"]) < 0.02
+    assert between.loc[("A", "C"), "iou_mean"] < within.loc["A", "iou_mean"] - 0.2

@@ -22,12 +22,13 @@ from .matching import (BASELINE_COLUMNS, HIGHEST_COLUMNS, DenseBaseline, baselin
                        dense_baselines, dense_rows, dense_threshold, dense_variant, highest_matching_sparsity,
                        is_matching)
 from .methods import NOT_A_SETTING, add_method, dense_relevant, describe_settings, method_label, run_methods
-from .overlap import layer_profile, matrix_rows, overlap_matrix, pick_levels, random_iou, random_overlap_matrix
+from .overlap import (layer_profile, matrix_rows, overlap_matrix, pick_levels, random_iou, random_overlap_matrix,
+                      seeds_vs_tasks)
 from .transfer import HIGHEST, TRANSFER_COLUMNS, transfer_matrix
 
 __all__ = ["SPARSITY_TOL", "AnalysisError", "filter_runs", "over_seeds", "BASELINE_COLUMNS", "HIGHEST_COLUMNS",
            "DenseBaseline", "baseline_of", "curve_table", "dense_baseline", "dense_baselines", "dense_rows",
            "dense_threshold", "dense_variant", "highest_matching_sparsity", "is_matching", "NOT_A_SETTING",
            "add_method", "dense_relevant", "describe_settings", "method_label", "run_methods", "layer_profile",
-           "matrix_rows", "overlap_matrix", "pick_levels", "random_iou", "random_overlap_matrix", "HIGHEST",
-           "TRANSFER_COLUMNS", "transfer_matrix"]
+           "matrix_rows", "overlap_matrix", "pick_levels", "random_iou", "random_overlap_matrix", "seeds_vs_tasks",
+           "HIGHEST", "TRANSFER_COLUMNS", "transfer_matrix"]

@@ -96,6 +96,39 @@ def pick_levels(df: pd.DataFrame, sparsity: float | None = None, *, kind: str = 
     return pd.DataFrame(out)
 
 
+def seeds_vs_tasks(picked: pd.DataFrame, masks: Mapping[tuple, Any]) -> pd.DataFrame:
+    """IoU between seeds of one task next to IoU between tasks at the same seed.
+
+    A mask's overlap with another task's says nothing about task structure on
+    its own: two seeds of one task differ too.  ``picked`` holds one row per
+    task, method and seed (:func:`pick_levels` called per seed); ``masks`` maps
+    ``(task, method, seed)`` to that level's loaded mask.  Returns one row per
+    pair: ``method, pair`` ("within" = two seeds of ``task_a``; "between" =
+    ``task_a`` vs ``task_b`` at equal seeds), ``task_a, task_b, n_pairs,
+    iou_mean, iou_min, iou_max``.  Only a gap between the two is task structure.
+    """
+    require(picked, ("task", "method", "seed"), "seed and task overlap")
+    rows = []
+    for name, g in picked.groupby("method", sort=True):
+        seeds = {t: sorted(gg["seed"]) for t, gg in g.groupby("task", sort=True)}
+        tasks = list(seeds)
+        pairs: dict[tuple, list[float]] = {}
+        for t in tasks:
+            for i, a in enumerate(seeds[t]):
+                for b in seeds[t][i + 1:]:
+                    pairs.setdefault(("within", t, t), []).append(masks[(t, name, a)].overlap(masks[(t, name, b)]))
+        for i, t in enumerate(tasks):
+            for u in tasks[i + 1:]:
+                for s in sorted(set(seeds[t]) & set(seeds[u])):
+                    pairs.setdefault(("between", t, u), []).append(masks[(t, name, s)].overlap(masks[(u, name, s)]))
+        rows += [{"method": name, "pair": pair, "task_a": a, "task_b": b, "n_pairs": len(v),
+                  "iou_mean": float(np.mean(v)), "iou_min": float(np.min(v)), "iou_max": float(np.max(v))}
+                 for (pair, a, b), v in pairs.items()]
+    if not rows:
+        raise AnalysisError("seed and task overlap: need two seeds of a task or two tasks with a common seed")
+    return pd.DataFrame(rows).sort_values(["method", "pair", "task_a", "task_b"], ignore_index=True)
+
+
 def matrix_rows(sparsity_df: pd.DataFrame, run: str, level: int) -> pd.DataFrame:
     """The per-matrix rows of one run and level in a :func:`results.load_sparsity` table."""
     require(sparsity_df, ("run", "level"), "layer profile")
