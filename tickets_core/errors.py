@@ -21,3 +21,24 @@ class ConfigError(ValueError):
 
 class RunStoreError(ConfigError):
     """A run folder, or one of its files, is missing, malformed or inconsistent (one-line message)."""
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of an error's message (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def run_cli(action, catch: tuple[type[BaseException], ...] = (ConfigError,)) -> int:
+    """Run a command line's ``action``: print what it returns and exit 0, or print the error in one line
+    (``error: ...`` on stderr) and exit 2 for the errors in ``catch``."""
+    import sys
+
+    try:
+        message = action()
+    except catch as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    if message:
+        print(message)
+    return 0

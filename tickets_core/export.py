@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -40,7 +39,7 @@ from safetensors.torch import load_file
 
 from . import models
 from .config import RunConfig
-from .errors import ConfigError, RunStoreError
+from .errors import ConfigError, RunStoreError, run_cli
 from .experiment import weights_path
 from .fsio import atomic_folder, atomic_write_json, atomic_write_text, read_json, require_new_folder
 from .heads import get_head
@@ -220,13 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out_dir", help="the model folder to write (must not exist, or be empty)")
     ap.add_argument("--level", type=int, required=True, help="the level to export")
     args = ap.parse_args(argv)
-    try:
-        out = export(args.run_dir, args.level, args.out_dir)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
+    return run_cli(lambda: f"wrote {export(args.run_dir, args.level, args.out_dir)}")
 
 
 if __name__ == "__main__":

@@ -27,12 +27,12 @@ Every defect is one line (exit status 2) and nothing is written.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
 from .config import ModelConfig
+from .errors import run_cli
 from .masks import Mask, MaskFileError, MaskFitError
 
 __all__ = ["import_reference_mask", "reference_name", "architecture", "main"]
@@ -121,14 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="bert-base-uncased",
                     help="the architecture the mask belongs to: alias, hub id or folder (default bert-base-uncased)")
     a = ap.parse_args(argv)
-    try:
+
+    def convert() -> str:
         mask = import_reference_mask(a.mask_pt, a.model)
         mask.save(a.out)
-    except (MaskFileError, MaskFitError, ValueError, OSError) as e:
-        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
-        return 2
-    print(f"wrote {a.out}: {len(mask)} matrices, {mask.numel:,} weights, sparsity {mask.sparsity:.4f}")
-    return 0
+        return f"wrote {a.out}: {len(mask)} matrices, {mask.numel:,} weights, sparsity {mask.sparsity:.4f}"
+
+    return run_cli(convert, catch=(ValueError, OSError))  # MaskFileError, MaskFitError and ConfigError included
 
 
 if __name__ == "__main__":

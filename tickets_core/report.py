@@ -27,6 +27,7 @@ from typing import Iterable, Sequence
 import pandas as pd
 
 from . import analysis, results
+from .errors import run_cli
 from .kinds import KINDS
 
 
@@ -157,14 +158,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="source level of the transfer matrix, or 'highest_matching' (each source at its own "
                         "highest matching level); default: the highest level all transfers share")
     a = p.parse_args(argv)
-    try:
+
+    def tables() -> str:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            sys.stdout.write(report(a.runs_root, a.n_std, a.level))
-    except ValueError as e:  # AnalysisError, a malformed run folder (ConfigError): one line
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+            return report(a.runs_root, a.n_std, a.level).rstrip("\n")
+
+    return run_cli(tables, catch=(ValueError,))  # AnalysisError, a malformed run folder (ConfigError): one line
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import pandas as pd
 from .config import PARAMS, RunConfig
 from .errors import ConfigError, RunStoreError
 from .fsio import read_json
-from .store import RunPaths, is_run_dir
+from .store import RunPaths, is_run_dir, read_status
 
 RUN_COLUMNS = ["run", "run_dir", "kind", "task", "model", "seed", "level", "sparsity", "main_metric", "score",
                "source_run", "source_task", "source_level", "source_path", "strategy", "schedule", "rate", "state",
@@ -74,7 +74,7 @@ def load_runs(root: str | Path, *, tasks: Iterable[str] | None = None) -> pd.Dat
         if tasks is not None and (cfg.get("data") or {}).get("task") not in tasks:
             continue
         config = run_config(cfg, paths.config())
-        status = read_json(paths.status())
+        status = read_status(d) or {}  # a corrupt status.json is rebuilt from the level folders, not fatal
         for level in paths.levels():
             mpath = paths.metrics(level)
             m = read_json(mpath)
