@@ -13,17 +13,15 @@ from tickets_core.sweep import plan_sweep
 
 DEMO = Path(__file__).resolve().parent.parent / "sweeps" / "demo.yaml"
 
-# Wall seconds on the 2-core machine, measured on this branch at the demo's budget with the machine nearly
-# idle (load average 0.3 at the start, 3.9 at the end: others started meanwhile): one IMP level (1,024
-# sentences or 512 blocks of 64 tokens, one epoch, 400 evaluated, pruning) took 18.8-20.1 s on Rotten
-# Tomatoes, 21.9-23.4 s on tweets, 63.6 s on PTB MLM (logits at masked positions only; the level measured
-# later, under load 3-4, took 130 s).  Rounded up below.  Notebook start-up (kernel, imports, model and
-# data load; 3.3 s of it measured) and the MLM head warm-up (300 frozen-encoder steps and one evaluation,
-# once, then cached; a 400-step warm-up with 4 evaluations used 1,096 CPU-s under load 8-11, where a
-# Rotten Tomatoes level used 3.7x its idle CPU-s) are estimates.  The lead times the rerun.
-LEVEL_S = {"rotten_tomatoes": 25.0, "tweet_sentiment": 28.0, "ptb_mlm": 65.0}
-NOTEBOOK_S = 20.0
-HEAD_WARMUP_S = 180.0
+# Wall seconds on the 2-core machine, from the full `make demo` of 2026-11-26 (commit a9bfb5c, idle machine,
+# cold cache: 26 notebooks in 24.2 minutes).  Per notebook: an IMP trunk of 4 levels took 100-105 s on Rotten
+# Tomatoes and tweets, 115 s on PTB MLM (logits at masked positions only) plus 182 s for the MLM head
+# warm-up (300 frozen-encoder steps and one evaluation, once, then cached); a one-level dense run 27-34 s,
+# a one-level transfer 27-32 s, a two-level random-pruning run 51-53 s, an analysis notebook 5-8 s.  Per
+# level about 22-29 s and 5 s of notebook start-up; rounded up below.
+LEVEL_S = {"rotten_tomatoes": 27.0, "tweet_sentiment": 28.0, "ptb_mlm": 32.0}
+NOTEBOOK_S = 8.0
+HEAD_WARMUP_S = 190.0
 BUDGET_S = 45 * 60
 
 
