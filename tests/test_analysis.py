@@ -108,6 +108,14 @@ def test_highest_matching_sparsity(runs):
     assert np.isnan(rnd.loc["A", "sparsity"])
 
 
+def test_highest_matching_sparsity_counts_the_seeds_of_the_reported_level(runs):
+    # a third IMP seed that only reached level 1: level 3 (the highest matching) still rests on 2 seeds
+    extra = pd.DataFrame([row("A", "imp", 2, level, sp, 0.81) for level, sp in ((0, 0.0), (1, 0.2))])
+    table = analysis.highest_matching_sparsity(pd.concat([runs, extra], ignore_index=True)).set_index("task")
+    assert table.loc["A", "level"] == 3 and table.loc["A", "n_seeds"] == 2
+    assert table.loc["A", "score"] == pytest.approx(0.805)
+
+
 def test_highest_matching_sparsity_without_dense_is_nan_with_warning():
     df = pd.DataFrame([row("D", "imp", 0, 1, 0.2, 0.5)])
     with pytest.warns(UserWarning, match="no dense result"):

@@ -209,7 +209,8 @@ def highest_matching_sparsity(df: pd.DataFrame, *, kind: str = "imp", method: st
     threshold of the method's dense variant.  One row per (task, method):
     ``task, method, sparsity, level, score, n_seeds, threshold, dense_mean,
     dense_std, n_dense_seeds, dense_method``; ``sparsity`` and ``level`` are NaN
-    when no level matches (or the method has no dense variant).  The dense
+    when no level matches (or the method has no dense variant).  ``n_seeds`` is
+    the number of seeds of the reported level (of all levels when none matches).  The dense
     level itself (sparsity 0) counts, so a method whose pruned levels all fail
     still reports 0.0 when its level 0 matches.
     """
@@ -237,7 +238,8 @@ def highest_matching_sparsity(df: pd.DataFrame, *, kind: str = "imp", method: st
             ok = levels[is_matching(levels["mean"], rec["threshold"])]
             if len(ok):
                 best = ok.sort_values("sparsity").iloc[-1]
-                rec.update(sparsity=float(best["sparsity"]), level=int(best.name), score=float(best["mean"]))
+                rec.update(sparsity=float(best["sparsity"]), level=int(best.name), score=float(best["mean"]),
+                           n_seeds=int(best["n_seeds"]))  # the seeds the reported level rests on
         out.append(rec)
     if orphans:
         warnings.warn(f"no dense baseline trained like {', '.join(orphans)}: no matching threshold", stacklevel=2)
