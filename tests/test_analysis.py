@@ -611,3 +611,38 @@ def test_seeds_vs_tasks_sets_the_iou_between_tasks_beside_the_iou_between_seeds(
     # A vs B is as close as two seeds of A; C stands apart
     assert abs(between.loc[("A", "B"), "iou_mean"] - within.loc["A", "iou_mean"]) < 0.02
     assert between.loc[("A", "C"), "iou_mean"] < within.loc["A", "iou_mean"] - 0.2
+
+
+# ---------------------------------------------------------------------------
+# Stability and early-bird tables (tickets_core.curves) on in-memory runs
+# ---------------------------------------------------------------------------
+
+
+def stability_curves(rows) -> pd.DataFrame:
+    """A :func:`curves.load_stability` table: (run, task, seed, source_kind, setting, errors along the path)."""
+    from tickets_core import curves
+
+    out = [{"run": run, "task": task, "model": "tiny-bert", "seed": seed, "level": 1, "sparsity": 0.2,
+            "source_run": "src", "source_kind": kind, "rewind_step": 0, "setting": key, "alpha": a / 2,
+            "error": e, "loss": float("nan")}
+           for run, task, seed, kind, key, errors in rows for a, e in enumerate(errors)]
+    return pd.DataFrame(out, columns=curves.STABILITY_COLUMNS)
+
+
+def test_stability_labels_name_a_setting_only_where_one_task_has_two():
+    from tickets_core import curves
+
+    # the setting hash includes the task: two tasks with one IMP setting each need no hash in the label
+    paths = stability_curves([("a0", "A", 0, "imp", "h1", (0.1, 0.3, 0.1)), ("b0", "B", 0, "imp", "h2", (0.2, 0.2, 0.2)),
+                              ("b1", "B", 1, "imp", "h2", (0.2, 0.4, 0.2)),
+                              ("c0", "C", 0, "imp", "h3", (0.1, 0.1, 0.1)), ("c1", "C", 0, "imp", "h4", (0.1, 0.5, 0.1))])
+    labelled = curves.stability_methods(paths)
+    assert set(labelled.loc[labelled["task"] != "C", "method"]) == {"IMP, rewind to theta0"}
+    assert set(labelled.loc[labelled["task"] == "C", "method"]) == {"IMP, rewind to theta0 [h3]",
+                                                                    "IMP, rewind to theta0 [h4]"}
+    # labelled on the whole folder, then filtered (the notebook's order): the table keeps those labels
+    table = curves.stability_table(labelled[labelled["run"] != "c1"])
+    assert table.set_index("task")["method"].to_dict() == {"A": "IMP, rewind to theta0", "B": "IMP, rewind to theta0",
+                                                           "C": "IMP, rewind to theta0 [h3]"}
+    assert table.set_index("task")["n_seeds"].to_dict() == {"A": 1, "B": 2, "C": 1}
+    assert table.set_index("task").loc["B", "error_barrier"] == pytest.approx(0.1)

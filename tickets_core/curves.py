@@ -35,9 +35,9 @@ import numpy as np
 import pandas as pd
 
 from .config import RunConfig
+from .analysis.methods import method_label
 from .errors import RunStoreError
 from .fsio import read_json
-from .kinds import KINDS
 from .results import run_dirs
 from .store import RunPaths
 
@@ -148,20 +148,26 @@ def _rewind_label(step: int) -> str:
 
 def stability_methods(curves: pd.DataFrame) -> pd.DataFrame:
     """``curves`` with a ``method`` column: the source's kind label and the rewind point (e.g. "IMP, rewind to
-    theta0"), plus the setting hash when two settings would otherwise share a label."""
+    theta0"), plus the setting hash when two settings of one task would otherwise share a label.
+
+    Labels name what sets runs apart *in ``curves``*: label the whole folder's table, then select from it.  A
+    table that already has a ``method`` column is returned as it is (like :func:`analysis.add_method`).
+    """
+    if "method" in curves.columns:
+        return curves
     out = curves.copy()
-    label = [f"{KINDS[k].label if k in KINDS else k}, {_rewind_label(r)}"
-             for k, r in zip(out["source_kind"], out["rewind_step"])]
-    out["method"] = label
-    clash = out.groupby("method")["setting"].nunique()
+    out["method"] = [f"{method_label(k)}, {_rewind_label(r)}" for k, r in zip(out["source_kind"], out["rewind_step"])]
+    clash = out.groupby(["task", "method"])["setting"].nunique()  # the setting hash includes the task
     twice = set(clash[clash > 1].index)
-    out["method"] = [f"{m} [{s}]" if m in twice else m for m, s in zip(out["method"], out["setting"])]
+    out["method"] = [f"{m} [{s}]" if (t, m) in twice else m
+                     for t, m, s in zip(out["task"], out["method"], out["setting"])]
     return out
 
 
 def stability_table(curves: pd.DataFrame) -> pd.DataFrame:
     """Barriers per (task, method, level), over seeds: ``sparsity``, ``error_barrier`` and ``loss_barrier``
-    (mean), their ``_std`` (0 for one seed), ``n_seeds``; and the ends' mean error (``end_error``)."""
+    (mean), their ``_std`` (0 for one seed), ``n_seeds``; and the ends' mean error (``end_error``).
+    Methods are :func:`stability_methods` (an existing ``method`` column is kept)."""
     if curves is None or len(curves) == 0:
         return pd.DataFrame(columns=["task", "method", "level", "sparsity", "error_barrier", "error_barrier_std",
                                      "loss_barrier", "loss_barrier_std", "end_error", "n_seeds"])
