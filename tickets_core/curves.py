@@ -59,11 +59,16 @@ def barrier(values) -> float:
     return float(v.max() - (v[0] + v[-1]) / 2.0)
 
 
+def loss_key(points: list[dict]) -> str | None:
+    """The loss every interpolation point reports (the first of :data:`LOSS_KEYS`); None when there is none."""
+    return next((k for k in LOSS_KEYS if points and all(k in p for p in points)), None)
+
+
 def barriers(points: list[dict]) -> dict:
     """``error_barrier`` and ``loss_barrier`` (None when the task reports no loss) of interpolation points."""
-    loss_key = next((k for k in LOSS_KEYS if points and all(k in p for p in points)), None)
+    key = loss_key(points)
     return {"error_barrier": barrier([p["error"] for p in points]),
-            "loss_barrier": barrier([p[loss_key] for p in points]) if loss_key else None}
+            "loss_barrier": barrier([p[key] for p in points]) if key else None}
 
 
 def setting(cfg: dict, *, drop: tuple[str, ...] = ()) -> dict:
@@ -83,28 +88,40 @@ def _key(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
 
-class _Runs:
-    """The run folders under ``root`` with their configs and level metrics, read once."""
+class RunFolders:
+    """The run folders under ``root`` with their configs and level metrics, each file read once.
+
+    Every loader here takes a runs folder or one of these: build it once to give several loaders the
+    same reads (the early-bird notebook does).
+    """
 
     def __init__(self, root: str | Path) -> None:
         self.dirs = {d.name: d for d in run_dirs(root)}
         self._cfg: dict[str, dict] = {}
+        self._levels: dict[str, list[tuple[int, dict]]] = {}
 
     def config(self, name: str) -> dict | None:
         if name not in self._cfg and name in self.dirs:
             self._cfg[name] = read_json(RunPaths(self.dirs[name]).config())
         return self._cfg.get(name)
 
-    def levels(self, name: str):
-        paths = RunPaths(self.dirs[name])
-        for level in paths.levels():
-            m = read_json(paths.metrics(level))
-            if not isinstance(m, dict) or not isinstance(m.get("train"), dict):
-                raise RunStoreError(f"{paths.metrics(level)} is not a metrics record (no 'train' mapping)")
-            yield level, m
+    def levels(self, name: str) -> list[tuple[int, dict]]:
+        if name not in self._levels:
+            paths, found = RunPaths(self.dirs[name]), []
+            for level in paths.levels():
+                m = read_json(paths.metrics(level))
+                if not isinstance(m, dict) or not isinstance(m.get("train"), dict):
+                    raise RunStoreError(f"{paths.metrics(level)} is not a metrics record (no 'train' mapping)")
+                found.append((level, m))
+            self._levels[name] = found
+        return self._levels[name]
 
     def of_kind(self, kind: str) -> list[str]:
         return [n for n in self.dirs if (self.config(n) or {}).get("kind") == kind]
+
+
+def _folders(root: str | Path | RunFolders) -> RunFolders:
+    return root if isinstance(root, RunFolders) else RunFolders(root)
 
 
 # ---------------------------------------------------------------------------
@@ -115,14 +132,14 @@ STABILITY_COLUMNS = ["run", "task", "model", "seed", "level", "sparsity", "sourc
                      "setting", "alpha", "error", "loss"]
 
 
-def load_stability(root: str | Path) -> pd.DataFrame:
+def load_stability(root: str | Path | RunFolders) -> pd.DataFrame:
     """One row per (stability run, level, interpolation point): ``alpha`` (0: copy A, 1: copy B), ``error``
     (1 - the task's main metric) and ``loss`` (NaN when the task reports none).
 
     ``source_kind`` is the source run's kind (from its config when it lies under ``root``, else from its
     name); ``setting`` is a short hash of the run's and its source's settings (:func:`setting`).
     """
-    runs, rows = _Runs(root), []
+    runs, rows = _folders(root), []
     for name in runs.of_kind("stability"):
         cfg = runs.config(name)
         for level, m in runs.levels(name):
@@ -133,12 +150,12 @@ def load_stability(root: str | Path) -> pd.DataFrame:
             src_cfg = runs.config(src)
             src_kind = src_cfg["kind"] if src_cfg else src.split("-", 1)[0]
             key = _key([setting(cfg), setting(src_cfg) if src_cfg else src_kind])
-            loss_key = next((k for k in LOSS_KEYS if all(k in p for p in st["points"])), None)
+            loss = loss_key(st["points"])
             for p in st["points"]:
                 rows.append({"run": name, "task": m["task"], "model": cfg["model"]["name_or_path"], "seed": m["seed"],
                              "level": level, "sparsity": m["sparsity"], "source_run": src, "source_kind": src_kind,
                              "rewind_step": st.get("rewind_step", 0), "setting": key, "alpha": p["alpha"],
-                             "error": p["error"], "loss": p[loss_key] if loss_key else float("nan")})
+                             "error": p["error"], "loss": p[loss] if loss else float("nan")})
     return pd.DataFrame(rows, columns=STABILITY_COLUMNS)
 
 
@@ -194,10 +211,10 @@ EARLY_BIRD_COLUMNS = ["run", "task", "model", "seed", "level", "sparsity", "ever
                       "steps", "step", "distance"]
 
 
-def load_early_bird(root: str | Path) -> pd.DataFrame:
+def load_early_bird(root: str | Path | RunFolders) -> pd.DataFrame:
     """One row per (early-bird trunk, level, check): the mask ``distance`` at ``step``, the level's settings,
     the step it stopped at (NaN: it ran to the end) and the steps it trained."""
-    runs, rows = _Runs(root), []
+    runs, rows = _folders(root), []
     for name in runs.of_kind("imp"):
         for level, m in runs.levels(name):
             eb = m["train"].get("early_bird")
@@ -212,24 +229,24 @@ def load_early_bird(root: str | Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=EARLY_BIRD_COLUMNS)
 
 
-def _level_rows(runs: _Runs, name: str) -> dict[int, dict]:
+def _level_rows(runs: RunFolders, name: str) -> dict[int, dict]:
     return {k: {"score": m["score"], "sparsity": m["sparsity"], "steps": m["train"]["steps"],
                 "time_s": m["train"].get("time_s", np.nan), "source_level": (m.get("source") or {}).get("level")}
             for k, m in runs.levels(name)}
 
 
-def early_bird_runs(root: str | Path) -> pd.DataFrame:
+def early_bird_runs(root: str | Path | RunFolders) -> pd.DataFrame:
     """The IMP trunks, early-bird trunks and retrain branches under ``root``, paired: one row per (setting, seed)
     with ``task``, ``model``, ``imp``, ``early_bird``, ``retrain`` (run names; None where missing).
 
     Trunks pair when their settings are the same but for the early-bird options; a retrain pairs with the
     early-bird trunk it reads when it has the same setting (budget) and seed.
     """
-    return pd.DataFrame(_pairs(_Runs(root)), columns=["setting", "seed", "task", "model", "imp", "early_bird",
-                                                      "retrain"])
+    return pd.DataFrame(_pairs(_folders(root)), columns=["setting", "seed", "task", "model", "imp", "early_bird",
+                                                         "retrain"])
 
 
-def _pairs(runs: _Runs) -> list[dict]:
+def _pairs(runs: RunFolders) -> list[dict]:
     found: dict = {}
     drop = tuple(f"prune.{f}" for f in _EB_FIELDS) + ("kind", "source_levels")
     for kind in ("imp", "retrain"):
@@ -252,7 +269,7 @@ def _pairs(runs: _Runs) -> list[dict]:
     return rows
 
 
-def early_bird_table(root: str | Path) -> pd.DataFrame:
+def early_bird_table(root: str | Path | RunFolders) -> pd.DataFrame:
     """Training steps spent to reach each sparsity, and the score there: IMP vs early-bird, per seed.
 
     IMP reaches level k's sparsity after training its levels 0..k to the end (level k's own training gives
@@ -262,7 +279,7 @@ def early_bird_table(root: str | Path) -> pd.DataFrame:
     early-bird trunk are left out.  One row per (task, method, seed, level): ``method``, ``sparsity``,
     ``score``, ``steps`` and ``time_s`` spent up to there, ``setting``.
     """
-    runs, rows = _Runs(root), []
+    runs, rows = _folders(root), []
     pairs = _pairs(runs)
     with_bird = {p["setting"] for p in pairs if p["early_bird"]}
     for pair in (p for p in pairs if p["setting"] in with_bird):
@@ -290,12 +307,12 @@ def early_bird_table(root: str | Path) -> pd.DataFrame:
                                        "time_s", "setting"])
 
 
-def early_bird_overlap(root: str | Path) -> pd.DataFrame:
+def early_bird_overlap(root: str | Path | RunFolders) -> pd.DataFrame:
     """IoU of each early-bird trunk's mask with its paired IMP trunk's at the same level: one row per
     (task, seed, level) with ``sparsity`` and ``iou``.  Loads the masks (and torch) when called."""
     from .results import load_masks
 
-    runs, rows = _Runs(root), []
+    runs, rows = _folders(root), []
     for pair in _pairs(runs):
         if not (pair["imp"] and pair["early_bird"]):
             continue
