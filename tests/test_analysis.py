@@ -646,3 +646,49 @@ def test_stability_labels_name_a_setting_only_where_one_task_has_two():
                                                            "C": "IMP, rewind to theta0 [h3]"}
     assert table.set_index("task")["n_seeds"].to_dict() == {"A": 1, "B": 2, "C": 1}
     assert table.set_index("task").loc["B", "error_barrier"] == pytest.approx(0.1)
+
+
+class MemoryRuns:
+    """Builds a :class:`curves.RunFolders` from configs and level metrics held in memory."""
+
+    def __new__(cls, runs: dict):
+        from tickets_core import curves
+
+        folders = curves.RunFolders.__new__(curves.RunFolders)
+        folders.dirs = {name: f"/runs/{name}" for name in runs}
+        folders._cfg = {name: cfg for name, (cfg, _) in runs.items()}
+        folders._levels = {name: levels for name, (_, levels) in runs.items()}
+        return folders
+
+
+def test_early_bird_variants_that_differ_only_in_their_options_stay_apart():
+    from tickets_core import curves
+    from tickets_core.config import RunConfig
+
+    def cfg(seed, **kw):
+        return RunConfig.from_flat(task="rotten_tomatoes", seed=seed, **kw).to_dict()
+
+    def levels(seed, steps, scores):
+        return [(k, {"task": "rotten_tomatoes", "seed": seed, "score": s, "sparsity": 0.2 * k,
+                     "train": {"steps": steps, "time_s": 1.0}}) for k, s in enumerate(scores)]
+
+    runs = {}
+    for seed in (0, 1):  # prune settings at their defaults: the IMP trunk's hashed config has no prune section
+        runs[f"imp-{seed}"] = (cfg(seed), levels(seed, 10, (0.8, 0.7)))
+        for every in (2, 4):  # two early-bird trunks of one setting and seed, apart only in early_bird_every
+            trunk = f"eb{every}-{seed}"
+            runs[trunk] = (cfg(seed, early_bird_every=every), levels(seed, every, (0.5, 0.5)))
+            runs[f"rt{every}-{seed}"] = (cfg(seed, kind="retrain", source_run=f"/runs/{trunk}"),
+                                         levels(seed, 10, (0.8, 0.6 + every / 100)))
+    folders = MemoryRuns(runs)
+    pairs = curves.early_bird_runs(folders)
+    assert len(pairs) == 4 and pairs["setting"].nunique() == 2
+    assert sorted(pairs["early_bird"]) == ["eb2-0", "eb2-1", "eb4-0", "eb4-1"]
+    assert all(r.retrain == "rt" + r.early_bird[2:] and r.imp == f"imp-{r.seed}" for r in pairs.itertuples())
+    summary = curves.early_bird_summary(curves.early_bird_table(folders))
+    birds = summary[summary["method"] != "IMP"].set_index(["method", "level"])
+    assert birds.loc[("early-bird (every 2, eps 0.01, window 3)", 1), "score"] == pytest.approx(0.62)
+    assert birds.loc[("early-bird (every 4, eps 0.01, window 3)", 1), "score"] == pytest.approx(0.64)
+    assert birds.loc[("early-bird (every 4, eps 0.01, window 3)", 1), "steps"] == 4 + 10
+    assert (summary["n_seeds"] == 2).all()  # each variant beside IMP, both over the two seeds
+    assert (summary[summary["method"] == "IMP"].groupby("setting")["score"].apply(list) == [[0.8, 0.7]] * 2).all()

@@ -81,7 +81,7 @@ def setting(cfg: dict, *, drop: tuple[str, ...] = ()) -> dict:
         for p in parents:
             d = d.get(p, {})
         d.pop(last, None)
-    return view
+    return {k: v for k, v in view.items() if v != {}}  # a section left empty is as absent (at its defaults)
 
 
 def _key(obj) -> str:
@@ -240,7 +240,8 @@ def early_bird_runs(root: str | Path | RunFolders) -> pd.DataFrame:
     with ``task``, ``model``, ``imp``, ``early_bird``, ``retrain`` (run names; None where missing).
 
     Trunks pair when their settings are the same but for the early-bird options; a retrain pairs with the
-    early-bird trunk it reads when it has the same setting (budget) and seed.
+    early-bird trunk it reads when it has the same setting (budget) and seed.  Early-bird trunks that differ
+    only in their early-bird options are settings of their own, each beside the same IMP trunk.
     """
     return pd.DataFrame(_pairs(_folders(root)), columns=["setting", "seed", "task", "model", "imp", "early_bird",
                                                          "retrain"])
@@ -252,21 +253,28 @@ def _pairs(runs: RunFolders) -> list[dict]:
     for kind in ("imp", "retrain"):
         for name in runs.of_kind(kind):
             cfg = runs.config(name)
-            role = kind if kind == "retrain" else (
-                "early_bird" if cfg["prune"].get("early_bird_every") is not None else "imp")
             row = found.setdefault((_key(setting(cfg, drop=drop)), cfg["seed"]), {
-                "task": cfg["data"]["task"], "model": cfg["model"]["name_or_path"]})
-            if role == "retrain":
-                row.setdefault("retrains", {})[Path(cfg["source_run"]).name] = name
+                "task": cfg["data"]["task"], "model": cfg["model"]["name_or_path"], "birds": [], "retrains": {}})
+            if kind == "retrain":
+                row["retrains"][Path(cfg["source_run"]).name] = name
+            elif cfg["prune"].get("early_bird_every") is not None:
+                row["birds"].append(name)
             else:
-                row[role] = name
+                row["imp"] = name
+    options = lambda bird: tuple(runs.config(bird)["prune"][f] for f in _EB_FIELDS)  # noqa: E731
+    variants: dict = {}  # early-bird variants (every, eps, window) of each setting, over its seeds
+    for (key, _), r in found.items():
+        variants.setdefault(key, set()).update(options(b) for b in r["birds"])
     rows = []
-    for (key, seed), r in sorted(found.items()):
-        retrain = r.get("retrains", {}).get(r.get("early_bird"))
-        if r.get("imp") or r.get("early_bird"):
-            rows.append({"setting": key, "seed": seed, "task": r["task"], "model": r["model"],
-                         "imp": r.get("imp"), "early_bird": r.get("early_bird"), "retrain": retrain})
-    return rows
+    for (key, seed), r in found.items():
+        birds = {options(b): b for b in r["birds"]}
+        for opts in sorted(variants[key], key=str) or [None]:  # each variant a setting of its own, beside IMP
+            bird = birds.get(opts)
+            if r.get("imp") or bird:
+                rows.append({"setting": _key([key, list(opts)]) if opts else key, "seed": seed, "task": r["task"],
+                             "model": r["model"], "imp": r.get("imp"), "early_bird": bird,
+                             "retrain": r["retrains"].get(bird)})
+    return sorted(rows, key=lambda p: (p["setting"], p["seed"]))
 
 
 def early_bird_table(root: str | Path | RunFolders) -> pd.DataFrame:
@@ -276,8 +284,9 @@ def early_bird_table(root: str | Path | RunFolders) -> pd.DataFrame:
     the score).  Early-bird reaches it after its trunk's levels 0..k-1 (each stopped once the next mask had
     converged) plus the ``retrain`` branch's level k (the found mask fine-tuned from theta0 with the full
     budget, which gives the score).  Runs are paired by :func:`early_bird_runs`; settings without an
-    early-bird trunk are left out.  One row per (task, method, seed, level): ``method``, ``sparsity``,
-    ``score``, ``steps`` and ``time_s`` spent up to there, ``setting``.
+    early-bird trunk are left out.  One row per (task, setting, method, seed, level): ``method``,
+    ``sparsity``, ``score``, ``steps`` and ``time_s`` spent up to there, ``setting`` (an IMP trunk beside
+    several early-bird variants appears in each variant's setting).
     """
     runs, rows = _folders(root), []
     pairs = _pairs(runs)
