@@ -269,6 +269,7 @@ def test_transfer_matrix_from_run_folders(run_root):
     assert cell["vs_dense"] == pytest.approx(0.85 - 0.90)
     assert cell["vs_imp"] == pytest.approx(0.85 - 0.88)
     assert not cell["matching"]  # imdb: threshold 0.90 - 0 std
+    assert cell["n_dense_seeds"] == 2 and cell["n_seeds"] == 1  # imdb's dense seeds 0, 1 (IMP level 0 is seed 0)
     cell = t.loc[("imdb", "rotten_tomatoes")]
     assert cell["threshold"] == pytest.approx(0.82 - np.std([0.80, 0.84], ddof=1))
     assert cell["vs_imp"] == pytest.approx(0.70 - 0.79) and not cell["matching"]
@@ -341,6 +342,10 @@ def test_figures_are_readable_and_saved_as_png_and_pdf(runs, run_root, tmp_path)
         assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and paths[1].read_bytes()[:5] == b"%PDF-"
         plt.close(fig)
     assert figs["curves"].get_size_inches()[0] == pytest.approx(plots.WIDTHS["single"])
+    legend = [t.get_text() for t in figs["curves"].legends[0].get_texts()]
+    assert "dense mean (3 seeds)" in legend and "matching threshold (3 seeds)" in legend
+    assert [ax.get_title() for ax in figs["transfer"].axes[:2]] == ["score - dense (1 seed)\ndense mean over 2 seeds",
+                                                                    "score - own IMP ticket (1 seed)"]
     assert not list((tmp_path / "figs").glob(".*"))  # no temporary files left
     with pytest.raises(AnalysisError, match="plain file name"):
         plots.save_figure(figs["curves"], "../escape", tmp_path)
@@ -608,6 +613,8 @@ def test_seeds_vs_tasks_sets_the_iou_between_tasks_beside_the_iou_between_seeds(
     assert list(within.index) == ["A", "B"] and (within["n_pairs"] == 1).all()  # C has one seed
     assert within.loc["A", "iou_mean"] == pytest.approx(masks[("A", "IMP", 0)].overlap(masks[("A", "IMP", 1)]))
     assert between.loc[("A", "B"), "n_pairs"] == 2 and between.loc[("A", "C"), "n_pairs"] == 1
+    assert (within["n_seeds"] == 2).all()  # the seeds each row rests on, beside the number of pairs
+    assert between.loc[("A", "B"), "n_seeds"] == 2 and between.loc[("A", "C"), "n_seeds"] == 1
     # A vs B is as close as two seeds of A; C stands apart
     assert abs(between.loc[("A", "B"), "iou_mean"] - within.loc["A", "iou_mean"]) < 0.02
     assert between.loc[("A", "C"), "iou_mean"] < within.loc["A", "iou_mean"] - 0.2
@@ -627,6 +634,22 @@ def stability_curves(rows) -> pd.DataFrame:
             "error": e, "loss": float("nan")}
            for run, task, seed, kind, key, errors in rows for a, e in enumerate(errors)]
     return pd.DataFrame(out, columns=curves.STABILITY_COLUMNS)
+
+
+def test_figures_say_which_seed_or_how_many_seeds(run_root):
+    import matplotlib.pyplot as plt
+
+    from tickets_core import curves, plots, plots_extra
+
+    prof = pd.DataFrame([[0.5, 0.9]], index=pd.Index(["0"], name="layer"), columns=["query", "ffn_in"])
+    fig = plots.layer_profile_heatmaps({"a": prof, "b": prof}, seeds={"a": 0, "b": 3})
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["a (seed 0)", "b (seed 3)"]
+    plt.close(fig)
+    paths = curves.stability_methods(stability_curves([("a0", "A", 0, "imp", "h", (0.1, 0.3, 0.1)),
+                                                       ("a1", "A", 1, "imp", "h", (0.1, 0.2, 0.1))]))
+    fig = plots_extra.interpolation_plot(paths)
+    assert fig.axes[0].get_title() == "A\nIMP, rewind to theta0 (2 seeds)"
+    plt.close(fig)
 
 
 def test_stability_labels_name_a_setting_only_where_one_task_has_two():

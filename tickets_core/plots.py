@@ -121,7 +121,8 @@ def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.Dat
     ``rows``: results rows with a ``method`` column (:func:`analysis.add_method`),
     dense runs excluded; ``baselines``: :func:`analysis.dense_baselines`
     (solid grey line: dense mean; dotted: the matching threshold; labelled
-    when a task has several dense variants);
+    when a task has several dense variants; the legend says over how many
+    dense seeds);
     ``highest``: :func:`analysis.highest_matching_sparsity` (dashed vertical
     line and a star at the highest matching sparsity, in the method's colour).
     The legend says over how many seeds each method's points are averaged.
@@ -164,8 +165,10 @@ def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.Dat
         else:
             ax.set_ylabel(metric_label or metric)
     handles = [plt.Line2D([], [], color=palette[m], marker=markers[m], label=f"{m} ({seeds[m]})") for m in methods]
-    handles += [plt.Line2D([], [], color="0.35", ls="-", label="dense mean"),
-                plt.Line2D([], [], color="0.35", ls=":", label="matching threshold")]
+    shown = base.loc[base["task"].isin(tasks), "n_seeds"] if base is not None else []
+    dense = f" ({seeds_text(shown)})" if len(shown) else ""
+    handles += [plt.Line2D([], [], color="0.35", ls="-", label="dense mean" + dense),
+                plt.Line2D([], [], color="0.35", ls=":", label="matching threshold" + dense)]
     if best is not None:
         handles.append(plt.Line2D([], [], color="k", ls="--", marker="*", ms=7, label="highest matching"))
     fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4 if figure_width(width) > 4 else 2),
@@ -211,8 +214,12 @@ def overlap_heatmaps(observed: pd.DataFrame, expected: pd.DataFrame, *, sparsity
     return fig
 
 
-def layer_profile_heatmaps(profiles: Mapping[str, pd.DataFrame], *, width: str | float = "double"):
-    """One layer x component heat map of sparsity per label (usually per task)."""
+def layer_profile_heatmaps(profiles: Mapping[str, pd.DataFrame], *, seeds: Mapping[str, int] | None = None,
+                           width: str | float = "double"):
+    """One layer x component heat map of sparsity per label (usually per task), each one seed's mask.
+
+    ``seeds``: the seed of each label's mask, named in its title (without it the title says "one seed").
+    """
     if not profiles:
         raise AnalysisError("layer profile: nothing to plot")
     set_style()
@@ -222,7 +229,7 @@ def layer_profile_heatmaps(profiles: Mapping[str, pd.DataFrame], *, width: str |
         last = i == len(labels) - 1
         _heatmap(ax, profiles[label] * 100, fmt=".0f", cmap="rocket_r", vmin=0, vmax=100, cbar=last,
                  cbar_label="sparsity (%)" if last else None)
-        ax.set_title(label)
+        ax.set_title(f"{label} (seed {seeds[label]})" if seeds and label in seeds else f"{label} (one seed)")
     return fig
 
 
@@ -231,7 +238,8 @@ def transfer_heatmaps(table: pd.DataFrame, *, values: Iterable[str] = ("vs_dense
     """Source x target heat maps of :func:`analysis.transfer_matrix` columns; matching cells boxed in black.
 
     Rows are the table's ``source`` (the source task, plus what sets its
-    transfer method apart); the title says over how many seeds the cells are.
+    transfer method apart); the title says over how many seeds the cells are
+    (and a ``vs_dense`` panel over how many seeds the dense means are).
     """
     if table is None or len(table) == 0:
         raise AnalysisError("transfer matrix: nothing to plot")
@@ -242,6 +250,7 @@ def transfer_heatmaps(table: pd.DataFrame, *, values: Iterable[str] = ("vs_dense
     fig, axes = _grid(len(values), width, panel_aspect=0.9, max_cols=len(values) if figure_width(width) > 4 else 1)
     match = table.pivot(index="source", columns="target_task", values="matching")
     n = seeds_text(table["n_seeds"])
+    dense = table.loc[table["n_dense_seeds"] > 0, "n_dense_seeds"]  # cells without a dense baseline have 0
     for ax, value in zip(axes, values):
         m = table.pivot(index="source", columns="target_task", values=value)
         finite = np.abs(m.to_numpy(dtype=float)[np.isfinite(m.to_numpy(dtype=float))])
@@ -255,7 +264,8 @@ def transfer_heatmaps(table: pd.DataFrame, *, values: Iterable[str] = ("vs_dense
                 flag = match.loc[src, tgt] if src in match.index and tgt in match.columns else False
                 if flag is True or (not pd.isna(flag) and bool(flag)):
                     ax.add_patch(Rectangle((j + 0.04, i + 0.04), 0.92, 0.92, fill=False, ec="k", lw=1.4))
-        ax.set_title(f"{titles.get(value, value)} ({n})")
+        on_dense = f"\ndense mean over {seeds_text(dense)}" if value == "vs_dense" and len(dense) else ""
+        ax.set_title(f"{titles.get(value, value)} ({n}){on_dense}")
         ax.set_xlabel("target task")
         ax.set_ylabel("source task (mask)")
     return fig

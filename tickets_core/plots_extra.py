@@ -14,7 +14,7 @@ import pandas as pd
 import seaborn as sns
 
 from .analysis import AnalysisError
-from .plots import _MARKERS, _grid, figure_width, set_style
+from .plots import _MARKERS, _grid, figure_width, seeds_text, set_style
 
 
 def _styles(methods):
@@ -66,7 +66,8 @@ def barrier_plot(table: pd.DataFrame, *, barrier: str = "error_barrier", width: 
 
 def interpolation_plot(curves: pd.DataFrame, *, value: str = "error", width: str | float = "double"):
     """``value`` along the path between the two copies (alpha 0 -> 1), one panel per (task, method), one line per
-    sparsity; each seed drawn separately (thin), never averaged across settings.  ``curves``: a
+    sparsity; each seed drawn separately (thin), never averaged across settings; the title says how many seeds
+    (per sparsity).  ``curves``: a
     :func:`tickets_core.curves.stability_methods` table."""
     if curves is None or len(curves) == 0:
         raise AnalysisError("stability: no interpolation curve to plot")
@@ -80,7 +81,7 @@ def interpolation_plot(curves: pd.DataFrame, *, value: str = "error", width: str
         for (run, level), c in d.groupby(["run", "level"]):
             c = c.sort_values("alpha")
             ax.plot(c["alpha"], c[value], color=cmap[round(c["sparsity"].iat[0], 3)], lw=0.9, marker=".")
-        ax.set_title(f"{task}\n{method}")
+        ax.set_title(f"{task}\n{method} ({seeds_text(d.groupby('level')['seed'].nunique())})")
         ax.set_xlabel("interpolation alpha")
         ax.set_ylabel(value)
     _legend(fig, [plt.Line2D([], [], color=cmap[s], label=f"{100 * s:.0f}% sparse") for s in sparsities], width)

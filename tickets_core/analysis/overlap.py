@@ -104,8 +104,10 @@ def seeds_vs_tasks(picked: pd.DataFrame, masks: Mapping[tuple, Any]) -> pd.DataF
     task, method and seed (:func:`pick_levels` called per seed); ``masks`` maps
     ``(task, method, seed)`` to that level's loaded mask.  Returns one row per
     pair: ``method, pair`` ("within" = two seeds of ``task_a``; "between" =
-    ``task_a`` vs ``task_b`` at equal seeds), ``task_a, task_b, n_pairs,
-    iou_mean, iou_min, iou_max``.  Only a gap between the two is task structure.
+    ``task_a`` vs ``task_b`` at equal seeds), ``task_a, task_b, n_seeds,
+    n_pairs, iou_mean, iou_min, iou_max``; ``n_seeds`` is how many seeds of each
+    task the row uses (all of ``task_a``'s; the seeds both tasks have).  Only a
+    gap between the two is task structure.
     """
     require(picked, ("task", "method", "seed"), "seed and task overlap")
     rows = []
@@ -121,8 +123,10 @@ def seeds_vs_tasks(picked: pd.DataFrame, masks: Mapping[tuple, Any]) -> pd.DataF
             for u in tasks[i + 1:]:
                 for s in sorted(set(seeds[t]) & set(seeds[u])):
                     pairs.setdefault(("between", t, u), []).append(masks[(t, name, s)].overlap(masks[(u, name, s)]))
-        rows += [{"method": name, "pair": pair, "task_a": a, "task_b": b, "n_pairs": len(v),
-                  "iou_mean": float(np.mean(v)), "iou_min": float(np.min(v)), "iou_max": float(np.max(v))}
+        rows += [{"method": name, "pair": pair, "task_a": a, "task_b": b,
+                  "n_seeds": len(seeds[a]) if pair == "within" else len(v),  # between: one pair per common seed
+                  "n_pairs": len(v), "iou_mean": float(np.mean(v)), "iou_min": float(np.min(v)),
+                  "iou_max": float(np.max(v))}
                  for (pair, a, b), v in pairs.items()]
     if not rows:
         raise AnalysisError("seed and task overlap: need two seeds of a task or two tasks with a common seed")

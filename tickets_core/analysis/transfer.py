@@ -14,8 +14,8 @@ from .methods import add_method
 #: ``level`` value of :func:`transfer_matrix` for "each source at its own highest matching level".
 HIGHEST = "highest_matching"
 TRANSFER_COLUMNS = ["source", "source_task", "target_task", "method", "source_method", "level", "sparsity", "score",
-                    "score_std", "n_seeds", "dense_method", "dense_mean", "threshold", "imp_score", "imp_n_seeds",
-                    "vs_dense", "vs_imp", "matching"]
+                    "score_std", "n_seeds", "dense_method", "dense_mean", "n_dense_seeds", "threshold", "imp_score",
+                    "imp_n_seeds", "vs_dense", "vs_imp", "matching"]
 
 
 def _at_sparsity(rows: pd.DataFrame, sparsity: float, tol: float) -> pd.DataFrame:
@@ -66,12 +66,12 @@ def transfer_matrix(df: pd.DataFrame, *, sparsity: float | None = None, level: i
     "transfer from " prefix (the source task, plus what sets the method apart):
 
     ``source, source_task, target_task, method, source_method, level, sparsity,
-    score, score_std, n_seeds, dense_method, dense_mean, threshold, imp_score,
-    imp_n_seeds, vs_dense, vs_imp, matching``
+    score, score_std, n_seeds, dense_method, dense_mean, n_dense_seeds, threshold,
+    imp_score, imp_n_seeds, vs_dense, vs_imp, matching``
 
     ``score`` is the mean over seeds (``n_seeds``; ``score_std`` their spread),
     ``vs_dense = score - dense_mean`` (the target's dense variant trained like
-    the transfer), ``vs_imp = score - imp_score`` (the target's own ticket of
+    the transfer, over ``n_dense_seeds`` seeds; 0 without one), ``vs_imp = score - imp_score`` (the target's own ticket of
     the source method at the same sparsity), ``matching`` is ``score >=
     threshold`` (False without a dense baseline).  With ``include_diagonal``
     the diagonal (source = target) is the target's own ticket itself.
@@ -127,7 +127,7 @@ def transfer_matrix(df: pd.DataFrame, *, sparsity: float | None = None, level: i
                 "method": rows["method"].iloc[0], "source_method": source_method, "level": int(rows["level"].iloc[0]),
                 "sparsity": float(stats["sparsity"]), "score": score, "score_std": float(stats["std"]),
                 "n_seeds": int(stats["n_seeds"]), "dense_method": dense_method, "dense_mean": dense_mean,
-                "threshold": thr, "imp_score": imp_score,
+                "n_dense_seeds": int(b["n_seeds"]) if b is not None else 0, "threshold": thr, "imp_score": imp_score,
                 "imp_n_seeds": int(own_stats["n_seeds"]) if own_stats is not None else 0,
                 "vs_dense": score - dense_mean, "vs_imp": score - imp_score, "matching": bool(is_matching(score, thr))}
 
