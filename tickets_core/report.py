@@ -86,17 +86,14 @@ def imp_vs_random_section(df: pd.DataFrame) -> str:
     rnd = df[df["kind"] == "random_prune"]
     rows = []
     for (task, method, source), _ in rnd.groupby(["task", "method", "source_method"], dropna=False, sort=True):
-        imp_methods = [source] if isinstance(source, str) else sorted(df[(df["kind"] == "imp") & (df["task"] == task)]
-                                                                      ["method"].unique())
-        if len(imp_methods) != 1:
+        imp_method = source if isinstance(source, str) else analysis.only_imp_method(df, task)
+        if (task, imp_method) not in curves.index.droplevel(2):
             continue
-        imp = curves.loc[(task, imp_methods[0])] if (task, imp_methods[0]) in curves.index.droplevel(2) else None
-        if imp is None:
-            continue
+        imp = curves.loc[(task, imp_method)]
         for level, r in curves.loc[(task, method)].iterrows():
             if level in imp.index and r["sparsity"] > 0:
                 i = imp.loc[level]
-                rows.append([task, f"{imp_methods[0]} / {method}", _pct(r["sparsity"]),
+                rows.append([task, f"{imp_method} / {method}", _pct(r["sparsity"]),
                              f"{_num(i['mean'])} ({int(i['n_seeds'])})", f"{_num(r['mean'])} ({int(r['n_seeds'])})",
                              f"{i['mean'] - r['mean']:+.3f}"])
     return md_table(["task", "methods", "sparsity", "IMP (seeds)", "random pruning (seeds)", "IMP - random"], rows)

@@ -50,6 +50,15 @@ def method_label(kind: str, source_task: Any = None, source_path: Any = None) ->
     return label
 
 
+def only_imp_method(df: pd.DataFrame, task: str) -> str | None:
+    """``task``'s only IMP method in ``df`` (labelled by :func:`add_method`); None when it has none or several.
+
+    The method a branch's masks came from when its source run is not in the table.
+    """
+    imp = df[(df["task"] == task) & (df["kind"] == "imp")]["method"].unique()
+    return imp[0] if len(imp) == 1 else None
+
+
 # ---------------------------------------------------------------------------
 # Settings and their display
 # ---------------------------------------------------------------------------

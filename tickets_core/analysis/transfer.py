@@ -9,7 +9,7 @@ import pandas as pd
 
 from .common import SPARSITY_TOL, AnalysisError, over_seeds, require, scores
 from .matching import baseline_of, dense_baselines, highest_matching_sparsity, is_matching
-from .methods import add_method
+from .methods import add_method, only_imp_method
 
 #: ``level`` value of :func:`transfer_matrix` for "each source at its own highest matching level".
 HIGHEST = "highest_matching"
@@ -20,14 +20,6 @@ TRANSFER_COLUMNS = ["source", "source_task", "target_task", "method", "source_me
 
 def _at_sparsity(rows: pd.DataFrame, sparsity: float, tol: float) -> pd.DataFrame:
     return rows[(rows["sparsity"] - sparsity).abs() <= tol]
-
-
-def _source_method(df: pd.DataFrame, task: str, source_method):
-    """The method a transferred mask came from; when its run is not in the table, ``task``'s only IMP method."""
-    if isinstance(source_method, str):
-        return source_method
-    imp = df[(df["task"] == task) & (df["kind"] == "imp")]["method"].unique()
-    return imp[0] if len(imp) == 1 else None
 
 
 def _own(scored: pd.DataFrame, task: str, method) -> pd.DataFrame:
@@ -86,7 +78,7 @@ def transfer_matrix(df: pd.DataFrame, *, sparsity: float | None = None, level: i
     tr = scored[(scored["kind"] == "transfer") & scored["source_task"].notna()]
     if len(tr) == 0:
         raise AnalysisError("transfer matrix: no transfer runs with a source task and a score")
-    fallback = {s: _source_method(df, s, None) for s in tr.loc[tr["source_method"].isna(), "source_task"].unique()}
+    fallback = {s: only_imp_method(df, s) for s in tr.loc[tr["source_method"].isna(), "source_task"].unique()}
     tr = tr.assign(source_method=[m if isinstance(m, str) else fallback[s]
                                   for s, m in zip(tr["source_task"], tr["source_method"])])
     highest = {}
