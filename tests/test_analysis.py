@@ -656,9 +656,10 @@ def test_stability_labels_name_a_setting_only_where_one_task_has_two():
     from tickets_core import curves
 
     # the setting hash includes the task: two tasks with one IMP setting each need no hash in the label
-    paths = stability_curves([("a0", "A", 0, "imp", "h1", (0.1, 0.3, 0.1)), ("b0", "B", 0, "imp", "h2", (0.2, 0.2, 0.2)),
-                              ("b1", "B", 1, "imp", "h2", (0.2, 0.4, 0.2)),
-                              ("c0", "C", 0, "imp", "h3", (0.1, 0.1, 0.1)), ("c1", "C", 0, "imp", "h4", (0.1, 0.5, 0.1))])
+    paths = stability_curves([
+        ("a0", "A", 0, "imp", "h1", (0.1, 0.3, 0.1)),
+        ("b0", "B", 0, "imp", "h2", (0.2, 0.2, 0.2)), ("b1", "B", 1, "imp", "h2", (0.2, 0.4, 0.2)),
+        ("c0", "C", 0, "imp", "h3", (0.1, 0.1, 0.1)), ("c1", "C", 0, "imp", "h4", (0.1, 0.5, 0.1))])
     labelled = curves.stability_methods(paths)
     assert set(labelled.loc[labelled["task"] != "C", "method"]) == {"IMP, rewind to theta0"}
     assert set(labelled.loc[labelled["task"] == "C", "method"]) == {"IMP, rewind to theta0 [h3]",

@@ -99,6 +99,13 @@ def _method_order(rows: pd.DataFrame) -> list[str]:
     return sorted(key, key=key.get)
 
 
+def method_styles(methods: Iterable[str]) -> tuple[dict, dict]:
+    """Colour (colour-blind palette) and marker of each method, in the order given."""
+    methods = list(methods)
+    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    return palette, dict(zip(methods, itertools.cycle(_MARKERS)))
+
+
 def seeds_text(counts: Iterable[int]) -> str:
     """"3 seeds", "2-3 seeds" (the range of the seed counts behind the points of a curve or the cells of a table)."""
     counts = sorted({int(c) for c in counts})
@@ -133,8 +140,7 @@ def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.Dat
     tasks = sorted(rows["task"].unique()) if tasks is None else list(tasks)
     methods = _method_order(rows)
     seeds = {m: seeds_text(g.groupby(["task", "level"])["seed"].nunique()) for m, g in rows.groupby("method")}
-    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
-    markers = dict(zip(methods, itertools.cycle(_MARKERS)))
+    palette, markers = method_styles(methods)
     fig, axes = _grid(len(tasks), width)
     base = baselines if baselines is not None and len(baselines) else None
     best = highest if highest is not None and len(highest) else None

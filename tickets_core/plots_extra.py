@@ -7,31 +7,23 @@ at least 8 pt, one panel per task, the number of seeds in the legend.  Torch-fre
 
 from __future__ import annotations
 
-import itertools
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
 from .analysis import AnalysisError
-from .plots import _MARKERS, _grid, figure_width, seeds_text, set_style
+from .plots import _grid, figure_width, method_styles, seeds_text, set_style
 
 
 def _styles(methods):
     methods = sorted(methods, key=lambda m: (not m.startswith("IMP"), m))
-    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
-    return methods, palette, dict(zip(methods, itertools.cycle(_MARKERS)))
+    return (methods, *method_styles(methods))
 
 
 def _legend(fig, handles, width) -> None:
     long = max(len(h.get_label()) for h in handles) > 28
     fig.legend(handles=handles, loc="outside lower center", frameon=False,
                ncol=min(len(handles), 2 if figure_width(width) < 4 or long else 3))
-
-
-def _seeds(n) -> str:
-    n = sorted(set(int(x) for x in n))
-    return f"n={n[0]}" if len(n) == 1 else f"n={n[0]}-{n[-1]}"
 
 
 def barrier_plot(table: pd.DataFrame, *, barrier: str = "error_barrier", width: str | float = "double"):
@@ -58,7 +50,7 @@ def barrier_plot(table: pd.DataFrame, *, barrier: str = "error_barrier", width: 
         ax.set_title(task)
         ax.set_xlabel("sparsity (%)")
         ax.set_ylabel("error barrier" if barrier == "error_barrier" else "loss barrier")
-    n = table.groupby("method")["n_seeds"].apply(_seeds)
+    n = table.groupby("method")["n_seeds"].apply(seeds_text)
     _legend(fig, [plt.Line2D([], [], color=palette[m], marker=markers[m], label=f"{m} ({n[m]})") for m in methods],
             width)
     return fig
@@ -114,7 +106,7 @@ def mask_distance_plot(checks: pd.DataFrame, *, width: str | float = "double"):
             ax.set_yscale("log")
         else:  # identical successive masks (distance 0) cannot sit on a log axis
             ax.set_yscale("symlog", linthresh=float(positive.min()) if len(positive) else 1e-6)
-        ax.set_title(f"{task} ({_seeds(d.groupby('level')['seed'].nunique())} seeds per level)")
+        ax.set_title(f"{task} ({seeds_text(d.groupby('level')['seed'].nunique())} per level)")
         ax.set_xlabel("training step within the level")
         ax.set_ylabel("mask distance to the previous check")
     handles = [plt.Line2D([], [], color=cmap[k], marker=".", label=f"level {k} -> mask of level {k + 1}")
@@ -151,7 +143,7 @@ def early_bird_plot(summary: pd.DataFrame, *, width: str | float = "double"):
         for ax in (left, right):
             ax.set_ylabel("score")
             ax.set_title(task if several[task] == 1 else f"{task} [{key}]")
-    n = summary.groupby("method")["n_seeds"].apply(_seeds)
+    n = summary.groupby("method")["n_seeds"].apply(seeds_text)
     _legend(fig, [plt.Line2D([], [], color=palette[m], marker=markers[m], label=f"{m} ({n[m]})") for m in methods],
             width)
     return fig
