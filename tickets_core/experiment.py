@@ -174,11 +174,16 @@ class Experiment:
             return step >= rewind
 
         result = train.fine_tune(self.model, self.data, dataclasses.replace(self.cfg.train, eval_every=None),
-                                 seed=self.cfg.seed, on_step=capture_then_stop, desc="rewind point")
-        if not self.paths.rewind().is_file():
-            raise ConfigError(f"rewind_step {rewind} exceeds the {result['steps']} steps of a level",
-                              param="rewind_step")
+                                 seed=self.cfg.seed, on_step=capture_then_stop, desc="rewind point",
+                                 schedule_span=self.schedule_span)
+        self.require_rewind_captured(result)
         return self.rewind_state()
+
+    def require_rewind_captured(self, result: dict) -> None:
+        """After a level that was to capture theta_i: a one-line error if it ended before step ``rewind_step``."""
+        if not self.paths.rewind().is_file():
+            raise ConfigError(f"rewind_step {self.cfg.prune.rewind_step} exceeds the {result['steps']} steps of a "
+                              "level", param="rewind_step")
 
     def reinit_state(self) -> State:
         """Base weights freshly initialised by the architecture's own init (seeded; the same for every level)."""
@@ -209,6 +214,12 @@ class Experiment:
 
     # -- training and what a level leaves -----------------------------------------
 
+    @property
+    def schedule_span(self) -> int:
+        """How many levels' steps the linear LR decay of a level spans (``train.fine_tune``'s ``schedule_span``):
+        ``prune.levels + 1`` with ``lr_schedule: across_levels``, else 1."""
+        return self.cfg.prune.levels + 1 if self.cfg.train.lr_schedule == "across_levels" else 1
+
     def train(self, level: int, mask: Mask, on_step=None, *, seed: int | None = None, save: bool = True) -> dict:
         """Fine-tune the model as it is now under ``mask`` (pruned weights zeroed first and kept at 0).
 
@@ -220,10 +231,9 @@ class Experiment:
         bound = mask.bind(self.model) if mask.nonzero < mask.numel else None
         if bound is not None:
             bound.apply_()
-        span = self.cfg.prune.levels + 1 if self.cfg.train.lr_schedule == "across_levels" else 1
         result = train.fine_tune(self.model, self.data, self.cfg.train,
                                  seed=self.cfg.seed if seed is None else seed, bound_mask=bound,
-                                 on_step=on_step, desc=f"level {level}", schedule_span=span)
+                                 on_step=on_step, desc=f"level {level}", schedule_span=self.schedule_span)
         if save and self.cfg.save_weights:
             self.save_state(weights_path(self.paths, level), self.snapshot(self.all_keys), level)
         return result

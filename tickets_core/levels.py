@@ -63,9 +63,8 @@ def imp_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
     # Early-bird (off by default): stop once the next mask has converged; the last level has no next mask.
     bird = None if item.last else x.early_bird(mask, k)
     result = x.train(k, mask, chain(x.capture_rewind if rewind else None, bird))
-    if rewind and not x.paths.rewind().is_file():
-        raise ConfigError(f"rewind_step {rewind} exceeds the {result['steps']} steps of level 0",
-                          param="rewind_step")
+    if rewind:
+        x.require_rewind_captured(result)
     if bird is not None:
         result["early_bird"] = bird.record()
     if not item.last:
