@@ -132,6 +132,16 @@ def test_a_finished_stability_run_is_skipped(runs, tiny_config_factory, monkeypa
     assert again == runs[4]["imp0"] and calls == []
 
 
+def test_a_retrain_on_another_task_fails_before_writing_anything(runs, tiny_config_factory):
+    root, imp0, *_ = runs
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    with pytest.raises(ConfigError, match="^retrain fine-tunes a mask on its source's task \\('rotten_tomatoes'\\), "
+                                          "not 'imdb'; that is a transfer$") as info:
+        imp.run(tiny_config_factory(root, levels=1, max_steps=2, kind="retrain", task="imdb", source_run=imp0.name))
+    assert info.value.param == "task"
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # no run folder, not even config.json
+
+
 def test_stability_options_are_checked():
     with pytest.raises(ConfigError, match="stability_points must be >= 3") as info:
         RunConfig.from_flat(kind="stability", source_run="imp-x-1", stability_points=2)

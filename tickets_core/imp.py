@@ -110,11 +110,15 @@ def source_levels(cfg: RunConfig) -> list[Level]:
     """One level per requested source level, with the mask that level trained with.
 
     A source level that was pruned (its metrics say sparsity > 0) must have
-    its mask file; a dense one has none and gives the dense mask.
+    its mask file; a dense one has none and gives the dense mask.  A retrain
+    must be on its source's task (else it is a transfer).
     """
     src = resolve_source(cfg)
     paths = RunPaths(src)
     src_task = read_json(paths.config()).get("data", {}).get("task")
+    if cfg.kind == "retrain" and src_task != cfg.data.task:
+        raise ConfigError(f"retrain fine-tunes a mask on its source's task ({src_task!r}), not {cfg.data.task!r}; "
+                          "that is a transfer", param="task")
     done = paths.levels()
     levels = cfg.source_levels if cfg.source_levels is not None else done
     if not levels:

@@ -21,7 +21,6 @@ import torch
 
 from .curves import barriers
 from .early_bird import chain
-from .errors import ConfigError
 from .experiment import Experiment, Level
 from .masks import Mask
 from .pruning import get_strategy, level_generator
@@ -149,10 +148,7 @@ def noised_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
 
 @level_function("retrain")
 def retrain_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
-    src_task = (item.source or {}).get("task")
-    if src_task != x.task.name:
-        raise ConfigError(f"retrain fine-tunes a mask on its source's task ({src_task!r}), not {x.task.name!r}; "
-                          "that is a transfer", param="task")
+    """A transfer onto the source's own task (:func:`tickets_core.imp.source_levels` checks the task)."""
     return transfer_level(x, item)
 
 
