@@ -75,10 +75,7 @@ class Experiment:
         self._reinit: State | None = None
         self._perturbed: dict[str, State] = {}
         self.head_warmup: dict | None = None
-        if cfg.model.mlm_head_warmup_steps:
-            if task.head != "mlm":
-                raise ConfigError(f"mlm_head_warmup_steps is for MLM tasks; task {task.name!r} has a {task.head!r} "
-                                  "head", param="mlm_head_warmup_steps")
+        if cfg.model.mlm_head_warmup_steps:  # an MLM task: identity.resolve checks
             self.head_warmup = warm_head(self.model, cfg, task, lambda: models.load_tokenizer(cfg.model),
                                          self.base_keys, self.head_keys)
         # theta0: a real copy (clone), never a view of the live weights.
