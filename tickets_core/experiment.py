@@ -25,7 +25,7 @@ from . import models, train
 from .config import RunConfig
 from .early_bird import EarlyBird
 from .errors import ConfigError, RunStoreError
-from .fsio import atomic_write_bytes
+from .fsio import atomic_write_bytes, read_json
 from .masks import Mask
 from .mlm_warmup import warm_head
 from .prunable import base_model, prunable_parameters
@@ -44,6 +44,32 @@ PERTURB_SEED_OFFSET = 2_000_003
 def weights_path(paths: RunPaths, level: int) -> Path:
     """``level_KK/weights.safetensors``: the level's trained weights (whole model), written with ``save_weights``."""
     return paths.level_dir(level) / "weights.safetensors"
+
+
+def stored_level(path: Path) -> str | None:
+    """The ``level`` metadata of a state file (:meth:`Experiment.save_state`): the level it was written for."""
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("level")
+
+
+def load_level_state(path: Path, level: int) -> State:
+    """The tensors of the state file ``path``, which must have been written for ``level`` (else a one-line error)."""
+    saved = stored_level(path)
+    if saved != str(level):
+        raise RunStoreError(f"{path} holds the state of level {saved}, not level {level}")
+    return st_load(path.read_bytes())
+
+
+def finished_level_mask(paths: RunPaths, level: int) -> Mask | None:
+    """The mask finished level ``level`` of the run in ``paths`` trained with, or None for a dense level (it has no
+    mask file); the file missing for a level that was pruned (its metrics.json says so) is a one-line error."""
+    path = paths.mask(level)
+    if path.is_file():
+        return Mask.load(path)
+    if read_json(paths.metrics(level)).get("sparsity", 0.0) > 0.0:
+        raise RunStoreError(f"{path} is missing, but level {level} of {paths.root.name} was pruned "
+                            "(its metrics.json says so): the run folder is damaged")
+    return None
 
 
 @dataclass
@@ -133,11 +159,7 @@ class Experiment:
         if not path.is_file():
             raise RunStoreError(f"{path} is missing (an earlier level writes it); "
                                 f"delete {self.run.root} to start the run again")
-        with safe_open(str(path), framework="pt") as f:
-            saved = (f.metadata() or {}).get("level")
-        if saved != str(level):
-            raise RunStoreError(f"{path} holds the state for level {saved}, not level {level}")
-        return st_load(path.read_bytes())
+        return load_level_state(path, level)
 
     def carried(self, level: int) -> State:
         """The weights the level before ``level`` left for it (``level_KK/carry.safetensors``)."""

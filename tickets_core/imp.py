@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import RunConfig
-from .errors import ConfigError, RunStoreError
-from .experiment import Experiment, Level
+from .errors import ConfigError, first_line
+from .experiment import Experiment, Level, finished_level_mask
 from .fsio import read_json
 from .identity import resolve
 from .kinds import RunKind, get_kind
@@ -64,10 +64,9 @@ def run(cfg: RunConfig) -> Path:
                     bar.update(1)
             run_.set_state("done")
         except BaseException as e:
-            text = str(e).splitlines()[0] if str(e) else ""
             state = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
             try:
-                run_.set_state(state, error=f"{type(e).__name__}: {text}".rstrip(": "))
+                run_.set_state(state, error=f"{type(e).__name__}: {first_line(e)}".rstrip(": "))
             except (OSError, KeyboardInterrupt):  # e.g. the disk is full: readers rebuild the state from the levels
                 pass
             raise
@@ -127,12 +126,6 @@ def source_levels(cfg: RunConfig) -> list[Level]:
     for k in levels:
         if k not in done:
             raise ConfigError(f"source run {src} has no finished level {k}", param="source_levels")
-        if paths.mask(k).is_file():
-            mask = Mask.load(paths.mask(k))
-        elif read_json(paths.metrics(k)).get("sparsity", 0.0) > 0.0:
-            raise RunStoreError(f"{paths.mask(k)} is missing, but level {k} of {src.name} was pruned "
-                                "(its metrics.json says so): the source run is damaged")
-        else:
-            mask = None  # a dense source level; fitted to this run's model below
+        mask = finished_level_mask(paths, k)  # None: a dense source level; fitted to this run's model in run()
         out.append(Level(k, source_mask=mask, source={"run": src.name, "task": src_task, "level": k}))
     return out

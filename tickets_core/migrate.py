@@ -41,10 +41,9 @@ def _move_carry(d: Path, dry: bool) -> str | None:
     old = d / "carry.safetensors"
     if not old.is_file():
         return None
-    from safetensors import safe_open
+    from .experiment import stored_level  # (imports torch: only for a run folder with this leftover)
 
-    with safe_open(str(old), framework="pt") as f:
-        level = int((f.metadata() or {}).get("level", -1))
+    level = int(stored_level(old) or -1)
     target = RunPaths(d).carry(level)
     if not dry:
         if RunPaths(d).metrics(level).is_file():
