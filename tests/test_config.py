@@ -146,6 +146,14 @@ def test_internal_fields_are_no_parameters():
         RunConfig.from_flat(fingerprint="sha256:x")
 
 
+def test_mlm_head_warmup_on_another_head_fails_at_resolve():
+    """Before the data are looked at (the folder does not exist) and before any model is built."""
+    with pytest.raises(ConfigError, match="^mlm_head_warmup_steps is for MLM tasks; task 'rotten_tomatoes' has a "
+                                          "'classification' head$") as info:
+        resolve(RunConfig.from_flat(mlm_head_warmup_steps=3, data_dir="/nonexistent"))
+    assert info.value.param == "mlm_head_warmup_steps"
+
+
 def test_unknown_nested_key_is_rejected():
     with pytest.raises(ConfigError, match="unknown config key 'train.lr'"):
         RunConfig.from_dict({"train": {"lr": 1.0}})

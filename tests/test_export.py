@@ -97,6 +97,21 @@ def test_bad_exports_fail_in_one_line_and_write_nothing(run, tmp_path, capsys, m
     assert (tmp_path / "ok" / "model.safetensors").is_file()
 
 
+def test_a_damaged_run_folder_fails_in_one_line_and_writes_nothing(run, tmp_path):
+    _, run_dir = run
+    copy = tmp_path / run_dir.name
+    shutil.copytree(run_dir, copy)
+    paths = RunPaths(copy)
+    shutil.copyfile(paths.level_dir(0) / "weights.safetensors", paths.level_dir(1) / "weights.safetensors")
+    with pytest.raises(RunStoreError, match=r"^\S+level_01/weights.safetensors holds the state of level 0, not level 1$"):
+        export(copy, 1, tmp_path / "out")
+    paths.mask(1).unlink()
+    with pytest.raises(RunStoreError, match=r"^\S+level_01/mask.safetensors is missing, but level 1 of \S+ was pruned "
+                                            r"\(its metrics.json says so\): the run folder is damaged$"):
+        export(copy, 1, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [copy.name]
+
+
 def reference_2to4(w: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
     """Row by row, group by group: prune already-pruned weights first, then the smallest |w| (earlier on ties)."""
     out = keep.clone()

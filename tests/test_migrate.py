@@ -52,3 +52,15 @@ def test_migrate_renames_runs_and_their_references(tiny_run_config, tmp_path, ca
     # a finished run opened with today's config resumes as done, nothing to do
     assert not (trunk / "carry.safetensors").exists() and not RunPaths(trunk).carry(1).exists()
     assert imp.run(trunk_cfg) == trunk and migrate.migrate(trunk.parent, log=lambda s: None) == {}
+
+
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
+    assert migrate.main([str(tmp_path / "nowhere")]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nowhere'} is not a folder\n"
+    run = tmp_path / "imp-rotten_tomatoes-0ld0ld00"
+    run.mkdir()
+    (run / "status.json").write_text("{}")
+    (run / "config.json").write_text('{"kind": "imp",\n  "seed": ')  # cut short
+    assert migrate.main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot read {run / 'config.json'}: ") and err.count("\n") == 1

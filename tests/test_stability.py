@@ -93,6 +93,25 @@ def test_the_rewind_point_is_the_one_an_imp_trunk_with_that_rewind_step_saves(ru
     assert metrics(st["impk"], 1)["eval"] == metrics(impk, 1)["eval"]  # copy A = the theta_1 trunk's level 1
 
 
+def test_the_rewind_point_follows_the_trunks_lr_schedule_across_levels(tiny_config_factory, tmp_path):
+    """lr_schedule across_levels: a stability branch computes theta_i on the trunk's stretched LR curve (step 2
+    of 3 runs at a different LR than per_level's), so its rewind point is still the trunk's, bit for bit."""
+    from safetensors.torch import load_file
+
+    def make(**kw):
+        return tiny_config_factory(tmp_path, **{"levels": 1, "max_steps": 3, "rewind_step": 2,
+                                                "lr_schedule": "across_levels", **kw})
+
+    trunk = imp.run(make())
+    branch = imp.run(make(kind="stability", source_run=trunk.name, source_levels=[1], stability_points=3))
+    ours, theirs = load_file(str(RunPaths(branch).rewind())), load_file(str(RunPaths(trunk).rewind()))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert metrics(branch, 1)["eval"] == metrics(trunk, 1)["eval"]  # copy A = the trunk's level 1
+    for kind, kw in (("imp", {}), ("stability", dict(source_run=trunk.name, source_levels=[1]))):
+        with pytest.raises(ConfigError, match="^rewind_step 4 exceeds the 3 steps of a level$"):
+            imp.run(make(kind=kind, rewind_step=4, **kw))
+
+
 def test_barriers_by_method_and_sparsity(runs):
     root, imp0, impk, rand, st = runs
     table = curves.stability_table(curves.load_stability(root))
@@ -111,6 +130,16 @@ def test_a_finished_stability_run_is_skipped(runs, tiny_config_factory, monkeypa
     again = imp.run(tiny_config_factory(root, levels=1, max_steps=2, kind="stability", source_run=imp0.name,
                                         source_levels=[1], stability_points=3))
     assert again == runs[4]["imp0"] and calls == []
+
+
+def test_a_retrain_on_another_task_fails_before_writing_anything(runs, tiny_config_factory):
+    root, imp0, *_ = runs
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    with pytest.raises(ConfigError, match="^retrain fine-tunes a mask on its source's task \\('rotten_tomatoes'\\), "
+                                          "not 'imdb'; that is a transfer$") as info:
+        imp.run(tiny_config_factory(root, levels=1, max_steps=2, kind="retrain", task="imdb", source_run=imp0.name))
+    assert info.value.param == "task"
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # no run folder, not even config.json
 
 
 def test_stability_options_are_checked():

@@ -282,8 +282,7 @@ class RunConfig(_Checked):
         for other in KINDS.values():  # parameters that only some kinds read stay at their defaults elsewhere
             for name in set(other.params) - set(kind.params):
                 p = lookup(name)
-                value = getattr(getattr(self, p.section) if p.section else self, p.field)
-                require(value == p.default, name, f"is for kind {other.name!r}; a {self.kind!r} run does not use it")
+                require(p.value(self) == p.default, name, f"is for kind {other.name!r}; a {self.kind!r} run does not use it")
 
     # -- (de)serialisation ----------------------------------------------------
 
@@ -312,7 +311,7 @@ class RunConfig(_Checked):
 
     def flat(self) -> dict[str, Any]:
         """The inverse of :meth:`from_flat`: every flat parameter and its value."""
-        return {p.name: getattr(getattr(self, p.section) if p.section else self, p.field) for p in PARAMS.values()}
+        return {p.name: p.value(self) for p in PARAMS.values()}
 
     # -- identity ---------------------------------------------------------------
 

@@ -23,10 +23,15 @@ class RunStoreError(ConfigError):
     """A run folder, or one of its files, is missing, malformed or inconsistent (one-line message)."""
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message ("" when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else ""
+
+
 def one_line(error: BaseException) -> str:
     """The first line of an error's message (its type's name when it has none)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    return first_line(error) or type(error).__name__
 
 
 def run_cli(action, catch: tuple[type[BaseException], ...] = (ConfigError,)) -> int:

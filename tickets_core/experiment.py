@@ -25,7 +25,7 @@ from . import models, train
 from .config import RunConfig
 from .early_bird import EarlyBird
 from .errors import ConfigError, RunStoreError
-from .fsio import atomic_write_bytes
+from .fsio import atomic_write_bytes, read_json
 from .masks import Mask
 from .mlm_warmup import warm_head
 from .prunable import base_model, prunable_parameters
@@ -44,6 +44,32 @@ PERTURB_SEED_OFFSET = 2_000_003
 def weights_path(paths: RunPaths, level: int) -> Path:
     """``level_KK/weights.safetensors``: the level's trained weights (whole model), written with ``save_weights``."""
     return paths.level_dir(level) / "weights.safetensors"
+
+
+def stored_level(path: Path) -> str | None:
+    """The ``level`` metadata of a state file (:meth:`Experiment.save_state`): the level it was written for."""
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("level")
+
+
+def load_level_state(path: Path, level: int) -> State:
+    """The tensors of the state file ``path``, which must have been written for ``level`` (else a one-line error)."""
+    saved = stored_level(path)
+    if saved != str(level):
+        raise RunStoreError(f"{path} holds the state of level {saved}, not level {level}")
+    return st_load(path.read_bytes())
+
+
+def finished_level_mask(paths: RunPaths, level: int) -> Mask | None:
+    """The mask finished level ``level`` of the run in ``paths`` trained with, or None for a dense level (it has no
+    mask file); the file missing for a level that was pruned (its metrics.json says so) is a one-line error."""
+    path = paths.mask(level)
+    if path.is_file():
+        return Mask.load(path)
+    if read_json(paths.metrics(level)).get("sparsity", 0.0) > 0.0:
+        raise RunStoreError(f"{path} is missing, but level {level} of {paths.root.name} was pruned "
+                            "(its metrics.json says so): the run folder is damaged")
+    return None
 
 
 @dataclass
@@ -75,10 +101,7 @@ class Experiment:
         self._reinit: State | None = None
         self._perturbed: dict[str, State] = {}
         self.head_warmup: dict | None = None
-        if cfg.model.mlm_head_warmup_steps:
-            if task.head != "mlm":
-                raise ConfigError(f"mlm_head_warmup_steps is for MLM tasks; task {task.name!r} has a {task.head!r} "
-                                  "head", param="mlm_head_warmup_steps")
+        if cfg.model.mlm_head_warmup_steps:  # an MLM task: identity.resolve checks
             self.head_warmup = warm_head(self.model, cfg, task, lambda: models.load_tokenizer(cfg.model),
                                          self.base_keys, self.head_keys)
         # theta0: a real copy (clone), never a view of the live weights.
@@ -136,11 +159,7 @@ class Experiment:
         if not path.is_file():
             raise RunStoreError(f"{path} is missing (an earlier level writes it); "
                                 f"delete {self.run.root} to start the run again")
-        with safe_open(str(path), framework="pt") as f:
-            saved = (f.metadata() or {}).get("level")
-        if saved != str(level):
-            raise RunStoreError(f"{path} holds the state for level {saved}, not level {level}")
-        return st_load(path.read_bytes())
+        return load_level_state(path, level)
 
     def carried(self, level: int) -> State:
         """The weights the level before ``level`` left for it (``level_KK/carry.safetensors``)."""
@@ -174,11 +193,16 @@ class Experiment:
             return step >= rewind
 
         result = train.fine_tune(self.model, self.data, dataclasses.replace(self.cfg.train, eval_every=None),
-                                 seed=self.cfg.seed, on_step=capture_then_stop, desc="rewind point")
-        if not self.paths.rewind().is_file():
-            raise ConfigError(f"rewind_step {rewind} exceeds the {result['steps']} steps of a level",
-                              param="rewind_step")
+                                 seed=self.cfg.seed, on_step=capture_then_stop, desc="rewind point",
+                                 schedule_span=self.schedule_span)
+        self.require_rewind_captured(result)
         return self.rewind_state()
+
+    def require_rewind_captured(self, result: dict) -> None:
+        """After a level that was to capture theta_i: a one-line error if it ended before step ``rewind_step``."""
+        if not self.paths.rewind().is_file():
+            raise ConfigError(f"rewind_step {self.cfg.prune.rewind_step} exceeds the {result['steps']} steps of a "
+                              "level", param="rewind_step")
 
     def reinit_state(self) -> State:
         """Base weights freshly initialised by the architecture's own init (seeded; the same for every level)."""
@@ -209,6 +233,12 @@ class Experiment:
 
     # -- training and what a level leaves -----------------------------------------
 
+    @property
+    def schedule_span(self) -> int:
+        """How many levels' steps the linear LR decay of a level spans (``train.fine_tune``'s ``schedule_span``):
+        ``prune.levels + 1`` with ``lr_schedule: across_levels``, else 1."""
+        return self.cfg.prune.levels + 1 if self.cfg.train.lr_schedule == "across_levels" else 1
+
     def train(self, level: int, mask: Mask, on_step=None, *, seed: int | None = None, save: bool = True) -> dict:
         """Fine-tune the model as it is now under ``mask`` (pruned weights zeroed first and kept at 0).
 
@@ -220,10 +250,9 @@ class Experiment:
         bound = mask.bind(self.model) if mask.nonzero < mask.numel else None
         if bound is not None:
             bound.apply_()
-        span = self.cfg.prune.levels + 1 if self.cfg.train.lr_schedule == "across_levels" else 1
         result = train.fine_tune(self.model, self.data, self.cfg.train,
                                  seed=self.cfg.seed if seed is None else seed, bound_mask=bound,
-                                 on_step=on_step, desc=f"level {level}", schedule_span=span)
+                                 on_step=on_step, desc=f"level {level}", schedule_span=self.schedule_span)
         if save and self.cfg.save_weights:
             self.save_state(weights_path(self.paths, level), self.snapshot(self.all_keys), level)
         return result

@@ -34,13 +34,10 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
-
 from . import models
 from .config import RunConfig
 from .errors import ConfigError, RunStoreError, run_cli
-from .experiment import weights_path
+from .experiment import finished_level_mask, load_level_state, weights_path
 from .fsio import atomic_folder, atomic_write_json, atomic_write_text, read_json, require_new_folder
 from .heads import get_head
 from .kinds import get_kind
@@ -67,10 +64,12 @@ def export(run_dir: str | Path, level: int, out_dir: str | Path) -> Path:
     metrics = read_json(paths.metrics(level))
     task = get_task(cfg.data.task)
     model = models.build_model(cfg.model, task.head, task.num_labels, seed=cfg.seed)  # theta0
-    mask = _level_mask(paths, level, metrics, model, cfg)
+    stored = finished_level_mask(paths, level)
+    mask = (Mask.ones_like(model, cfg.model.include_pooler) if stored is None
+            else stored.fitted(model, cfg.model.include_pooler))
     trained = weights_path(paths, level)
     if trained.is_file():
-        model.load_state_dict(_level_weights(trained, level), strict=True)
+        model.load_state_dict(load_level_state(trained, level), strict=True)
     mask.bind(model).apply_()  # pruned entries exactly 0 (the trained weights already are)
     labels = getattr(task, "labels", None)
     if task.head == "classification" and labels:
@@ -85,22 +84,6 @@ def export(run_dir: str | Path, level: int, out_dir: str | Path) -> Path:
         atomic_write_json(tmp / "ticket.json", record)
         atomic_write_text(tmp / "README.md", model_card(record))
     return out
-
-
-def _level_mask(paths: RunPaths, level: int, metrics: dict, model, cfg: RunConfig) -> Mask:
-    if paths.mask(level).is_file():
-        return Mask.load(paths.mask(level)).fitted(model, cfg.model.include_pooler)
-    if metrics.get("sparsity", 0.0) > 0.0:
-        raise RunStoreError(f"{paths.mask(level)} is missing, but level {level} was pruned (its metrics.json says so)")
-    return Mask.ones_like(model, cfg.model.include_pooler)
-
-
-def _level_weights(path: Path, level: int) -> dict[str, torch.Tensor]:
-    with safe_open(str(path), framework="pt") as f:
-        saved = (f.metadata() or {}).get("level")
-    if saved != str(level):
-        raise RunStoreError(f"{path} holds the weights of level {saved}, not level {level}")
-    return load_file(str(path))
 
 
 def _record(paths: RunPaths, cfg: RunConfig, metrics: dict, mask: Mask, level: int, trained: bool) -> dict:

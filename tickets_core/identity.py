@@ -2,8 +2,8 @@
 
 :func:`resolve` is the second and last check of a config (the dataclasses
 check types and ranges when they are built): the task and the pruning
-strategy must be registered, the data must exist, and a mask file must be
-one.  It fills in ``data.fingerprint`` (the data files' content hash, a
+strategy must be registered, the MLM head warm-up is for MLM tasks only,
+the data must exist, and a mask file must be one.  It fills in ``data.fingerprint`` (the data files' content hash, a
 package version or a hub id) and ``mask_fingerprint`` (the mask file's
 content hash), so :meth:`RunConfig.run_name` names the run by what it
 computes, never by where its files lie.  A config read back from a run
@@ -26,6 +26,9 @@ def resolve(cfg: RunConfig) -> RunConfig:
     """A copy of ``cfg`` with its data (and mask file) identified; bad names fail in one line."""
     get_strategy(cfg.prune.strategy)
     task = get_task(cfg.data.task)
+    if cfg.model.mlm_head_warmup_steps and task.head != "mlm":
+        raise ConfigError(f"mlm_head_warmup_steps is for MLM tasks; task {task.name!r} has a {task.head!r} head",
+                          param="mlm_head_warmup_steps")
     data = cfg.data if cfg.data.fingerprint else dataclasses.replace(cfg.data, fingerprint=task.fingerprint(cfg.data))
     mask_fp = cfg.mask_fingerprint
     if cfg.mask_path is not None and mask_fp is None:

@@ -13,8 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .config import RunConfig
-from .errors import ConfigError, RunStoreError
-from .experiment import Experiment, Level
+from .errors import ConfigError, first_line
+from .experiment import Experiment, Level, finished_level_mask
 from .fsio import read_json
 from .identity import resolve
 from .kinds import RunKind, get_kind
@@ -64,10 +64,9 @@ def run(cfg: RunConfig) -> Path:
                     bar.update(1)
             run_.set_state("done")
         except BaseException as e:
-            text = str(e).splitlines()[0] if str(e) else ""
             state = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
             try:
-                run_.set_state(state, error=f"{type(e).__name__}: {text}".rstrip(": "))
+                run_.set_state(state, error=f"{type(e).__name__}: {first_line(e)}".rstrip(": "))
             except (OSError, KeyboardInterrupt):  # e.g. the disk is full: readers rebuild the state from the levels
                 pass
             raise
@@ -110,11 +109,15 @@ def source_levels(cfg: RunConfig) -> list[Level]:
     """One level per requested source level, with the mask that level trained with.
 
     A source level that was pruned (its metrics say sparsity > 0) must have
-    its mask file; a dense one has none and gives the dense mask.
+    its mask file; a dense one has none and gives the dense mask.  A retrain
+    must be on its source's task (else it is a transfer).
     """
     src = resolve_source(cfg)
     paths = RunPaths(src)
     src_task = read_json(paths.config()).get("data", {}).get("task")
+    if cfg.kind == "retrain" and src_task != cfg.data.task:
+        raise ConfigError(f"retrain fine-tunes a mask on its source's task ({src_task!r}), not {cfg.data.task!r}; "
+                          "that is a transfer", param="task")
     done = paths.levels()
     levels = cfg.source_levels if cfg.source_levels is not None else done
     if not levels:
@@ -123,12 +126,6 @@ def source_levels(cfg: RunConfig) -> list[Level]:
     for k in levels:
         if k not in done:
             raise ConfigError(f"source run {src} has no finished level {k}", param="source_levels")
-        if paths.mask(k).is_file():
-            mask = Mask.load(paths.mask(k))
-        elif read_json(paths.metrics(k)).get("sparsity", 0.0) > 0.0:
-            raise RunStoreError(f"{paths.mask(k)} is missing, but level {k} of {src.name} was pruned "
-                                "(its metrics.json says so): the source run is damaged")
-        else:
-            mask = None  # a dense source level; fitted to this run's model below
+        mask = finished_level_mask(paths, k)  # None: a dense source level; fitted to this run's model in run()
         out.append(Level(k, source_mask=mask, source={"run": src.name, "task": src_task, "level": k}))
     return out

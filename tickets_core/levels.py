@@ -21,7 +21,6 @@ import torch
 
 from .curves import barriers
 from .early_bird import chain
-from .errors import ConfigError
 from .experiment import Experiment, Level
 from .masks import Mask
 from .pruning import get_strategy, level_generator
@@ -63,9 +62,8 @@ def imp_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
     # Early-bird (off by default): stop once the next mask has converged; the last level has no next mask.
     bird = None if item.last else x.early_bird(mask, k)
     result = x.train(k, mask, chain(x.capture_rewind if rewind else None, bird))
-    if rewind and not x.paths.rewind().is_file():
-        raise ConfigError(f"rewind_step {rewind} exceeds the {result['steps']} steps of level 0",
-                          param="rewind_step")
+    if rewind:
+        x.require_rewind_captured(result)
     if bird is not None:
         result["early_bird"] = bird.record()
     if not item.last:
@@ -150,10 +148,7 @@ def noised_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
 
 @level_function("retrain")
 def retrain_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
-    src_task = (item.source or {}).get("task")
-    if src_task != x.task.name:
-        raise ConfigError(f"retrain fine-tunes a mask on its source's task ({src_task!r}), not {x.task.name!r}; "
-                          "that is a transfer", param="task")
+    """A transfer onto the source's own task (:func:`tickets_core.imp.source_levels` checks the task)."""
     return transfer_level(x, item)
 
 

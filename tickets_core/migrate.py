@@ -18,33 +18,33 @@ level folder it was written for.  Folders already up to date are left alone;
 from __future__ import annotations
 
 import argparse
-import sys
+import dataclasses
 from pathlib import Path
 
 from .config import RunConfig
-from .errors import ConfigError
+from .errors import ConfigError, run_cli
 from .fsio import atomic_write_json, atomic_write_text, read_json
 from .identity import resolve
 from .kinds import get_kind
 from .store import RunPaths, is_run_dir
 
 
-def _new_config(old: dict, renamed: dict[str, str]) -> RunConfig:
-    cfg = RunConfig.from_dict(old)
-    if cfg.source_run is not None:
-        source = Path(cfg.source_run).name
-        cfg.source_run = renamed.get(source, source)
-    return resolve(cfg)
+def _configs(old: dict, renamed: dict[str, str]) -> tuple[RunConfig, RunConfig]:
+    """The stored config and today's: resolved, its source run named by the source's new name."""
+    stored = RunConfig.from_dict(old)
+    if stored.source_run is None:
+        return stored, resolve(stored)
+    source = Path(stored.source_run).name
+    return stored, resolve(dataclasses.replace(stored, source_run=renamed.get(source, source)))
 
 
 def _move_carry(d: Path, dry: bool) -> str | None:
     old = d / "carry.safetensors"
     if not old.is_file():
         return None
-    from safetensors import safe_open
+    from .experiment import stored_level  # (imports torch: only for a run folder with this leftover)
 
-    with safe_open(str(old), framework="pt") as f:
-        level = int((f.metadata() or {}).get("level", -1))
+    level = int(stored_level(old) or -1)
     target = RunPaths(d).carry(level)
     if not dry:
         if RunPaths(d).metrics(level).is_file():
@@ -65,7 +65,7 @@ def migrate(root: str | Path, *, dry_run: bool = False, log=print) -> dict[str, 
     renamed: dict[str, str] = {}
     for d in order:
         try:
-            cfg = _new_config(configs[d.name], renamed)
+            stored, cfg = _configs(configs[d.name], renamed)
         except ConfigError as e:
             log(f"skip {d.name}: {e}")
             continue
@@ -77,7 +77,6 @@ def migrate(root: str | Path, *, dry_run: bool = False, log=print) -> dict[str, 
                 continue
             renamed[d.name] = new
             notes.append(f"-> {new}")
-        stored = RunConfig.from_dict(configs[d.name])
         if stored != cfg:
             notes.append("config.json updated")
         if not dry_run:
@@ -100,12 +99,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs_root", help="folder holding the run folders")
     ap.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
     args = ap.parse_args(argv)
-    if not Path(args.runs_root).is_dir():
-        print(f"error: {args.runs_root} is not a folder", file=sys.stderr)
-        return 2
-    renamed = migrate(args.runs_root, dry_run=args.dry_run)
-    print(f"{len(renamed)} run folder(s) {'would be ' if args.dry_run else ''}renamed")
-    return 0
+
+    def action() -> str:
+        if not Path(args.runs_root).is_dir():
+            raise ConfigError(f"{args.runs_root} is not a folder")
+        renamed = migrate(args.runs_root, dry_run=args.dry_run)
+        return f"{len(renamed)} run folder(s) {'would be ' if args.dry_run else ''}renamed"
+
+    return run_cli(action)
 
 
 if __name__ == "__main__":

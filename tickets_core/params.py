@@ -15,6 +15,7 @@ Imports nothing else from tickets_core but its errors.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -58,6 +59,10 @@ class Param:
     def dotted(self) -> str:
         return f"{self.section}.{self.field}" if self.section else self.field
 
+    def value(self, cfg: Any) -> Any:
+        """This parameter's value in the root config ``cfg``."""
+        return getattr(getattr(cfg, self.section) if self.section else cfg, self.field)
+
 
 def _default(f: dataclasses.Field) -> Any:
     if f.default is not _NO_DEFAULT:
@@ -67,7 +72,9 @@ def _default(f: dataclasses.Field) -> Any:
     return None
 
 
+@functools.cache
 def _hints(cls) -> dict[str, Any]:
+    """``cls``'s resolved field types (cached: every config built runs :func:`check_fields`; do not mutate)."""
     return typing.get_type_hints(cls)
 
 
