@@ -160,9 +160,16 @@ class Task:
         """A fresh :class:`Evaluator` for evaluation set ``ds`` of ``data``."""
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def loss(self, model, batch: dict):
-        """The training loss of ``batch`` (inputs and targets, on the model's device): the model's own."""
-        return model(**batch).loss
+    def compile_target(self, model):
+        """The module whose forward :meth:`loss` runs: what ``torch.compile`` compiles for training (the model)."""
+        return model
+
+    def loss(self, model, batch: dict, compiled=None):
+        """The training loss of ``batch`` (inputs and targets, on the model's device): the model's own.
+
+        ``compiled``: a compiled :meth:`compile_target` of ``model``, called in its place (None: eager).
+        """
+        return (model if compiled is None else compiled)(**batch).loss
 
     def outputs(self, model, inputs: dict, batch: dict):
         """The model's outputs for evaluation: ``inputs`` (on the device) lack the targets ``batch`` has."""
