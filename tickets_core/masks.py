@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .components import describe, is_pooler
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .fsio import atomic_write_bytes
 from .prunable import base_model, prunable_parameters
 
@@ -202,8 +202,7 @@ class Mask(MutableMapping):
                 meta = f.metadata() or {}
                 packed = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise MaskFileError(f"mask file {path} is corrupted or not a safetensors file ({msg})") from None
+            raise MaskFileError(f"mask file {path} is corrupted or not a safetensors file ({one_line(e)})") from None
         if meta.get("format") != FORMAT:
             raise MaskFileError(f"{path} is not a tickets_core mask file (no '{FORMAT}' metadata)")
         if meta.get("version") != VERSION:

@@ -246,6 +246,11 @@ def prune(model: nn.Module, current_mask: Mask, cfg: PruneConfig, level: int, se
 # ---------------------------------------------------------------------------
 
 
+def fits_2to4(shape) -> bool:
+    """True for the shapes 2:4 semi-structured sparsity applies to: matrices with rows a multiple of 4 long."""
+    return len(shape) == 2 and shape[1] % 4 == 0
+
+
 def magnitude_2to4(weights: Weights, current: Mask, target_sparsity: float, *,
                    generator: torch.Generator | None = None, layer_sparsities=None) -> Mask:
     """Remove the 2 smallest-|w| of every 4 consecutive weights of each row (2:4 semi-structured sparsity).
@@ -263,7 +268,7 @@ def magnitude_2to4(weights: Weights, current: Mask, target_sparsity: float, *,
     out = Mask()
     for k, m in current.items():
         w = weights[k]
-        if w.dim() != 2 or w.shape[1] % 4:
+        if not fits_2to4(w.shape):
             raise PruningError(f"magnitude_2to4 needs matrices with rows a multiple of 4 long; {k!r} is "
                                f"{tuple(w.shape)}")
         groups = m.reshape(-1, 4)

@@ -194,14 +194,13 @@ def _forward_backward(task_loss, model, compiled, batch: dict, autocast, cudagra
 def _batches(data: TaskData, cfg: TrainConfig, plan, n_train: int, total_steps: int, order_gen, mask_gen,
              lengths, keys: set[str], cap: int | None):
     """``(rows, batch)`` for each of the ``total_steps`` steps: epochs of :func:`batch_order`, collated."""
-    pad_id = data.tokenizer.pad_token_id if data.tokenizer.pad_token_id is not None else 0
     step = 0
     while step < total_steps:
         for indices in batch_order(n_train, cfg.batch_size, order_gen, lengths):
             batch = data.collate(data.train[indices], generator=mask_gen)
             batch = {k: v for k, v in batch.items() if k in keys}
             if plan.pad_multiple > 1:
-                batch = fastpath.pad_batch(batch, plan.pad_multiple, pad_id, cap)
+                batch = fastpath.pad_batch(batch, plan.pad_multiple, data.pad_id, cap)
             if plan.pin_memory:
                 batch = fastpath.pin(batch)
             yield len(indices), batch
