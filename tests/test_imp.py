@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from tickets_core import imp, train
-from tickets_core.config import ConfigError, ModelConfig
+from tickets_core.config import ConfigError, ModelConfig, PruneConfig
 from tickets_core.masks import Mask, MaskFileError, MaskFitError
 from tickets_core.models import build_model
 from tickets_core.prunable import base_model, prunable_parameters
-from tickets_core.pruning import magnitude_global, target_sparsity
+from tickets_core.pruning import magnitude_global
 from tickets_core.results import load_masks, load_runs, load_sparsity
 from tickets_core.store import RunPaths
 
@@ -61,8 +61,9 @@ def test_imp_trunk_writes_every_level(trunk):
     assert not paths.mask(0).exists()
     masks = load_masks(d)
     assert sorted(masks) == [1, 2, 3]
+    schedule = PruneConfig(schedule="linear", rate=0.2, levels=3)
     for k in (1, 2, 3):
-        assert masks[k].numel - masks[k].nonzero == round(target_sparsity(k, "linear", 0.2) * masks[k].numel)
+        assert masks[k].numel - masks[k].nonzero == round(schedule.sparsity(k) * masks[k].numel)
     for k in (2, 3):
         assert not any(bool((masks[k][n] & ~masks[k - 1][n]).any()) for n in masks[k])  # nested
     df = load_runs(d.parent)
@@ -190,8 +191,9 @@ def test_oneshot_standard_and_dense(tiny_run_config, monkeypatch):
     w = {k: p.detach() for k, p in prunable_parameters(fresh).items()}
     d = imp.run(tiny_run_config(kind="oneshot", levels=2, max_steps=1))
     one = load_masks(d)
+    schedule = PruneConfig(schedule="linear", rate=0.2, levels=2)
     for k in (1, 2):  # magnitude pruning of theta0 itself, straight to each level's sparsity
-        expect = magnitude_global(w, Mask.ones_like(fresh), target_sparsity(k, "linear", 0.2))
+        expect = magnitude_global(w, Mask.ones_like(fresh), schedule.sparsity(k))
         assert all(torch.equal(one[k][n], expect[n]) for n in expect)
 
     ends, starts = {}, {}

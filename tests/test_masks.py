@@ -153,3 +153,29 @@ def test_pruned_weights_stay_exactly_zero_under_adamw(tiny_cls):
     _train_steps(control.train(), None, steps=3)
     name = "encoder.layer.0.attention.self.query.weight"
     assert torch.count_nonzero(prunable_parameters(control)[name].detach()[~mask[name]]) > 0
+
+
+def test_masks_to_compare_must_pair_up_by_name_and_shape():
+    from tickets_core.early_bird import mask_distance
+
+    a = Mask({"x": torch.tensor([True, False]), "y": torch.ones(2, 2, dtype=torch.bool)})
+    assert [v is a["x"] for v, _ in a.paired(a.copy())] == [True, False]
+    for compare in (Mask.overlap, mask_distance):  # one check for both
+        with pytest.raises(MaskFitError, match="same names"):
+            compare(a, Mask({"x": a["x"]}))
+        with pytest.raises(MaskFitError, match=r"mask entry 'y' has shape \(2, 2\) vs \(4,\)"):
+            compare(a, Mask({"x": a["x"], "y": torch.ones(4, dtype=torch.bool)}))
+
+
+def test_multi_tensor_keep_masks_are_built_once_and_follow_a_cast(tiny_cls):
+    mask = random_mask({k: tuple(p.shape) for k, p in prunable_parameters(tiny_cls).items()}, seed=2)
+    bound = mask.bind(tiny_cls)
+    bound.apply_(multi_tensor=True)
+    keep = bound._keep
+    bound.mask_grads_(multi_tensor=True), bound.apply_(multi_tensor=True), bound.apply_()
+    assert bound._keep is keep  # per-step calls reuse the cached list
+    tiny_cls.double()
+    bound.apply_(multi_tensor=True)
+    assert bound._keep is not keep and all(k.dtype == torch.float64 for k in bound._keep)
+    params = prunable_parameters(tiny_cls)
+    assert all(bool((params[k].detach()[~v] == 0).all()) for k, v in mask.items())

@@ -15,7 +15,7 @@ from tickets_core.identity import resolve
 from tickets_core.masks import Mask
 from tickets_core.prunable import base_model, prunable_parameters
 from tickets_core.pruning import (STRATEGIES, PruningError, get_strategy, level_generator, magnitude_global,
-                                  magnitude_layerwise, prune, random_global, random_layerwise, target_sparsity)
+                                  magnitude_layerwise, prune, random_global, random_layerwise)
 
 
 def small_bert(hidden: int = 40, seed: int = 0) -> nn.Module:
@@ -97,7 +97,7 @@ def test_linear_schedule_reaches_exact_tenths():
     for level in range(1, 10):
         mask = prune(model, mask, cfg, level)
         assert mask.numel - mask.nonzero == level * n // 10
-    assert target_sparsity(3, "linear", 0.1) == pytest.approx(0.3)
+    assert cfg.sparsity(3) == pytest.approx(0.3)
 
 
 def test_geometric_schedule():
@@ -105,7 +105,7 @@ def test_geometric_schedule():
     cfg = PruneConfig(schedule="geometric", rate=0.2, levels=5)
     mask = Mask.ones_like(model)
     for level in range(1, 6):
-        assert target_sparsity(level, "geometric", 0.2) == pytest.approx(1 - 0.8 ** level)
+        assert cfg.sparsity(level) == pytest.approx(1 - 0.8 ** level)
         mask = prune(model, mask, cfg, level)
         assert mask.numel - mask.nonzero == round((1 - 0.8 ** level) * mask.numel)
 
@@ -114,7 +114,7 @@ def test_bert_base_first_level_is_exact_and_fast(bert_base_cls):
     w = weights_of(bert_base_cls)
     cur = Mask.ones_like(bert_base_cls)
     start = time.perf_counter()
-    mask = magnitude_global(w, cur, target_sparsity(1))
+    mask = magnitude_global(w, cur, PruneConfig(schedule="linear", rate=0.1).sparsity(1))
     elapsed = time.perf_counter() - start
     assert mask.numel - mask.nonzero == 8_552_448  # exactly 10% of 85,524,480
     # Generous bound: ~1-2 s on an idle 2-core CPU; the shared CI machine is often loaded.
@@ -175,7 +175,10 @@ def test_other_errors_are_one_line():
         magnitude_global(w, half, 0.3)
     with pytest.raises(PruningError, match="disagree"):
         magnitude_global({k: v for k, v in list(w.items())[1:]}, ones, 0.3)
+    with pytest.raises(ConfigError, match="sparsity must stay below 1") as info:  # the schedule reaching 1
+        PruneConfig(schedule="linear", rate=0.1, levels=10)
+    assert "\n" not in str(info.value)
     with pytest.raises(PruningError):
-        target_sparsity(10, "linear", 0.1)
+        magnitude_global(w, ones, PruneConfig(schedule="linear", rate=0.1).sparsity(10))
     assert set(STRATEGIES) == {"magnitude_global", "magnitude_layerwise", "random_global", "random_layerwise",
                                "magnitude_2to4"}

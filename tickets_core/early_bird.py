@@ -25,14 +25,12 @@ from typing import Callable
 
 import torch
 
-from .masks import Mask, MaskFitError
+from .masks import Mask
 
 
 def mask_distance(a: Mask, b: Mask) -> float:
     """Fraction of the entries of two masks over the same matrices whose bits differ (normalised Hamming)."""
-    if set(a) != set(b) or any(a[k].shape != b[k].shape for k in a):
-        raise MaskFitError("masks to compare must have the same names and shapes")
-    differ = sum(int(torch.count_nonzero(a[k] ^ b[k])) for k in a)
+    differ = sum(int(torch.count_nonzero(v ^ w)) for v, w in a.paired(b))
     return differ / a.numel if a.numel else 0.0
 
 

@@ -23,9 +23,10 @@ strings them together:
   (in :mod:`tickets_core.masks`).
 * :class:`Prefetcher`: batches collated (and pinned, on CUDA) on a
   background thread, ``depth`` batches ahead; same batches, same order.
-* :func:`compile_model`: ``torch.compile(model, dynamic=True)``, by default
+* :func:`compile_model`: ``torch.compile(module, dynamic=True)``, by default
   in 'reduce-overhead' mode (Inductor kernels replayed as CUDA graphs, one
-  graph per recurring shape).
+  graph per recurring shape); the module is the one the task's loss runs
+  (``Task.compile_target``: the model, or the MLM encoder).
 
 :func:`make_plan` decides which pieces run: all of them with the fast path on
 CUDA, none on the CPU unless asked for (measured on a 2-core CPU: none of

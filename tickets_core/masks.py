@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .components import describe, is_pooler
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .fsio import atomic_write_bytes
 from .prunable import base_model, prunable_parameters
 
@@ -120,15 +120,22 @@ class Mask(MutableMapping):
         return {"total": {"numel": self.numel, "nonzero": self.nonzero, "sparsity": self.sparsity},
                 "matrices": matrices}
 
-    def overlap(self, other: "Mask") -> float:
-        """Intersection over union of the kept weights of two masks with the same names."""
+    def paired(self, other: "Mask") -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """``(self[k], other[k])`` for each name ``k``; :class:`MaskFitError` unless names and shapes agree."""
         if set(self) != set(other):
             raise MaskFitError("masks to compare must have the same names")
-        inter = union = 0
+        pairs = []
         for k, v in self.items():
             w = other[k]
             if w.shape != v.shape:
                 raise MaskFitError(f"mask entry {k!r} has shape {tuple(v.shape)} vs {tuple(w.shape)}")
+            pairs.append((v, w))
+        return pairs
+
+    def overlap(self, other: "Mask") -> float:
+        """Intersection over union of the kept weights of two masks with the same names."""
+        inter = union = 0
+        for v, w in self.paired(other):
             inter += int(torch.count_nonzero(v & w))
             union += int(torch.count_nonzero(v | w))
         return inter / union if union else 1.0
@@ -195,8 +202,7 @@ class Mask(MutableMapping):
                 meta = f.metadata() or {}
                 packed = {k: f.get_tensor(k) for k in f.keys()}
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise MaskFileError(f"mask file {path} is corrupted or not a safetensors file ({msg})") from None
+            raise MaskFileError(f"mask file {path} is corrupted or not a safetensors file ({one_line(e)})") from None
         if meta.get("format") != FORMAT:
             raise MaskFileError(f"{path} is not a tickets_core mask file (no '{FORMAT}' metadata)")
         if meta.get("version") != VERSION:
@@ -244,20 +250,30 @@ class BoundMask:
         self._pairs: list[tuple[nn.Parameter, torch.Tensor]] = [
             (params[k], (~v).to(params[k].device)) for k, v in mask.items() if not bool(v.all())
         ]
-        self._keep: list[torch.Tensor] = []  # float keep-masks for multi_tensor, built on first use
+        self._keep: list[torch.Tensor] | None = None  # float keep-masks for multi_tensor, built on first use
 
     def _current(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """The pairs, each pruned-position mask on its parameter's device (a move drops the float keep-masks)."""
         for i, (p, pruned) in enumerate(self._pairs):
             if pruned.device != p.device:
                 self._pairs[i] = (p, pruned.to(p.device))
+                self._keep = None
         return self._pairs
 
     def _float_keep(self) -> list[torch.Tensor]:
-        pairs = self._current()
-        if len(self._keep) != len(pairs) or any(k.device != p.device or k.dtype != p.dtype
-                                                for k, (p, _) in zip(self._keep, pairs)):
-            self._keep = [(~pruned).to(p.dtype) for p, pruned in pairs]
-        return self._keep
+        """The cached float keep-masks (callers check ``self._pairs`` is non-empty).
+
+        Per call only the first matrix's device and dtype are compared (a step of the fast path calls this
+        twice); a model moved or cast as a whole (``model.to(...)``) fails that check and every mask is
+        rebuilt.
+        """
+        keep = self._keep
+        if keep is not None:
+            p = self._pairs[0][0]
+            if keep[0].device == p.device and keep[0].dtype == p.dtype:
+                return keep
+        self._keep = keep = [(~pruned).to(p.dtype) for p, pruned in self._current()]
+        return keep
 
     @torch.no_grad()
     def apply_(self, multi_tensor: bool = False) -> None:

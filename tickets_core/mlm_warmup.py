@@ -38,6 +38,7 @@ from . import models, train
 from .config import RunConfig
 from .fsio import atomic_write_bytes
 from .params import hashed_view
+from .tasks.common import cache_root
 
 #: Seed of the fresh head the warm-up starts from and of its data order and masking.
 WARMUP_SEED = 0
@@ -68,8 +69,7 @@ def cache_path(cfg: RunConfig, base_state: dict[str, torch.Tensor]) -> Path:
            "model": [m.name_or_path, m.tokenizer, m.random_init, m.config_overrides],
            "data": hashed_view(warmup_data_config(cfg)), "train": hashed_view(warmup_config(cfg))}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
-    root = Path(cfg.data.cache_dir).expanduser() if cfg.data.cache_dir else Path.home() / ".cache" / "tickets_core"
-    return root / "mlm_heads" / f"{cfg.data.task}-{digest}.safetensors"
+    return cache_root(cfg.data) / "mlm_heads" / f"{cfg.data.task}-{digest}.safetensors"
 
 
 def warm_head(model, cfg: RunConfig, task, tokenizer_fn, base_keys: list[str], head_keys: list[str]) -> dict:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .config import ModelConfig
-from .errors import ConfigError
+from .errors import ConfigError, one_line
 from .heads import get_head
 
 # Small random configs, one per supported family.  All use the uncased
@@ -64,12 +64,12 @@ def _named(name: str, param: str):
     except (OSError, ValueError) as e:
         if Path(name).expanduser().is_dir():
             raise ConfigError(f"{param} {name!r}: the folder holds no usable model files "
-                              f"({str(e).splitlines()[0]})", param=param) from None
+                              f"({one_line(e)})", param=param) from None
         aliases = (*OFFLINE_ALIASES, *_TINY)
         close = difflib.get_close_matches(name, aliases, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ConfigError(f"{param} {name!r} is neither an alias ({', '.join(aliases)}), nor a folder, nor "
-                          f"reachable on the Hugging Face hub ({str(e).splitlines()[0]}){hint}", param=param) from None
+                          f"reachable on the Hugging Face hub ({one_line(e)}){hint}", param=param) from None
 
 
 def load_tokenizer(cfg: ModelConfig):

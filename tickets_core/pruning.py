@@ -1,4 +1,4 @@
-"""Pruning strategies (pure functions in a registry) and sparsity schedules.
+"""Pruning strategies (pure functions in a registry); level sparsities come from ``PruneConfig.sparsity``.
 
 A strategy maps ``(weights, current mask, target sparsity)`` to a new mask
 whose sparsity over all the mask's weights is exactly
@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .config import SCHEDULES, PruneConfig
+from .config import PruneConfig
 from .errors import ConfigError
 from .masks import Mask
 from .prunable import base_model
@@ -37,19 +37,8 @@ class PruningError(ConfigError):
 
 
 # ---------------------------------------------------------------------------
-# Schedules
+# Sparsity checks
 # ---------------------------------------------------------------------------
-
-
-def target_sparsity(level: int, schedule: str = "linear", rate: float = 0.1) -> float:
-    """Sparsity of level ``level``: ``level * rate`` (linear) or ``1 - (1 - rate) ** level`` (geometric)."""
-    if schedule not in SCHEDULES:
-        raise PruningError(f"unknown pruning schedule {schedule!r}; choose one of {', '.join(SCHEDULES)}")
-    if level < 0:
-        raise PruningError(f"pruning level must be >= 0, got {level}")
-    s = level * rate if schedule == "linear" else 1.0 - (1.0 - rate) ** level
-    _check_sparsity(s)
-    return s
 
 
 def _check_sparsity(s: float) -> None:
@@ -257,6 +246,11 @@ def prune(model: nn.Module, current_mask: Mask, cfg: PruneConfig, level: int, se
 # ---------------------------------------------------------------------------
 
 
+def fits_2to4(shape) -> bool:
+    """True for the shapes 2:4 semi-structured sparsity applies to: matrices with rows a multiple of 4 long."""
+    return len(shape) == 2 and shape[1] % 4 == 0
+
+
 def magnitude_2to4(weights: Weights, current: Mask, target_sparsity: float, *,
                    generator: torch.Generator | None = None, layer_sparsities=None) -> Mask:
     """Remove the 2 smallest-|w| of every 4 consecutive weights of each row (2:4 semi-structured sparsity).
@@ -274,7 +268,7 @@ def magnitude_2to4(weights: Weights, current: Mask, target_sparsity: float, *,
     out = Mask()
     for k, m in current.items():
         w = weights[k]
-        if w.dim() != 2 or w.shape[1] % 4:
+        if not fits_2to4(w.shape):
             raise PruningError(f"magnitude_2to4 needs matrices with rows a multiple of 4 long; {k!r} is "
                                f"{tuple(w.shape)}")
         groups = m.reshape(-1, 4)

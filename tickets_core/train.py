@@ -63,10 +63,11 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     With the fast path (``cfg.fast_path``, on by default on CUDA; see
     :mod:`tickets_core.fastpath`) the same steps run with padded-to-a-multiple
     batches, multi-tensor masking, bf16 compute weights with fp32 master
-    weights under bf16, prefetched batches and a compiled model.  ``on_step``
-    and periodic evaluations always see the fp32 weights (a callback with
-    ``reads_weights = False``, such as a timer, is called without swapping
-    them in).
+    weights under bf16, prefetched batches and a compiled model (the module
+    the task's loss runs, ``task.compile_target``: the MLM encoder when the
+    loss applies the head itself).  ``on_step`` and periodic evaluations
+    always see the fp32 weights (a callback with ``reads_weights = False``,
+    such as a timer, is called without swapping them in).
     """
     check_vocab(model, data.tokenizer)
     _seed_everything(seed)
@@ -108,21 +109,22 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     if plan.prefetch:
         batches = fastpath.Prefetcher(batches, plan.prefetch)
     masters = fastpath.MasterWeights(model) if plan.master_weights else None
-    forward = fastpath.compile_model(model, plan.compile) if plan.compile else model
+    # The task names the module its loss runs (MLM: the encoder), so the compiled code is what runs.
+    compiled = fastpath.compile_model(data.task.compile_target(model), plan.compile) if plan.compile else None
     expose_to_callback = getattr(on_step, "reads_weights", True)
     try:
         for n_rows, batch in batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             try:
-                loss = _forward_backward(data.task.loss, forward, batch, autocast, plan.cudagraphs)
+                loss = _forward_backward(data.task.loss, model, compiled, batch, autocast, plan.cudagraphs)
             except Exception as e:  # a compiler failure on the first step: carry on eagerly
-                if forward is model or step > 0:
+                if compiled is None or step > 0:
                     raise
                 warnings.warn(f"torch.compile(mode={plan.compile!r}) failed ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else ''}); training eagerly", RuntimeWarning)
-                forward = model
+                compiled = None
                 model.zero_grad(set_to_none=True)
-                loss = _forward_backward(data.task.loss, forward, batch, autocast, False)
+                loss = _forward_backward(data.task.loss, model, None, batch, autocast, False)
             if masters is not None:
                 masters.grads_to_master()
             if bound_mask is not None:
@@ -175,16 +177,16 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     }
 
 
-def _forward_backward(task_loss, forward, batch: dict, autocast, cudagraphs: bool) -> torch.Tensor:
+def _forward_backward(task_loss, model, compiled, batch: dict, autocast, cudagraphs: bool) -> torch.Tensor:
     """One forward and backward pass; the task computes the loss (MLM: vocabulary logits at masked positions only).
 
-    With a compiled model, a task loss that calls submodules (the MLM one does) reaches the uncompiled
-    modules through ``torch.compile``'s attribute forwarding: that part then runs eagerly.
+    ``compiled``: the compiled ``task.compile_target(model)``, which the task's loss runs in that module's
+    place (None: eager).
     """
     if cudagraphs:
         fastpath.mark_step()
     with autocast:
-        loss = task_loss(forward, batch)
+        loss = task_loss(model, batch, compiled=compiled)
     loss.backward()
     return loss
 
@@ -192,14 +194,13 @@ def _forward_backward(task_loss, forward, batch: dict, autocast, cudagraphs: boo
 def _batches(data: TaskData, cfg: TrainConfig, plan, n_train: int, total_steps: int, order_gen, mask_gen,
              lengths, keys: set[str], cap: int | None):
     """``(rows, batch)`` for each of the ``total_steps`` steps: epochs of :func:`batch_order`, collated."""
-    pad_id = data.tokenizer.pad_token_id if data.tokenizer.pad_token_id is not None else 0
     step = 0
     while step < total_steps:
         for indices in batch_order(n_train, cfg.batch_size, order_gen, lengths):
             batch = data.collate(data.train[indices], generator=mask_gen)
             batch = {k: v for k, v in batch.items() if k in keys}
             if plan.pad_multiple > 1:
-                batch = fastpath.pad_batch(batch, plan.pad_multiple, pad_id, cap)
+                batch = fastpath.pad_batch(batch, plan.pad_multiple, data.pad_id, cap)
             if plan.pin_memory:
                 batch = fastpath.pin(batch)
             yield len(indices), batch

@@ -34,6 +34,11 @@ CACHE_VERSION = 1
 SPLIT_SEED = 1234
 
 
+def cache_root(cfg: DataConfig) -> Path:
+    """The folder of tickets_core's caches: ``cfg.cache_dir``, by default ``~/.cache/tickets_core``."""
+    return Path(cfg.cache_dir).expanduser() if cfg.cache_dir else Path.home() / ".cache" / "tickets_core"
+
+
 class DataError(ConfigError):
     """Task data is missing or malformed (one-line message)."""
 
@@ -87,16 +92,20 @@ class TaskData:
     cache_path: Path | None = None
     mlm_probability: float = 0.15
 
+    @property
+    def pad_id(self) -> int:
+        """The tokenizer's pad token id (0 when it has none)."""
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
     def collate(self, rows: dict[str, list], generator=None) -> dict:
         """One batch (a column dict as ``dataset[indices]`` returns it) padded to its longest row, with targets.
 
         The inputs are padded here; the task adds its targets
         (:meth:`Task.add_targets`; MLM masks training tokens with ``generator``).
         """
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         ids = rows["input_ids"]
         width = max(len(x) for x in ids)
-        batch = {"input_ids": pad(ids, pad_id, width),
+        batch = {"input_ids": pad(ids, self.pad_id, width),
                  "attention_mask": pad([[1] * len(x) for x in ids], 0, width)}
         if "token_type_ids" in rows:
             batch["token_type_ids"] = pad(rows["token_type_ids"], 0, width)
@@ -160,9 +169,16 @@ class Task:
         """A fresh :class:`Evaluator` for evaluation set ``ds`` of ``data``."""
         raise NotImplementedError  # pragma: no cover - abstract
 
-    def loss(self, model, batch: dict):
-        """The training loss of ``batch`` (inputs and targets, on the model's device): the model's own."""
-        return model(**batch).loss
+    def compile_target(self, model):
+        """The module whose forward :meth:`loss` runs: what ``torch.compile`` compiles for training (the model)."""
+        return model
+
+    def loss(self, model, batch: dict, compiled=None):
+        """The training loss of ``batch`` (inputs and targets, on the model's device): the model's own.
+
+        ``compiled``: a compiled :meth:`compile_target` of ``model``, called in its place (None: eager).
+        """
+        return (model if compiled is None else compiled)(**batch).loss
 
     def outputs(self, model, inputs: dict, batch: dict):
         """The model's outputs for evaluation: ``inputs`` (on the device) lack the targets ``batch`` has."""
@@ -181,8 +197,7 @@ class Task:
             raise ConfigError(f"data.task is {cfg.task!r} but task {self.name!r} was asked to load it")
         src = self.source(cfg)
         key = _cache_key(self, src.fingerprint, tokenizer, self.cache_options(cfg))
-        root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else Path.home() / ".cache" / "tickets_core"
-        path = root / self.name / key
+        path = cache_root(cfg) / self.name / key
         if not (path / "done.json").exists():
             splits = self.tokenize(src.read(), cfg, tokenizer)
             _save_splits(path, splits)

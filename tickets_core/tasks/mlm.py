@@ -29,6 +29,9 @@ and apply the head to the masked positions only (15% of them: the
 ``tokens x hidden x vocabulary`` projection, the largest matmul of a small
 model's MLM step, shrinks 6-7x).  The loss and the scores equal the full
 forward's (tested); other layouts (DistilBERT, ELECTRA) take the full forward.
+With ``torch.compile`` (the fast path), such a model's encoder is what is
+compiled (:meth:`MlmTask.compile_target`), since the model's own forward is
+never called.
 """
 
 from __future__ import annotations
@@ -128,12 +131,19 @@ class MlmTask(Task):
     def evaluator(self, data: TaskData, ds) -> Evaluator:
         return _MaskedTokens()
 
-    def loss(self, model, batch: dict):
-        """Mean cross-entropy over the masked tokens, with logits computed at those tokens only when possible."""
+    def compile_target(self, model):
+        """The encoder when the loss applies the head itself (:func:`masked_logits`), else the whole model."""
+        return model.base_model if mlm_head(model) is not None else model
+
+    def loss(self, model, batch: dict, compiled=None):
+        """Mean cross-entropy over the masked tokens, with logits computed at those tokens only when possible.
+
+        ``compiled``: the compiled :meth:`compile_target` (the encoder, or the whole model), run in its place.
+        """
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        masked = masked_logits(model, inputs, batch["labels"])
+        masked = masked_logits(model, inputs, batch["labels"], encoder=compiled)
         if masked is None:
-            return model(**batch).loss
+            return (model if compiled is None else compiled)(**batch).loss
         return torch.nn.functional.cross_entropy(masked.logits, masked.labels)
 
     def outputs(self, model, inputs: dict, batch: dict):
@@ -161,15 +171,16 @@ def mlm_head(model) -> torch.nn.Module | None:
     return None
 
 
-def masked_logits(model, inputs: dict, labels: torch.Tensor) -> MaskedLogits | None:
+def masked_logits(model, inputs: dict, labels: torch.Tensor, encoder=None) -> MaskedLogits | None:
     """Encoder on ``inputs``, then the MLM head on the positions where ``labels`` != -100 only.
 
-    None when ``model`` has no head of a known layout (the caller runs the full forward).
+    None when ``model`` has no head of a known layout (the caller runs the full forward).  ``encoder``: a
+    compiled ``model.base_model`` to run in its place (None: the encoder itself).
     """
     head = mlm_head(model)
     if head is None:
         return None
-    hidden = model.base_model(**inputs, return_dict=True)[0]
+    hidden = (model.base_model if encoder is None else encoder)(**inputs, return_dict=True)[0]
     labels = labels.to(hidden.device)
     sel = labels != -100
     return MaskedLogits(head(hidden[sel]), labels[sel])
