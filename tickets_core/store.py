@@ -239,8 +239,10 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def run_progress(run_dir: str | Path | None) -> str:
-    """``levels done/planned`` of a run folder ("starting" before it has a status)."""
-    status = read_status(run_dir)
+    """``levels done/planned`` of a run folder ("starting" before it has a status).
+
+    Reads the stored status without probing ``run.lock`` (the state is not shown)."""
+    status = _stored_status(RunPaths(run_dir)) if run_dir is not None else None
     if status is None:
         return "starting"
     done, planned = len(status.get("levels_done") or []), status.get("levels_planned")
