@@ -134,14 +134,15 @@ def cluster_arguments(path: str | Path) -> dict:
     return args
 
 
-def slurm_cluster(path: str | Path):
-    """A ``dask_jobqueue.SLURMCluster`` built from the cluster file ``path`` (no job submitted yet)."""
+def slurm_cluster(path: str | Path, args: dict | None = None):
+    """A ``dask_jobqueue.SLURMCluster`` built from the cluster file ``path`` (no job submitted yet);
+    ``args``: its :func:`cluster_arguments` when already read."""
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError:
         raise SweepError("--executor slurm needs dask-jobqueue (pip install dask-jobqueue)") from None
     try:
-        return SLURMCluster(**cluster_arguments(path))
+        return SLURMCluster(**(cluster_arguments(path) if args is None else args))
     except (TypeError, ValueError) as e:
         raise SweepError(f"{path}: {str(e).splitlines()[0]}") from None
 
@@ -157,7 +158,8 @@ def gpu_resources(args: dict) -> dict | None:
 
 def slurm_engine(path: str | Path, jobs: int) -> Engine:
     """``jobs`` SLURM jobs (one Dask worker each) from the cluster file ``path``, and an engine on them."""
-    cluster = slurm_cluster(path)
+    args = cluster_arguments(path)
+    cluster = slurm_cluster(path, args)
     cluster.scale(jobs=jobs)
-    return dask_engine(cluster, resources=gpu_resources(cluster_arguments(path)), close_also=cluster,
+    return dask_engine(cluster, resources=gpu_resources(args), close_also=cluster,
                        where=f"SLURM ({jobs} job(s) from {path})")
