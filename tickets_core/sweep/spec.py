@@ -18,7 +18,7 @@ from ..config import RunConfig, lookup
 from ..errors import ConfigError
 from ..identity import resolve
 from ..kinds import KINDS, get_kind
-from ..notebook_utils import EXPERIMENT_NOTEBOOK, NOTEBOOKS_DIR, notebook_parameters
+from ..notebook_utils import EXPERIMENT_NOTEBOOK, NOTEBOOKS_DIR, notebook_parameters, resolve_path
 from ..store import run_state
 from ..tasks import TASKS
 from . import deferred
@@ -142,8 +142,7 @@ class _Builder:
     def path_value(self, value: Any, at: tuple, what: str) -> Path:
         if not isinstance(value, str) or not value:
             raise self.error(at, f"{what} must be a path")
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else (Path.cwd() / p).resolve()
+        return resolve_path(value)
 
     def notebook(self, name: str, at: tuple) -> tuple[Path, dict]:
         path = self.notebooks_dir / f"{name}.ipynb"
