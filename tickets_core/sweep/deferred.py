@@ -123,7 +123,7 @@ def plan(builder, kind: str, task: str, seed: int, params: dict, at: tuple, *, l
     jobs = [j for j in builder.jobs.values()
             if j.is_run and j.resolver is None and j.parameters.get("task") == source_task]
     dense = [j for j in jobs if j.parameters.get("kind") == "dense"
-             and training_settings(RunConfig.from_flat(**j.parameters).flat()) == want]
+             and training_settings(builder.configs[j.name].flat()) == want]  # its config, planned by add_run
     if source_task not in builder.dense_disk:
         builder.dense_disk[source_task] = _dense_on_disk(builder.output_root, source_task)
     on_disk = [f for f in builder.dense_disk[source_task] if training_settings(f) == want]
