@@ -98,13 +98,13 @@ def _dense_on_disk(root: Path, task: str) -> list[dict]:
     """Full flat parameters of the finished ``dense`` runs of ``task`` under ``root``."""
     out = []
     for d in sorted(root.iterdir()) if root.is_dir() else []:
-        if not is_run_dir(d) or run_state(d) != "done":
+        if not is_run_dir(d):
             continue
         try:
             cfg = RunConfig.from_dict(read_json(RunPaths(d).config()))
         except (ConfigError, RunStoreError, TypeError):
             continue
-        if cfg.kind == "dense" and cfg.data.task == task:
+        if cfg.kind == "dense" and cfg.data.task == task and run_state(d) == "done":  # the state last: it reads more
             out.append(cfg.flat())
     return out
 
