@@ -100,6 +100,9 @@ class _Builder:
         self._nb_params: dict[str, dict] = {}
         self.configs: dict[str, RunConfig] = {}      # every run config planned, by run name
         self.dense_disk: dict[str, list[dict]] = {}  # finished dense runs on disk, by task (deferred.py)
+        # Read once while planning (nothing is written meanwhile; the plan does not keep them):
+        self.states: dict[str, str | None] = {}       # run_state of run folders, by run name
+        self.found: dict[tuple, int | str] = {}       # a deferred source's level or reason (deferred.py)
 
     # -- errors and small readers -------------------------------------------------
 
@@ -138,6 +141,12 @@ class _Builder:
             if tasks and item not in TASKS:
                 raise self.error(where, f"unknown task {item!r}; known tasks: {', '.join(sorted(TASKS))}")
         return items
+
+    def state(self, name: str) -> str | None:
+        """:func:`~tickets_core.store.run_state` of the run folder ``name`` under output_root."""
+        if name not in self.states:
+            self.states[name] = run_state(self.output_root / name)
+        return self.states[name]
 
     def path_value(self, value: Any, at: tuple, what: str) -> Path:
         if not isinstance(value, str) or not value:
@@ -294,7 +303,7 @@ class _Builder:
         """The name of the trunk run for (task, seed) and the job it depends on (none if already done)."""
         cfg, _ = self.config(trunk["kind"], task, seed, trunk["params"], at + ("trunk",), f"{who}: its trunk")
         name = cfg.run_name()
-        state = run_state(self.output_root / name)
+        state = self.state(name)
         if name in self.jobs:
             return name, ([] if state == "done" else [name])
         if state == "done":
