@@ -56,7 +56,6 @@ class Job:
     deps: list[str] = field(default_factory=list)    # jobs that must succeed first
     after_all: bool = False        # analysis: start after every run job has ended
     run_dir: Path | None = None
-    line: int = 0
     resolver: Any = None           # what fixes the run once its deps are done (sweep/deferred.py), else None
 
     @property
@@ -214,8 +213,7 @@ class _Builder:
         nb_path, _ = self.notebook(get_kind(kind).notebook, at)
         run_dir = self.output_root / name
         self.jobs[name] = Job(name=name, label=label, notebook=nb_path, output=run_dir / "notebook.ipynb",
-                              parameters=flat, deps=list(deps), run_dir=run_dir, line=self.lines.get(at, 0),
-                              resolver=resolver)
+                              parameters=flat, deps=list(deps), run_dir=run_dir, resolver=resolver)
         return self.jobs[name]
 
     def add_source_run(self, kind: str, task: str, seed: int, params: Params, at: tuple, *, label: str,
@@ -430,8 +428,7 @@ class _Builder:
             given["n_std"] = self.n_std
         self.jobs[f"analysis:{name}"] = Job(
             name=f"analysis:{name}", label=f"analysis {name}", notebook=nb_path,
-            output=self.output_root / ANALYSIS_DIR / f"{name}.ipynb", parameters=given, after_all=True,
-            line=self.lines.get(at, 0))
+            output=self.output_root / ANALYSIS_DIR / f"{name}.ipynb", parameters=given, after_all=True)
 
 
 def _levels(highest: bool) -> tuple[str, ...]:
