@@ -31,7 +31,7 @@ from typing import Callable
 
 from . import locks
 from .config import PARAMS, RunConfig
-from .errors import ConfigError, RunStoreError
+from .errors import ConfigError, RunStoreError, one_line
 from .fsio import atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries
 from .kinds import get_kind
 
@@ -217,7 +217,7 @@ def config_difference(stored: dict, cfg: RunConfig) -> str:
     try:
         theirs = _flatten(RunConfig.from_dict(stored).hashed_dict())
     except (ConfigError, TypeError) as e:
-        return f"it is not a valid config ({str(e).splitlines()[0]})"
+        return f"it is not a valid config ({one_line(e)})"
     ours = _flatten(cfg.hashed_dict())
     for key in sorted(set(theirs) | set(ours)):
         if theirs.get(key, _DEFAULT) != ours.get(key, _DEFAULT):

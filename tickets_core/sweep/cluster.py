@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from .. import locks
+from ..errors import one_line
 from ..store import RunPaths
 from .execute import Engine
 from .worker import kernels, signal_pid
@@ -82,7 +83,7 @@ def dask_engine(address: Any, *, resources: dict | None = None, where: str | Non
     try:
         client = Client(address, timeout="60s")
     except (OSError, TimeoutError) as e:
-        raise SweepError(f"cannot reach the Dask scheduler {address}: {str(e).splitlines()[0]}") from None
+        raise SweepError(f"cannot reach the Dask scheduler {address}: {one_line(e)}") from None
     executor = client.get_executor(pure=False, **({"resources": resources} if resources else {}))
     cache = {"at": -1e9, "n": 1}
 
@@ -125,7 +126,7 @@ def cluster_arguments(path: str | Path) -> dict:
     except OSError as e:
         raise SweepError(f"{path}: cannot read cluster file ({e.strerror})") from None
     except yaml.YAMLError as e:
-        raise SweepError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+        raise SweepError(f"{path}: invalid YAML: {one_line(e)}") from None
     if not isinstance(args, dict):
         raise SweepError(f"{path}: a cluster file is a mapping of dask_jobqueue.SLURMCluster arguments")
     for key in _SET_BY_SWEEP:
@@ -144,7 +145,7 @@ def slurm_cluster(path: str | Path, args: dict | None = None):
     try:
         return SLURMCluster(**(cluster_arguments(path) if args is None else args))
     except (TypeError, ValueError) as e:
-        raise SweepError(f"{path}: {str(e).splitlines()[0]}") from None
+        raise SweepError(f"{path}: {one_line(e)}") from None
 
 
 def gpu_resources(args: dict) -> dict | None:

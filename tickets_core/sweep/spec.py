@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..config import RunConfig, lookup
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 from ..identity import resolve
 from ..kinds import KINDS, get_kind
 from ..notebook_utils import EXPERIMENT_NOTEBOOK, NOTEBOOKS_DIR, notebook_parameters, resolve_path
@@ -196,7 +196,7 @@ class _Builder:
             cfg = resolve(RunConfig.from_flat(**flat))
         except ConfigError as e:
             where = params[e.param][1] if e.param in params else at
-            raise self.error(where, f"{label}: {str(e).splitlines()[0]}") from None
+            raise self.error(where, f"{label}: {one_line(e)}") from None
         self.configs[cfg.run_name()] = cfg
         return cfg, flat
 
