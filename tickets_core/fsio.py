@@ -159,9 +159,10 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700 whatever the umask
         yield tmp
+        umask = _umask()  # as it is after the block
         for f in tmp.rglob("*"):  # files other libraries wrote in the block get the umask's permissions too
             if f.is_file():
-                os.chmod(f, 0o666 & ~_umask())
+                os.chmod(f, 0o666 & ~umask)
         if path.is_dir():
             path.rmdir()  # empty (checked above); fails rather than merge if something appeared meanwhile
         os.replace(tmp, path)
