@@ -23,7 +23,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import ConfigError, RunStoreError
+from .errors import ConfigError, RunStoreError, one_line
 
 #: Temporary files of :func:`atomic_write_bytes` are called ``.<name>.<random>`` + this suffix.
 TMP_SUFFIX = ".tmp"
@@ -104,7 +104,7 @@ def read_json(path: str | Path) -> Any:
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
-        raise RunStoreError(f"cannot read {path}: {str(e).splitlines()[0]}") from None
+        raise RunStoreError(f"cannot read {path}: {one_line(e)}") from None
 
 
 def read_text(path: str | Path, encoding: str = "utf-8", *, error: type[ConfigError] = ConfigError,
@@ -159,9 +159,10 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     try:
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700 whatever the umask
         yield tmp
+        umask = _umask()  # as it is after the block
         for f in tmp.rglob("*"):  # files other libraries wrote in the block get the umask's permissions too
             if f.is_file():
-                os.chmod(f, 0o666 & ~_umask())
+                os.chmod(f, 0o666 & ~umask)
         if path.is_dir():
             path.rmdir()  # empty (checked above); fails rather than merge if something appeared meanwhile
         os.replace(tmp, path)

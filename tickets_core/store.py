@@ -31,7 +31,7 @@ from typing import Callable
 
 from . import locks
 from .config import PARAMS, RunConfig
-from .errors import ConfigError, RunStoreError
+from .errors import ConfigError, RunStoreError, one_line
 from .fsio import atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries
 from .kinds import get_kind
 
@@ -180,12 +180,17 @@ def _update_unwritten(run_dir: str | Path, what: str, change: Callable[[dict], b
         status = _stored_status(paths)
         if not change(status):
             return False
-        status.pop("rebuilt", None)
-        status["updated"] = _now()
-        atomic_write_json(paths.status(), status)
+        _write_status(paths, status)
         return True
     finally:
         lock.release()
+
+
+def _write_status(paths: RunPaths, status: dict) -> None:
+    """Write ``status`` (stamped now, without the in-memory ``rebuilt`` note) as the run's ``status.json``."""
+    status.pop("rebuilt", None)
+    status["updated"] = _now()
+    atomic_write_json(paths.status(), status)
 
 
 def mark_interrupted(run_dir: str | Path, error: str) -> bool:
@@ -212,7 +217,7 @@ def config_difference(stored: dict, cfg: RunConfig) -> str:
     try:
         theirs = _flatten(RunConfig.from_dict(stored).hashed_dict())
     except (ConfigError, TypeError) as e:
-        return f"it is not a valid config ({str(e).splitlines()[0]})"
+        return f"it is not a valid config ({one_line(e)})"
     ours = _flatten(cfg.hashed_dict())
     for key in sorted(set(theirs) | set(ours)):
         if theirs.get(key, _DEFAULT) != ours.get(key, _DEFAULT):
@@ -239,8 +244,10 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 
 def run_progress(run_dir: str | Path | None) -> str:
-    """``levels done/planned`` of a run folder ("starting" before it has a status)."""
-    status = read_status(run_dir)
+    """``levels done/planned`` of a run folder ("starting" before it has a status).
+
+    Reads the stored status without probing ``run.lock`` (the state is not shown)."""
+    status = _stored_status(RunPaths(run_dir)) if run_dir is not None else None
     if status is None:
         return "starting"
     done, planned = len(status.get("levels_done") or []), status.get("levels_planned")
@@ -290,35 +297,32 @@ class Run:
         if not run.paths.config().is_file():
             atomic_write_text(run.paths.config(), cfg.to_json() + "\n")
         remove_stale_temporaries(run.root)
-        for k in run.paths.levels():  # a done level's carry file, left by a kill right after its metrics
-            run.paths.carry(k).unlink(missing_ok=True)
         status = run.status
+        for k in status["levels_done"]:  # a done level's carry file, left by a kill right after its metrics
+            run.paths.carry(k).unlink(missing_ok=True)
         if status.pop("rebuilt", None):
             say(f"{run.paths.status()} was unreadable; rebuilt it from the level folders "
                 f"(levels {_span(status['levels_done'])} done)")
-        status.update(state="running", error=None, levels_done=run.paths.levels())
+        status.update(state="running", error=None)
         if levels_planned is not None:
             status["levels_planned"] = levels_planned
-        run._write_status(status)
+        _write_status(run.paths, status)
         return run
 
     @property
     def status(self) -> dict:
-        """The status record (rebuilt from the level folders when ``status.json`` is unreadable)."""
+        """The status record, ``levels_done`` always from the level folders (the whole record rebuilt from
+        them when ``status.json`` is unreadable)."""
         if self.paths.status().is_file():
             return _stored_status(self.paths)
-        return {"state": "running", "levels_done": [], "levels_planned": None, "error": None, "updated": _now()}
-
-    def _write_status(self, status: dict) -> None:
-        status.pop("rebuilt", None)
-        status["updated"] = _now()
-        atomic_write_json(self.paths.status(), status)
+        return {"state": "running", "levels_done": self.paths.levels(), "levels_planned": None, "error": None,
+                "updated": _now()}
 
     def set_state(self, state: str, error: str | None = None) -> None:
         """Record ``running`` / ``done`` / ``failed`` / ``interrupted`` (with the error's one-line text)."""
         status = self.status
-        status.update(state=state, error=error, levels_done=self.paths.levels())
-        self._write_status(status)
+        status.update(state=state, error=error)
+        _write_status(self.paths, status)
 
     def level_done(self, level: int) -> bool:
         return self.paths.metrics(level).is_file()
@@ -334,6 +338,4 @@ class Run:
         atomic_write_json(self.paths.sparsity(level), mask.report())
         atomic_write_json(self.paths.metrics(level), metrics)
         self.paths.carry(level).unlink(missing_ok=True)
-        status = self.status
-        status["levels_done"] = self.paths.levels()
-        self._write_status(status)
+        _write_status(self.paths, self.status)  # levels_done read again: now with this level

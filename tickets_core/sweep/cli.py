@@ -16,7 +16,7 @@ import signal
 import sys
 import threading
 
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 from ..locks import say
 from . import execute
 from .spec import SweepError, plan_sweep
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         engine = stopper.engine = make_engine(args, ap)
     except (SweepError, ConfigError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     print(f"sweep {args.file}: {len(jobs)} notebooks on {engine.where}; runs in {plan.output_root}", flush=True)
     with stopper.installed(), engine:

@@ -37,6 +37,7 @@ from typing import Any
 import yaml
 
 from .. import locks
+from ..errors import one_line
 from ..store import RunPaths
 from .execute import Engine
 from .worker import kernels, signal_pid
@@ -82,7 +83,7 @@ def dask_engine(address: Any, *, resources: dict | None = None, where: str | Non
     try:
         client = Client(address, timeout="60s")
     except (OSError, TimeoutError) as e:
-        raise SweepError(f"cannot reach the Dask scheduler {address}: {str(e).splitlines()[0]}") from None
+        raise SweepError(f"cannot reach the Dask scheduler {address}: {one_line(e)}") from None
     executor = client.get_executor(pure=False, **({"resources": resources} if resources else {}))
     cache = {"at": -1e9, "n": 1}
 
@@ -125,7 +126,7 @@ def cluster_arguments(path: str | Path) -> dict:
     except OSError as e:
         raise SweepError(f"{path}: cannot read cluster file ({e.strerror})") from None
     except yaml.YAMLError as e:
-        raise SweepError(f"{path}: invalid YAML: {str(e).splitlines()[0]}") from None
+        raise SweepError(f"{path}: invalid YAML: {one_line(e)}") from None
     if not isinstance(args, dict):
         raise SweepError(f"{path}: a cluster file is a mapping of dask_jobqueue.SLURMCluster arguments")
     for key in _SET_BY_SWEEP:
@@ -134,16 +135,17 @@ def cluster_arguments(path: str | Path) -> dict:
     return args
 
 
-def slurm_cluster(path: str | Path):
-    """A ``dask_jobqueue.SLURMCluster`` built from the cluster file ``path`` (no job submitted yet)."""
+def slurm_cluster(path: str | Path, args: dict | None = None):
+    """A ``dask_jobqueue.SLURMCluster`` built from the cluster file ``path`` (no job submitted yet);
+    ``args``: its :func:`cluster_arguments` when already read."""
     try:
         from dask_jobqueue import SLURMCluster
     except ImportError:
         raise SweepError("--executor slurm needs dask-jobqueue (pip install dask-jobqueue)") from None
     try:
-        return SLURMCluster(**cluster_arguments(path))
+        return SLURMCluster(**(cluster_arguments(path) if args is None else args))
     except (TypeError, ValueError) as e:
-        raise SweepError(f"{path}: {str(e).splitlines()[0]}") from None
+        raise SweepError(f"{path}: {one_line(e)}") from None
 
 
 def gpu_resources(args: dict) -> dict | None:
@@ -157,7 +159,8 @@ def gpu_resources(args: dict) -> dict | None:
 
 def slurm_engine(path: str | Path, jobs: int) -> Engine:
     """``jobs`` SLURM jobs (one Dask worker each) from the cluster file ``path``, and an engine on them."""
-    cluster = slurm_cluster(path)
+    args = cluster_arguments(path)
+    cluster = slurm_cluster(path, args)
     cluster.scale(jobs=jobs)
-    return dask_engine(cluster, resources=gpu_resources(cluster_arguments(path)), close_also=cluster,
+    return dask_engine(cluster, resources=gpu_resources(args), close_also=cluster,
                        where=f"SLURM ({jobs} job(s) from {path})")

@@ -29,7 +29,7 @@ from typing import Any
 
 from ..analysis import dense_relevant
 from ..config import PARAMS, RunConfig
-from ..errors import ConfigError, RunStoreError
+from ..errors import ConfigError, RunStoreError, one_line
 from ..fsio import read_json
 from ..store import RunPaths, is_run_dir, run_state
 
@@ -72,16 +72,24 @@ class HighestMatching:
                              "no ticket to transfer")
         return int(row["level"])
 
-    def finalize(self, job) -> str | None:
-        """Give ``job`` its concrete source level, run name and folder; a one-line reason when it cannot run."""
+    def level_or_reason(self) -> int | str:
+        """:meth:`level`, or the one-line reason why the job cannot run."""
         import warnings
 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                level = self.level()
+                return self.level()
         except (ValueError, RunStoreError) as e:  # AnalysisError and ConfigError are ValueErrors
-            return f"source_levels: {HIGHEST}: {str(e).splitlines()[0]}"
+            return f"source_levels: {HIGHEST}: {one_line(e)}"
+
+    def finalize(self, job, found: int | str | None = None) -> str | None:
+        """Give ``job`` its concrete source level, run name and folder; a one-line reason when it cannot run.
+
+        ``found``: :meth:`level_or_reason` when already known (planning reads it once per source run)."""
+        level = self.level_or_reason() if found is None else found
+        if isinstance(level, str):
+            return level
         from ..identity import resolve
 
         params = {**job.parameters, "source_levels": [level]}
@@ -98,13 +106,13 @@ def _dense_on_disk(root: Path, task: str) -> list[dict]:
     """Full flat parameters of the finished ``dense`` runs of ``task`` under ``root``."""
     out = []
     for d in sorted(root.iterdir()) if root.is_dir() else []:
-        if not is_run_dir(d) or run_state(d) != "done":
+        if not is_run_dir(d):
             continue
         try:
             cfg = RunConfig.from_dict(read_json(RunPaths(d).config()))
         except (ConfigError, RunStoreError, TypeError):
             continue
-        if cfg.kind == "dense" and cfg.data.task == task:
+        if cfg.kind == "dense" and cfg.data.task == task and run_state(d) == "done":  # the state last: it reads more
             out.append(cfg.flat())
     return out
 
@@ -123,7 +131,7 @@ def plan(builder, kind: str, task: str, seed: int, params: dict, at: tuple, *, l
     jobs = [j for j in builder.jobs.values()
             if j.is_run and j.resolver is None and j.parameters.get("task") == source_task]
     dense = [j for j in jobs if j.parameters.get("kind") == "dense"
-             and training_settings(RunConfig.from_flat(**j.parameters).flat()) == want]
+             and training_settings(builder.configs[j.name].flat()) == want]  # its config, planned by add_run
     if source_task not in builder.dense_disk:
         builder.dense_disk[source_task] = _dense_on_disk(builder.output_root, source_task)
     on_disk = [f for f in builder.dense_disk[source_task] if training_settings(f) == want]
@@ -133,7 +141,7 @@ def plan(builder, kind: str, task: str, seed: int, params: dict, at: tuple, *, l
                                    f"model, data and fine-tuning settings) in this sweep or under "
                                    f"{builder.output_root}")
     deps = [j.name for j in jobs
-            if j.parameters.get("kind") in ("dense", trunk_kind) and run_state(j.run_dir) != "done"]
+            if j.parameters.get("kind") in ("dense", trunk_kind) and builder.state(j.name) != "done"]
     flat = {k: v for k, v in flat.items() if k != "source_levels"}
     name = f"{cfg.run_name()}+{HIGHEST}"
     if name in builder.jobs:  # the same job listed twice: keep one
@@ -142,7 +150,11 @@ def plan(builder, kind: str, task: str, seed: int, params: dict, at: tuple, *, l
                                builder.n_std, label)
     job = builder.new_job(kind, name, f"{label} at {HIGHEST} (resolved after its source runs)", flat, at,
                           deps=deps, resolver=resolver)
-    if not deps and job.finalize() is None:  # the source runs are done: resolved now, so a finished run is seen
-        builder.jobs.pop(name)  # (when it cannot be resolved, the sweep says why in one line when it runs)
-        job = builder.jobs.setdefault(job.name, job)
+    if not deps:  # the source runs are done: resolved now, so a finished run is seen
+        key = (source_task, resolver.source_run)
+        if key not in builder.found:
+            builder.found[key] = resolver.level_or_reason()
+        if resolver.finalize(job, builder.found[key]) is None:
+            builder.jobs.pop(name)  # (when it cannot be resolved, the sweep says why in one line when it runs)
+            job = builder.jobs.setdefault(job.name, job)
     return job

@@ -300,7 +300,7 @@ class _Run:
                 continue
             if len(self.running) >= max(1, self.engine.capacity()):
                 continue
-            reason = job.finalize() if hasattr(job, "finalize") else None  # a deferred job gets its run now
+            reason = job.finalize()  # a deferred job gets its run now
             if reason is not None:
                 self.pending.remove(job)
                 self.finish(Outcome(job, "skipped", reason))

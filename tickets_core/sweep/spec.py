@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..config import RunConfig, lookup
-from ..errors import ConfigError
+from ..errors import ConfigError, one_line
 from ..identity import resolve
 from ..kinds import KINDS, get_kind
-from ..notebook_utils import EXPERIMENT_NOTEBOOK, NOTEBOOKS_DIR, notebook_parameters
+from ..notebook_utils import EXPERIMENT_NOTEBOOK, NOTEBOOKS_DIR, notebook_parameters, resolve_path
 from ..store import run_state
 from ..tasks import TASKS
 from . import deferred
@@ -56,7 +56,6 @@ class Job:
     deps: list[str] = field(default_factory=list)    # jobs that must succeed first
     after_all: bool = False        # analysis: start after every run job has ended
     run_dir: Path | None = None
-    line: int = 0
     resolver: Any = None           # what fixes the run once its deps are done (sweep/deferred.py), else None
 
     @property
@@ -100,6 +99,9 @@ class _Builder:
         self._nb_params: dict[str, dict] = {}
         self.configs: dict[str, RunConfig] = {}      # every run config planned, by run name
         self.dense_disk: dict[str, list[dict]] = {}  # finished dense runs on disk, by task (deferred.py)
+        # Read once while planning (nothing is written meanwhile; the plan does not keep them):
+        self.states: dict[str, str | None] = {}       # run_state of run folders, by run name
+        self.found: dict[tuple, int | str] = {}       # a deferred source's level or reason (deferred.py)
 
     # -- errors and small readers -------------------------------------------------
 
@@ -139,11 +141,16 @@ class _Builder:
                 raise self.error(where, f"unknown task {item!r}; known tasks: {', '.join(sorted(TASKS))}")
         return items
 
+    def state(self, name: str) -> str | None:
+        """:func:`~tickets_core.store.run_state` of the run folder ``name`` under output_root."""
+        if name not in self.states:
+            self.states[name] = run_state(self.output_root / name)
+        return self.states[name]
+
     def path_value(self, value: Any, at: tuple, what: str) -> Path:
         if not isinstance(value, str) or not value:
             raise self.error(at, f"{what} must be a path")
-        p = Path(value).expanduser()
-        return p if p.is_absolute() else (Path.cwd() / p).resolve()
+        return resolve_path(value)
 
     def notebook(self, name: str, at: tuple) -> tuple[Path, dict]:
         path = self.notebooks_dir / f"{name}.ipynb"
@@ -189,7 +196,7 @@ class _Builder:
             cfg = resolve(RunConfig.from_flat(**flat))
         except ConfigError as e:
             where = params[e.param][1] if e.param in params else at
-            raise self.error(where, f"{label}: {str(e).splitlines()[0]}") from None
+            raise self.error(where, f"{label}: {one_line(e)}") from None
         self.configs[cfg.run_name()] = cfg
         return cfg, flat
 
@@ -206,8 +213,7 @@ class _Builder:
         nb_path, _ = self.notebook(get_kind(kind).notebook, at)
         run_dir = self.output_root / name
         self.jobs[name] = Job(name=name, label=label, notebook=nb_path, output=run_dir / "notebook.ipynb",
-                              parameters=flat, deps=list(deps), run_dir=run_dir, line=self.lines.get(at, 0),
-                              resolver=resolver)
+                              parameters=flat, deps=list(deps), run_dir=run_dir, resolver=resolver)
         return self.jobs[name]
 
     def add_source_run(self, kind: str, task: str, seed: int, params: Params, at: tuple, *, label: str,
@@ -295,7 +301,7 @@ class _Builder:
         """The name of the trunk run for (task, seed) and the job it depends on (none if already done)."""
         cfg, _ = self.config(trunk["kind"], task, seed, trunk["params"], at + ("trunk",), f"{who}: its trunk")
         name = cfg.run_name()
-        state = run_state(self.output_root / name)
+        state = self.state(name)
         if name in self.jobs:
             return name, ([] if state == "done" else [name])
         if state == "done":
@@ -422,8 +428,7 @@ class _Builder:
             given["n_std"] = self.n_std
         self.jobs[f"analysis:{name}"] = Job(
             name=f"analysis:{name}", label=f"analysis {name}", notebook=nb_path,
-            output=self.output_root / ANALYSIS_DIR / f"{name}.ipynb", parameters=given, after_all=True,
-            line=self.lines.get(at, 0))
+            output=self.output_root / ANALYSIS_DIR / f"{name}.ipynb", parameters=given, after_all=True)
 
 
 def _levels(highest: bool) -> tuple[str, ...]:

@@ -69,9 +69,10 @@ def execute_job(job: Job) -> dict:
             raise (write_error(job.output, e) if e.errno in (errno.ENOSPC, errno.EDQUOT) else e) from None
         finally:
             publish_notebook(tmp, job.output)
-        if job.is_run and run_state(job.run_dir) != "done":
+        state = run_state(job.run_dir) if job.is_run else "done"
+        if state != "done":
             raise RuntimeError(f"the notebook ended but {job.run_dir}/status.json is not 'done' "
-                               f"(state {run_state(job.run_dir)!r}); do its parameters build the same config?")
+                               f"(state {state!r}); do its parameters build the same config?")
         return {"ok": True, "error": None, "time_s": time.perf_counter() - start, "interrupted": False}
     except Exception as e:  # noqa: BLE001 - reported, never raised across processes
         return {"ok": False, "error": one_line_error(e), "time_s": time.perf_counter() - start,
