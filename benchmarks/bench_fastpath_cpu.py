@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import time
 
-from .common import Result, cli, machine, md_table, median
+from .common import Result, StepClock, cli, machine, md_table, median
 
 NAME = "bench_fastpath_cpu"
 VARIANTS = {
@@ -41,10 +41,8 @@ def run(quick: bool, compile_too: bool = False) -> Result:
     from tickets_core.pruning import magnitude_global
     from tickets_core.train import fine_tune
 
-    from . import bench_gpu
     from .data import rt_data
 
-    bench_gpu.DEVICE = "cpu"  # StepClock: no CUDA synchronization
     res = Result(NAME, "Fast-path pieces on the CPU (MiniLM, batch 32, real lengths)", quick, machine())
     steps, rounds = (6, 2) if quick else (10, 5)
     mcfg = ModelConfig("minilm")
@@ -71,7 +69,7 @@ def run(quick: bool, compile_too: bool = False) -> Result:
     per_step = {v: [] for v in names}
     for r in range(rounds):
         for v in names[r % len(names):] + names[: r % len(names)]:
-            clock = bench_gpu.StepClock(skip=2)
+            clock = StepClock("cpu", skip=2)
             call(v, clock)
             per_step[v].append(clock.finish())
     plain = median(per_step["plain"])

@@ -35,17 +35,13 @@ from pathlib import Path
 
 import torch
 
-from .common import RESULTS_DIR, machine, machine_line, md_table, offline_env
+from .common import RESULTS_DIR, StepClock, machine, machine_line, md_table, offline_env, sync, verdict
 
 NAME = "bench_gpu"
 BATCH = 32
 SPARSITY = 0.5
 LONG = 128
 TARGETS = {"rt_examples_per_s": 3000.0, "l128_fraction_of_matmul": 0.25, "packed_over_today": 4.0}
-
-
-class _Stop(Exception):
-    pass
 
 
 # --smoke (CPU, tiny model; checks this script's logic without a GPU) changes these.
@@ -62,8 +58,7 @@ def smoke_mode() -> None:
 
 
 def _sync() -> None:
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
+    sync(DEVICE)
 
 
 def _reset_peak() -> int:
@@ -75,35 +70,6 @@ def _reset_peak() -> int:
 
 def _peak_gb(before: int = 0) -> float:
     return (torch.cuda.max_memory_allocated() - before) / 2 ** 30 if DEVICE == "cuda" else float("nan")
-
-
-class StepClock:
-    """``on_step`` callback timing steps ``skip+1..last`` (synchronizing the GPU at both ends), optionally with a deadline."""
-
-    reads_weights = False  # fine_tune need not swap the fp32 master weights in for this callback
-
-    def __init__(self, skip: int = 2, deadline: float | None = None) -> None:
-        self.skip, self.deadline = skip, deadline
-        self.t0 = self.t1 = None
-        self.first = self.last = 0
-
-    def __call__(self, step, model=None) -> None:
-        if step == self.skip:
-            _sync()
-            self.t0, self.first = time.perf_counter(), step
-        elif step > self.skip:
-            self.last = step
-            if self.deadline is not None and time.time() >= self.deadline:
-                _sync()
-                self.t1 = time.perf_counter()
-                raise _Stop
-
-    def finish(self) -> float:
-        """Seconds per step over the timed steps."""
-        if self.t1 is None:
-            _sync()
-            self.t1 = time.perf_counter()
-        return (self.t1 - self.t0) / max(1, self.last - self.first)
 
 
 # ---------------------------------------------------------------------------
@@ -316,7 +282,7 @@ def run(quick: bool, budget_s: float, save=lambda md, info: None) -> tuple[str, 
         for v in order:
             for d in datas:
                 before = _reset_peak()
-                clock = StepClock(skip=2)
+                clock = StepClock(DEVICE, skip=2)
                 call(v, d, clock)
                 times[(v, d)].append(clock.finish())
                 peak[(v, d)] = _peak_gb(before)
@@ -398,13 +364,12 @@ def report(info: dict, t_start: float) -> str:
     else:
         lines += ["", f"Packed runs failed: {pk.get('error')}"]
         agg = 0.0
-    ok = lambda b: "met" if b else "MISSED"
-    tgt = [["RT examples/s per run >= 3,000", f"{best_rt:,.0f}", ok(best_rt >= 3000)],
-           ["L128 >= 25% of the bf16 matmul", f"{frac:.1%}", ok(frac >= 0.25)],
-           ["packed aggregate >= 4x today's single run", f"{agg:,.0f} vs 4 x {today:,.0f}", ok(agg >= 4 * today)],
+    tgt = [["RT examples/s per run >= 3,000", f"{best_rt:,.0f}", verdict(best_rt >= 3000)],
+           ["L128 >= 25% of the bf16 matmul", f"{frac:.1%}", verdict(frac >= 0.25)],
+           ["packed aggregate >= 4x today's single run", f"{agg:,.0f} vs 4 x {today:,.0f}", verdict(agg >= 4 * today)],
            ["pruning no slower than global_unstructured",
             f"{statistics.median(pr['ours_s']) * 1000:.1f} vs {statistics.median(pr['global_unstructured_s']) * 1000:.1f} ms",
-            ok(statistics.median(pr["ours_s"]) <= statistics.median(pr["global_unstructured_s"]))]]
+            verdict(statistics.median(pr["ours_s"]) <= statistics.median(pr["global_unstructured_s"]))]]
     lines += ["", md_table(["target", "measured", "status"], tgt), ""]
     info["targets"] = tgt
     return "\n".join(lines)

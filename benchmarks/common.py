@@ -110,6 +110,48 @@ def spread(xs) -> str:
     return f"{median(xs):.3g} ({min(xs):.3g}-{max(xs):.3g})"
 
 
+def sync(device: str) -> None:
+    """Wait for the work queued on ``device`` (CUDA); nothing to wait for on the CPU."""
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+class StopTiming(Exception):
+    """Raised by a :class:`StepClock` whose deadline has passed, to end the training call it times."""
+
+
+class StepClock:
+    """``on_step`` callback timing steps ``skip+1..last`` (synchronizing ``device`` at both ends), optionally with a
+    deadline (then it raises :class:`StopTiming`)."""
+
+    reads_weights = False  # fine_tune need not swap the fp32 master weights in for this callback
+
+    def __init__(self, device: str, skip: int = 2, deadline: float | None = None) -> None:
+        self.device, self.skip, self.deadline = device, skip, deadline
+        self.t0 = self.t1 = None
+        self.first = self.last = 0
+
+    def __call__(self, step, model=None) -> None:
+        if step == self.skip:
+            sync(self.device)
+            self.t0, self.first = time.perf_counter(), step
+        elif step > self.skip:
+            self.last = step
+            if self.deadline is not None and time.time() >= self.deadline:
+                sync(self.device)
+                self.t1 = time.perf_counter()
+                raise StopTiming
+
+    def finish(self) -> float:
+        """Seconds per step over the timed steps."""
+        if self.t1 is None:
+            sync(self.device)
+            self.t1 = time.perf_counter()
+        return (self.t1 - self.t0) / max(1, self.last - self.first)
+
+
 # ---------------------------------------------------------------------------
 # memory: peak resident set growth of a call
 # ---------------------------------------------------------------------------

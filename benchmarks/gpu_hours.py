@@ -33,6 +33,8 @@ from pathlib import Path
 
 import yaml
 
+from .common import md_table
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Training-set sizes (examples). SQuAD v1.1: 87,599 questions -> ~88.6k 384-token windows (stride 128).
@@ -196,8 +198,7 @@ def table(path: Path, columns: dict, mlm_examples: int | None) -> str:
     rows.append(["total", f"{sum(g['fine_tunings'] for g in groups.values()):,}",
                  f"{sum(g['examples'] for g in groups.values()) / 1e6:,.1f}M"] + [f"**{total[c]:,.1f}**" for c in columns])
     lines = [f"GPU-hours of `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}` on one H100-class GPU "
-             "(training only; one run at a time except in the packed column):", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(str(x) for x in r) + " |" for r in rows]
+             "(training only; one run at a time except in the packed column):", "", md_table(head, rows)]
     lines += ["", "Rates (GLUE rows use each column's 128-token rate, the conservative end: most GLUE inputs are "
               "shorter):"] + [f"* {c}: {col['source']}" for c, col in columns.items()]
     mlm = int(train_examples("mlm", {"max_seq_length": 512, "num_epochs": 1}, mlm_examples))

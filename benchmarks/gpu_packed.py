@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from . import bench_gpu as bg
+from .common import StepClock, StopTiming
 
 
 def worker(ctl: Path, wid: int, variant: str, n_rows: int) -> None:
@@ -44,10 +45,10 @@ def worker(ctl: Path, wid: int, variant: str, n_rows: int) -> None:
         if wid in spec["active"]:
             time.sleep(max(0.0, spec["start"] - time.time()))
             bg._reset_peak()
-            clock = bg.StepClock(skip=2, deadline=spec["start"] + spec["seconds"])
+            clock = StepClock(bg.DEVICE, skip=2, deadline=spec["start"] + spec["seconds"])
             try:
                 bg.project_call(model, mask, data, variant, clock=clock, max_steps=10 ** 7)
-            except bg._Stop:
+            except StopTiming:
                 pass
             rate = bg.BATCH / clock.finish()
             (ctl / f"result_{k}_{wid}.json").write_text(json.dumps(

@@ -54,6 +54,24 @@ def tiny_config_factory(movie_csv_dir, tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The tiny models' tokenizer (all-MiniLM's vocabulary), loaded once; tests only read it."""
+    from tickets_core.config import ModelConfig
+    from tickets_core.models import load_tokenizer
+
+    return load_tokenizer(ModelConfig("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_trunk(tiny_config_factory, tmp_path_factory) -> Path:
+    """A finished tiny IMP run (levels 0-2 at 20%), shared by the whole session: read it or branch from it,
+    and copy it before changing anything in it."""
+    from tickets_core import imp
+
+    return imp.run(tiny_config_factory(tmp_path_factory.mktemp("tiny_trunk"), levels=2))
+
+
 @pytest.fixture
 def tiny_run_config(tiny_config_factory, tmp_path):
     """``make(**flat_overrides) -> RunConfig`` writing runs under this test's ``tmp_path / "runs"``."""

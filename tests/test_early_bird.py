@@ -13,6 +13,7 @@ from scipy.spatial.distance import hamming
 from tickets_core import curves, imp, train
 from tickets_core.config import ConfigError, PruneConfig, RunConfig
 from tickets_core.early_bird import EarlyBird, chain, mask_distance
+from tickets_core.identity import resolve
 from tickets_core.masks import Mask
 from tickets_core.models import build_model
 from tickets_core.pruning import prune
@@ -174,9 +175,14 @@ def test_bad_early_bird_options_fail_in_one_line(params, message, tmp_path):
 
 
 def test_new_parameters_leave_existing_run_names_alone():
-    assert RunConfig.from_flat(early_bird_eps=0.01, early_bird_window=3, stability_points=11).hashed_dict() == \
-        RunConfig().hashed_dict()
+    # At their defaults the early-bird and stability parameters add nothing to the hash, so the name that
+    # tests/test_config.py pins for the default run stands; away from their defaults they do name a new run.
     assert PruneConfig().early_bird_every is None
+    default = resolve(RunConfig())
+    assert default.run_name() == "imp-rotten_tomatoes-6d488a8a"
+    for param, value in [("early_bird_every", 4), ("early_bird_eps", 0.05), ("early_bird_window", 5),
+                         ("stability_points", 7)]:
+        assert resolve(RunConfig.from_flat(**{param: value})).run_name() != default.run_name(), param
 
 
 @pytest.mark.notebook

@@ -28,7 +28,7 @@ from tickets_core import fastpath
 from tickets_core.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
 from tickets_core.identity import resolve
 from tickets_core.masks import Mask
-from tickets_core.models import build_model, load_tokenizer
+from tickets_core.models import build_model
 from tickets_core.prunable import prunable_parameters
 from tickets_core.pruning import _prune_lowest, magnitude_global
 from tickets_core.tasks import get_task
@@ -43,15 +43,23 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (ben
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(TINY)
-
-
-@pytest.fixture(scope="module")
 def sst2(tmp_path_factory, tokenizer):
     root = write_glue(tmp_path_factory.mktemp("glue"), n_train=96, n_dev=32)
     cfg = DataConfig(task="sst2", data_dir=str(root), cache_dir=str(tmp_path_factory.mktemp("cache")))
     return get_task("sst2").load(cfg, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def plain_fp32(sst2):
+    """``_train(sst2, fast_path="off")``, the plain fp32 loop (deterministic): what several tests compare with."""
+    return _train(sst2, fast_path="off")
+
+
+@pytest.fixture(scope="module")
+def mlm_data(tmp_path_factory, tokenizer):
+    root = tmp_path_factory.mktemp("mlm")
+    return get_task("mlm").load(DataConfig(task="mlm", data_dir=str(write_text(root / "txt")),
+                                           cache_dir=str(root / "c"), max_seq_length=20), tokenizer)
 
 
 def _random_mask(model, seed=0, p=0.5) -> Mask:
@@ -207,8 +215,8 @@ def test_torch_selection_gives_the_numpy_masks_ties_included():
 # ---------------------------------------------------------------------------
 
 
-def test_fast_path_fp32_matches_the_plain_loop(sst2):
-    plain, w_plain = _train(sst2, fast_path="off")
+def test_fast_path_fp32_matches_the_plain_loop(sst2, plain_fp32):
+    plain, w_plain = plain_fp32
     # Only bucketing changes numbers (matmul shapes); multi-tensor masks and prefetching change none.
     same, w_same = _train(sst2, fast_path="on", pad_to_multiple_of=1, prefetch_batches=2)
     assert same["train_loss"] == plain["train_loss"] and _max_diff(w_same, w_plain) == 0.0
@@ -218,8 +226,8 @@ def test_fast_path_fp32_matches_the_plain_loop(sst2):
     assert fast["eval"]["loss"] == pytest.approx(plain["eval"]["loss"], rel=1e-5)  # bucketing changes no metric
 
 
-def test_bf16_master_weights_equal_autocast_and_stay_close_to_fp32(sst2):
-    fp32, _ = _train(sst2, fast_path="off")
+def test_bf16_master_weights_equal_autocast_and_stay_close_to_fp32(sst2, plain_fp32):
+    fp32, _ = plain_fp32
     autocast, w_auto = _train(sst2, fast_path="off", precision="bf16", eval_every=12)
     master, w_master = _train(sst2, fast_path="on", precision="bf16", pad_to_multiple_of=1, eval_every=12)
     assert master["train_loss"] == autocast["train_loss"] and _max_diff(w_master, w_auto) == 0.0
@@ -241,10 +249,9 @@ def test_compiled_step_equals_eager_with_a_debug_backend(sst2):
     assert compiled["train_loss"] == eager["train_loss"] and _max_diff(w_comp, w_eager) == 0.0
 
 
-def test_mlm_fast_path_with_a_tied_decoder(tmp_path, tokenizer):
+def test_mlm_fast_path_with_a_tied_decoder(mlm_data):
     """MLM: labels padded with -100; the decoder tied to the word embeddings stays fp32 and tied."""
-    data = get_task("mlm").load(DataConfig(task="mlm", data_dir=str(write_text(tmp_path / "txt")),
-                                           cache_dir=str(tmp_path / "c"), max_seq_length=20), tokenizer)
+    data = mlm_data
     plain, _ = _train(data, head="mlm", labels=0, fast_path="off", max_steps=4)
     fast, _ = _train(data, head="mlm", labels=0, fast_path="on", precision="bf16", max_steps=4)
     assert fast["train_loss"] == pytest.approx(plain["train_loss"], rel=0.02)
@@ -264,11 +271,11 @@ def test_mlm_fast_path_with_a_tied_decoder(tmp_path, tokenizer):
 
 @cuda
 @pytest.mark.parametrize("compile_mode,pad", [("off", None), ("reduce-overhead", 2)])
-def test_cuda_fast_path_keeps_pruned_weights_zero_and_tracks_fp32(sst2, compile_mode, pad):
+def test_cuda_fast_path_keeps_pruned_weights_zero_and_tracks_fp32(sst2, plain_fp32, compile_mode, pad):
     """bf16 fast path on CUDA (pad 2: several shapes, so several CUDA graphs) vs the fp32 CPU loop."""
     import warnings
 
-    ref, _ = _train(sst2, fast_path="off")
+    ref, _ = plain_fp32
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)  # a compile fallback fails the test
         fast, _ = _train(sst2, fast_path="on", device="cuda", precision="bf16", compile=compile_mode,
@@ -278,11 +285,10 @@ def test_cuda_fast_path_keeps_pruned_weights_zero_and_tracks_fp32(sst2, compile_
 
 
 @cuda
-def test_cuda_compiled_mlm(tmp_path, tokenizer):
+def test_cuda_compiled_mlm(mlm_data):
     import warnings
 
-    data = get_task("mlm").load(DataConfig(task="mlm", data_dir=str(write_text(tmp_path / "txt")),
-                                           cache_dir=str(tmp_path / "c"), max_seq_length=20), tokenizer)
+    data = mlm_data
     ref, _ = _train(data, head="mlm", labels=0, fast_path="off", max_steps=6)
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)

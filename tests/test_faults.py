@@ -227,17 +227,3 @@ def test_an_interrupted_run_resumes_to_the_same_results(kind, trunk, tiny_config
     print(f"{kind}: {len(points(kind, events))} interruptions of {len(events)} events "
           f"in {time.perf_counter() - start:.1f} s")
 
-
-@pytest.mark.parametrize("kind", ["standard"])
-def test_a_kill_between_the_last_metrics_and_the_carry_removal_leaves_no_carry(kind, tiny_config_factory, tmp_path,
-                                                                                faults, monkeypatch):
-    cfg = tiny_config_factory(tmp_path, **BASE, kind=kind)
-    recorder = faults(tmp_path / "count")
-    imp.run(tiny_config_factory(tmp_path / "count", **BASE, kind=kind))
-    monkeypatch.undo()
-    at = max(i for i, e in enumerate(recorder.events) if file_kind(e) == "write metrics.json")
-    faults(tmp_path, at)
-    with pytest.raises(KeyboardInterrupt):
-        imp.run(cfg)
-    monkeypatch.undo()
-    assert outcome(imp.run(cfg))["carry_files"] == []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 import torch
@@ -17,15 +16,12 @@ from tickets_core.store import RunPaths
 from tickets_core.tasks import get_task
 from tickets_core.tasks import mlm as mlm_mod
 
+from glue_fixtures import write_text
+
 
 @pytest.fixture(scope="module")
 def text_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("text")
-    rng = random.Random(0)
-    words = "the a film market price stock year rose fell said company new share trading".split()
-    for name, n in (("train.txt", 120), ("validation.txt", 30)):
-        (d / name).write_text("\n".join(" ".join(rng.choices(words, k=rng.randint(6, 14))) for _ in range(n)) + "\n")
-    return d
+    return write_text(tmp_path_factory.mktemp("text"))
 
 
 def mlm_config(text_dir, cache, **kw):

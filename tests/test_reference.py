@@ -7,7 +7,6 @@ import os
 
 import pytest
 import torch
-import torch.nn.utils.prune as torch_prune
 
 from tickets_core import imp, train
 from tickets_core.config import ConfigError, ModelConfig, RunConfig
@@ -19,6 +18,7 @@ from tickets_core.prunable import prunable_parameters
 from tickets_core.results import load_masks, load_runs
 
 from test_imp import record_fine_tune
+from test_pruning import torch_masks
 
 
 def record_lrs(monkeypatch) -> list[list[float]]:
@@ -90,12 +90,7 @@ def test_random_magnitude_prunes_a_random_init_like_the_reference(tiny_run_confi
     theta0 = prunable_parameters(build_model(ModelConfig("tiny-bert"), "classification", seed=3))
     for level, amount in ((1, 0.2), (2, 0.4)):
         rand = build_model(ModelConfig("tiny-bert", random_init=True), "classification", seed=3 + REINIT_SEED_OFFSET)
-        params = prunable_parameters(rand)
-        modules = {p: m for m in rand.modules() for p in [getattr(m, "weight", None)] if p is not None}
-        torch_prune.global_unstructured([(modules[p], "weight") for p in params.values()],
-                                        pruning_method=torch_prune.L1Unstructured, amount=amount)
-        for name, p in params.items():
-            ref = modules[p].weight_mask.bool()
+        for name, ref in torch_masks(rand, amount).items():
             assert torch.equal(masks[level][name], ref), (level, name)
             assert torch.equal(starts[level][name], theta0[name].detach() * ref)
 
@@ -105,11 +100,6 @@ def test_random_magnitude_prunes_a_random_init_like_the_reference(tiny_run_confi
 # ---------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def source(tiny_config_factory, tmp_path_factory):
-    return imp.run(tiny_config_factory(tmp_path_factory.mktemp("src"), levels=2))
-
-
 def _full_starts(monkeypatch):
     starts = {}
     record_fine_tune(monkeypatch, before=lambda level, m: starts.setdefault(
@@ -117,11 +107,11 @@ def _full_starts(monkeypatch):
     return starts
 
 
-def test_shuffled_weights_permute_each_matrix_of_theta0(source, tiny_run_config, monkeypatch):
+def test_shuffled_weights_permute_each_matrix_of_theta0(tiny_trunk, tiny_run_config, monkeypatch):
     starts = _full_starts(monkeypatch)
-    d = imp.run(tiny_run_config(kind="shuffled", source_run=str(source), seed=1))
+    d = imp.run(tiny_run_config(kind="shuffled", source_run=str(tiny_trunk), seed=1))
     theta0 = build_model(ModelConfig("tiny-bert"), "classification", seed=1).state_dict()
-    src_masks = load_masks(source)
+    src_masks = load_masks(tiny_trunk)
     prunable = {"bert." + k for k in prunable_parameters(build_model(ModelConfig("tiny-bert"), "classification"))}
     assert torch.equal(load_masks(d)[2]["encoder.layer.0.output.dense.weight"],
                        src_masks[2]["encoder.layer.0.output.dense.weight"])
@@ -146,9 +136,9 @@ def test_shuffled_weights_permute_each_matrix_of_theta0(source, tiny_run_config,
     assert torch.equal(shuffled[first].flatten(), theta0[first].flatten()[perm])
 
 
-def test_noised_weights_add_gaussian_noise_scaled_by_each_matrix_std(source, tiny_run_config, monkeypatch):
+def test_noised_weights_add_gaussian_noise_scaled_by_each_matrix_std(tiny_trunk, tiny_run_config, monkeypatch):
     starts = _full_starts(monkeypatch)
-    imp.run(tiny_run_config(kind="noised", source_run=str(source), source_levels=[0], noise_scale=0.5))
+    imp.run(tiny_run_config(kind="noised", source_run=str(tiny_trunk), source_levels=[0], noise_scale=0.5))
     theta0 = build_model(ModelConfig("tiny-bert"), "classification").state_dict()
     prunable = {"bert." + k for k in prunable_parameters(build_model(ModelConfig("tiny-bert"), "classification"))}
     ratios = []
@@ -162,12 +152,12 @@ def test_noised_weights_add_gaussian_noise_scaled_by_each_matrix_std(source, tin
     assert len(ratios) == 13 and all(abs(r - 0.5) < 0.05 for r in ratios), ratios  # 4096-8192 draws each
 
 
-def test_weight_ablations_take_a_mask_file_and_noise_scale_belongs_to_noised(tiny_run_config, tmp_path, source):
-    Mask.load(source / "level_02" / "mask.safetensors").save(tmp_path / "m.safetensors")
+def test_weight_ablations_take_a_mask_file_and_noise_scale_belongs_to_noised(tiny_run_config, tmp_path, tiny_trunk):
+    Mask.load(tiny_trunk / "level_02" / "mask.safetensors").save(tmp_path / "m.safetensors")
     d = imp.run(tiny_run_config(kind="shuffled", mask_path=str(tmp_path / "m.safetensors")))
     assert load_runs(d)["sparsity"].tolist() == pytest.approx([0.4], abs=1e-4)
     with pytest.raises(ConfigError, match="^noise_scale is for kind 'noised'; a 'shuffled' run does not use it$"):
-        tiny_run_config(kind="shuffled", source_run=str(source), noise_scale=0.2)
+        tiny_run_config(kind="shuffled", source_run=str(tiny_trunk), noise_scale=0.2)
 
 
 # ---------------------------------------------------------------------------
@@ -178,14 +168,10 @@ def test_weight_ablations_take_a_mask_file_and_noise_scale_belongs_to_noised(tin
 def reference_mask_file(path, *, model="tiny-bert", amount=0.3, data_parallel=False, overrides=None):
     """A mask.pt as the reference scripts write it: prune.global_unstructured, then every '*mask*' state entry."""
     m = build_model(ModelConfig(model, config_overrides=overrides or {}), "classification", seed=0)
-    params = prunable_parameters(m)
-    modules = {p: mod for mod in m.modules() for p in [getattr(mod, "weight", None)] if p is not None}
-    torch_prune.global_unstructured([(modules[p], "weight") for p in params.values()],
-                                    pruning_method=torch_prune.L1Unstructured, amount=amount)
-    state = m.state_dict()
-    masks = {("module." if data_parallel else "") + k: v for k, v in state.items() if "mask" in k}
+    expect = torch_masks(m, amount)
+    masks = {("module." if data_parallel else "") + k: v for k, v in m.state_dict().items() if "mask" in k}
     torch.save(masks, path)
-    return {name: modules[p].weight_mask.bool() for name, p in params.items()}
+    return expect
 
 
 def test_reference_mask_file_imports_to_the_same_1bit_mask(tmp_path, tiny_run_config):

@@ -44,16 +44,8 @@ def one_line(e: BaseException) -> str:
     return text
 
 
-@pytest.fixture(scope="module")
-def trunk(tiny_config_factory, tmp_path_factory):
-    """A finished tiny IMP trunk (levels 0-2 at 20%): its config and folder (copy before changing it)."""
-    cfg = tiny_config_factory(tmp_path_factory.mktemp("rel_trunk"), levels=2)
-    return cfg, imp.run(cfg)
-
-
-def copy_of(trunk, tmp_path, tiny_config_factory):
-    """A copy of the trunk under ``tmp_path/runs`` and the config that finds it there."""
-    cfg, src = trunk
+def copy_of(src, tmp_path, tiny_config_factory):
+    """A copy of the shared trunk (conftest's tiny_trunk) under ``tmp_path/runs`` and the config that finds it."""
     shutil.copytree(src, tmp_path / "runs" / src.name)
     return tiny_config_factory(tmp_path / "runs", levels=2), tmp_path / "runs" / src.name
 
@@ -64,9 +56,9 @@ def copy_of(trunk, tmp_path, tiny_config_factory):
 
 
 @pytest.mark.parametrize("kind", ["random_prune", "random_reinit", "transfer"])
-def test_a_branch_from_a_pruned_level_whose_mask_is_missing_fails(kind, trunk, tmp_path, tiny_config_factory,
+def test_a_branch_from_a_pruned_level_whose_mask_is_missing_fails(kind, tiny_trunk, tmp_path, tiny_config_factory,
                                                                   tiny_run_config):
-    _, src = copy_of(trunk, tmp_path, tiny_config_factory)
+    _, src = copy_of(tiny_trunk, tmp_path, tiny_config_factory)
     missing = RunPaths(src).mask(2)
     missing.unlink()
     before = snapshot(tmp_path)
@@ -184,8 +176,8 @@ def test_analysis_sparsity_and_source_levels_are_checked_at_plan_time(tmp_path, 
     assert len(sweep.plan_sweep(path).jobs) == 3  # the file as given plans
 
 
-def test_an_edited_config_json_is_refused_naming_the_field(trunk, tmp_path, tiny_config_factory):
-    cfg, run_dir = copy_of(trunk, tmp_path, tiny_config_factory)
+def test_an_edited_config_json_is_refused_naming_the_field(tiny_trunk, tmp_path, tiny_config_factory):
+    cfg, run_dir = copy_of(tiny_trunk, tmp_path, tiny_config_factory)
     paths = RunPaths(run_dir)
     shutil.rmtree(paths.level_dir(2))  # unfinished: as a killed run leaves it
     status = json.loads(paths.status().read_text())
@@ -208,10 +200,10 @@ def test_an_edited_config_json_is_refused_naming_the_field(trunk, tmp_path, tiny
 # ---------------------------------------------------------------------------
 
 
-def test_a_corrupt_status_is_rebuilt_from_the_level_folders(trunk, tmp_path, tiny_config_factory, capsys):
+def test_a_corrupt_status_is_rebuilt_from_the_level_folders(tiny_trunk, tmp_path, tiny_config_factory, capsys):
     from tickets_core import sweep
 
-    cfg, run_dir = copy_of(trunk, tmp_path, tiny_config_factory)
+    cfg, run_dir = copy_of(tiny_trunk, tmp_path, tiny_config_factory)
     paths = RunPaths(run_dir)
     paths.status().write_text('{"state": "do')
     levels_before = {k: paths.metrics(k).stat().st_mtime_ns for k in range(3)}
@@ -234,7 +226,7 @@ def test_a_corrupt_status_is_rebuilt_from_the_level_folders(trunk, tmp_path, tin
     assert {k: paths.metrics(k).stat().st_mtime_ns for k in range(3)} == levels_before  # nothing retrained
 
 
-def test_a_full_disk_names_the_file_keeps_what_was_done_and_the_run_resumes(trunk, tiny_run_config, monkeypatch):
+def test_a_full_disk_names_the_file_keeps_what_was_done_and_the_run_resumes(tiny_trunk, tiny_run_config, monkeypatch):
     cfg = tiny_run_config(levels=2)
     paths = RunPaths(Path(cfg.output_root) / cfg.run_name())
     full = {"on": False}
@@ -259,10 +251,10 @@ def test_a_full_disk_names_the_file_keeps_what_was_done_and_the_run_resumes(trun
     assert read_status(paths.root)["levels_done"] == [0] and run_state(paths.root) == "interrupted"
     monkeypatch.undo()
     imp.run(cfg)
-    ref = load_masks(trunk[1])
+    ref = load_masks(tiny_trunk)
     ours = load_masks(paths.root)
     assert all(torch.equal(ours[k][n], ref[k][n]) for k in ref for n in ref[k])
-    assert load_runs(paths.root)["score"].tolist() == load_runs(trunk[1])["score"].tolist()
+    assert load_runs(paths.root)["score"].tolist() == load_runs(tiny_trunk)["score"].tolist()
 
 
 def test_the_executed_notebook_is_put_in_place_whole_or_not_at_all(tmp_path):
@@ -453,9 +445,9 @@ def test_kill_9_at_random_points_never_loses_or_changes_a_result(tiny_run_config
     assert not list((root / name).rglob("carry.safetensors"))
 
 
-def test_what_a_killed_writer_left_is_removed_when_the_run_is_opened_again(trunk, tmp_path, tiny_config_factory):
+def test_what_a_killed_writer_left_is_removed_when_the_run_is_opened_again(tiny_trunk, tmp_path, tiny_config_factory):
     """Temporary files of a write cut short, and a done level's carry file (a kill right after its metrics)."""
-    cfg, run_dir = copy_of(trunk, tmp_path, tiny_config_factory)
+    cfg, run_dir = copy_of(tiny_trunk, tmp_path, tiny_config_factory)
     paths = RunPaths(run_dir)
     left = [paths.level_dir(2) / ".metrics.json.x1y2.tmp", run_dir / ".status.json.abc.tmp", paths.carry(2)]
     for p in left:

@@ -5,9 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from tickets_core.config import DataConfig, ModelConfig
+from tickets_core.config import DataConfig
 from tickets_core.metrics import normalize_answer, squad_exact, squad_f1, squad_scores
-from tickets_core.models import load_tokenizer
 from tickets_core.tasks import DataError, get_task
 from tickets_core.tasks.squad import postprocess, window
 
@@ -38,11 +37,6 @@ def test_exact_and_f1_crafted_cases():
     scores = squad_scores(["Paris France"], [["Paris", "in Paris, France"]])
     assert scores["exact_match"] == 0.0
     assert scores["f1"] == pytest.approx(100.0 * max(2 * 0.5 * 1 / 1.5, 2 * 1 * (2 / 3) / (1 + 2 / 3)))
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(ModelConfig("tiny-bert"))
 
 
 def test_windows_and_planted_answer_span(tmp_path, tokenizer):

@@ -6,18 +6,13 @@ import pytest
 import torch
 
 from tickets_core.config import ConfigError, DataConfig, ModelConfig
-from tickets_core.models import build_model, check_vocab, load_tokenizer
+from tickets_core.models import build_model, check_vocab
 from tickets_core.tasks import TASKS, DataError, UnknownTaskError, get_task
 from tickets_core.tasks.glue import SPECS
 
 from glue_fixtures import write_glue, write_text
 
 GLUE = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(ModelConfig("tiny-bert"))
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +78,7 @@ def test_cache_is_reused_and_keyed(glue_root, tokenizer, tmp_path):
     assert all(x in a.train["input_ids"] for x in d.train["input_ids"])
 
 
-def test_offline_packages():
-    tok = load_tokenizer(ModelConfig("tiny-bert"))
+def test_offline_packages(tokenizer):
     import tempfile
 
     with tempfile.TemporaryDirectory() as cache:
@@ -98,7 +92,7 @@ def test_offline_packages():
         assert sum(raw["eval"]["label"]) == 1250  # stratified
         # tokenized load of a small slice, deterministic across calls
         cfg = DataConfig(task="rotten_tomatoes", cache_dir=cache, max_train_samples=100, max_eval_samples=50)
-        data = get_task("rotten_tomatoes").load(cfg, tok)
+        data = get_task("rotten_tomatoes").load(cfg, tokenizer)
         assert (len(data.train), len(data.eval)) == (100, 50)
         # the split is deterministic: a second read gives the same rows in the same order
         first = get_task("rotten_tomatoes").source(DataConfig(task="rotten_tomatoes")).read()
@@ -214,9 +208,8 @@ def test_bad_offline_csv(tmp_path, tokenizer):
         get_task("imdb").load(DataConfig(task="imdb", data_dir=str(tmp_path), cache_dir=str(tmp_path / "c")), tokenizer)
 
 
-def test_vocab_mismatch():
-    tok = load_tokenizer(ModelConfig("tiny-bert"))
+def test_vocab_mismatch(tokenizer):
     model = build_model(ModelConfig("tiny-bert", config_overrides={"vocab_size": 1000}), "classification")
     with pytest.raises(ConfigError, match="do not fit") as e:
-        check_vocab(model, tok)
+        check_vocab(model, tokenizer)
     _one_line(e)

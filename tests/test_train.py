@@ -18,11 +18,6 @@ FAST = dict(progress=False, batch_size=8, learning_rate=3e-3)
 
 
 @pytest.fixture(scope="module")
-def tokenizer():
-    return load_tokenizer(TINY)
-
-
-@pytest.fixture(scope="module")
 def glue_root(tmp_path_factory):
     return write_glue(tmp_path_factory.mktemp("glue"), n_train=96, n_dev=32)
 
