@@ -43,6 +43,7 @@ from .heads import get_head
 from .kinds import get_kind
 from .masks import Mask
 from .prunable import prunable_parameters
+from .pruning import fits_2to4
 from .store import RunPaths, is_run_dir
 from .tasks import get_task
 
@@ -167,7 +168,7 @@ def model_card(record: dict) -> str:
 
 def is_2to4(weight: torch.Tensor) -> bool:
     """True when every group of 4 consecutive entries of each row holds at least 2 zeros."""
-    if weight.dim() != 2 or weight.shape[1] % 4:
+    if not fits_2to4(weight.shape):
         return False
     return bool(((weight.reshape(weight.shape[0], -1, 4) == 0).sum(-1) >= 2).all())
 

@@ -21,7 +21,7 @@ from typing import Iterable
 import pandas as pd
 
 from .config import PARAMS, RunConfig
-from .errors import ConfigError, RunStoreError
+from .errors import ConfigError, RunStoreError, one_line
 from .fsio import read_json
 from .store import RunPaths, is_run_dir, read_status
 
@@ -55,7 +55,7 @@ def run_config(cfg: dict, where: Path) -> dict:
     try:
         flat = RunConfig.from_dict(cfg).flat()
     except (ConfigError, TypeError) as e:
-        raise RunStoreError(f"{where} is not a run config: {str(e).splitlines()[0]}") from None
+        raise RunStoreError(f"{where} is not a run config: {one_line(e)}") from None
     out = {name: value for name, value in flat.items() if PARAMS[name].hashed}
     out["mask_fingerprint"] = cfg.get("mask_fingerprint")
     return out

@@ -37,6 +37,7 @@ import torch
 
 from . import fastpath
 from .config import TrainConfig
+from .errors import first_line
 from .heads import get_head
 from .models import check_vocab
 from .tasks.common import TaskData
@@ -121,7 +122,7 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
                 if compiled is None or step > 0:
                     raise
                 warnings.warn(f"torch.compile(mode={plan.compile!r}) failed ({type(e).__name__}: "
-                              f"{str(e).splitlines()[0] if str(e) else ''}); training eagerly", RuntimeWarning)
+                              f"{first_line(e)}); training eagerly", RuntimeWarning)
                 compiled = None
                 model.zero_grad(set_to_none=True)
                 loss = _forward_backward(data.task.loss, model, None, batch, autocast, False)
