@@ -11,7 +11,7 @@ resumable: run again after an interruption and finished levels are skipped):
   theta0 with the full budget (the early-bird method's score).
 
 Steps to reach level k: IMP = its levels 0..k; early-bird = its trunk's levels
-0..k-1 + the retrain's level k (:func:`tickets_core.curves.early_bird_table`).
+0..k-1 + the retrain's level k (:func:`tickets_core.analysis.curves.early_bird_table`).
 Scores are compared over seeds (mean, std, n).  Target (issue 13): >= 30% of
 IMP's steps saved at no more than 1 IMP std lower score.
 
@@ -49,8 +49,8 @@ def settings(quick: bool) -> tuple[dict, list[str], list[int], object]:
 
 def run_all(params: dict, tasks: list[str], seeds: list[int], root, log=print) -> None:
     """The IMP trunk, the early-bird trunk and its retrain branch for every task and seed (resumable)."""
-    from tickets_core import imp
-    from tickets_core.config import RunConfig
+    from tickets_core.lottery import driver as imp
+    from tickets_core.core.config import RunConfig
 
     for task in tasks:
         for seed in seeds:
@@ -66,8 +66,7 @@ def run_all(params: dict, tasks: list[str], seeds: list[int], root, log=print) -
 
 
 def run(quick: bool) -> Result:
-    from tickets_core import curves
-
+    from tickets_core.analysis import curves
     params, tasks, seeds, root = settings(quick)
     res = Result(NAME, "Early-bird tickets vs IMP (steps to reach each sparsity, score there)", quick, machine())
     run_all(params, tasks, seeds, root)

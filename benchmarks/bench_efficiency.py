@@ -20,9 +20,9 @@ NAME = "bench_efficiency"
 
 
 def run(quick: bool) -> Result:
-    from tickets_core.config import ModelConfig
-    from tickets_core.models import build_model, load_tokenizer
-    from tickets_core.train import batch_order
+    from tickets_core.core.config import ModelConfig
+    from tickets_core.models.build import build_model, load_tokenizer
+    from tickets_core.training.loop import batch_order
     from .data import rt_data
     from .flops import matmul_flops_per_s, train_step_flops
     from .reference import pad128, rows_of
@@ -119,8 +119,8 @@ def run(quick: bool) -> Result:
 
 
 def _optimizer_table(model, repeats: int):
-    from tickets_core.config import TrainConfig
-    from tickets_core.train import make_optimizer
+    from tickets_core.core.config import TrainConfig
+    from tickets_core.training.loop import make_optimizer
 
     params = [p for p in model.parameters() if p.requires_grad]
     g = torch.Generator().manual_seed(0)

@@ -34,12 +34,12 @@ VARIANTS = {
 
 
 def run(quick: bool, compile_too: bool = False) -> Result:
-    from tickets_core.config import ModelConfig, TrainConfig
-    from tickets_core.masks import Mask
-    from tickets_core.models import build_model, load_tokenizer
-    from tickets_core.prunable import prunable_parameters
-    from tickets_core.pruning import magnitude_global
-    from tickets_core.train import fine_tune
+    from tickets_core.core.config import ModelConfig, TrainConfig
+    from tickets_core.pruning.masks import Mask
+    from tickets_core.models.build import build_model, load_tokenizer
+    from tickets_core.models.prunable import prunable_parameters
+    from tickets_core.pruning.strategies import magnitude_global
+    from tickets_core.training.loop import fine_tune
 
     from .data import rt_data
 

@@ -81,8 +81,8 @@ def make_data(n_rows: int):
     """(RT TaskData, L128 TaskData) over the first ``n_rows`` RT training sentences, plus the tokenizer."""
     import datasets
 
-    from tickets_core.config import ModelConfig
-    from tickets_core.models import load_tokenizer
+    from tickets_core.core.config import ModelConfig
+    from tickets_core.models.build import load_tokenizer
     from tickets_core.tasks.common import TaskData
 
     from .data import rt_data
@@ -108,9 +108,9 @@ def make_model():
     """bert-base architecture, random init (seed 0), with its 50% global-magnitude mask applied; (model, mask)."""
     from transformers import BertConfig, BertForSequenceClassification
 
-    from tickets_core.masks import Mask
-    from tickets_core.pruning import magnitude_global
-    from tickets_core.prunable import prunable_parameters
+    from tickets_core.pruning.masks import Mask
+    from tickets_core.pruning.strategies import magnitude_global
+    from tickets_core.models.prunable import prunable_parameters
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(BertConfig(num_labels=2, **MODEL_KW)).to(DEVICE)
@@ -128,8 +128,8 @@ VARIANTS = {
 
 
 def project_call(model, mask, data, variant: str, clock=None, max_steps=None) -> dict:
-    from tickets_core.config import TrainConfig
-    from tickets_core.train import fine_tune
+    from tickets_core.core.config import TrainConfig
+    from tickets_core.training.loop import fine_tune
 
     cfg = TrainConfig(batch_size=BATCH, num_epochs=1.0, max_steps=max_steps, learning_rate=2e-5, progress=False,
                       device=DEVICE, precision="bf16", eval_batch_size=64, **VARIANTS[variant])
@@ -145,8 +145,8 @@ def reference_call(model, rows, pad_id, dtype, clock=None) -> dict:
 
 def step_flops(model, data, variant: str) -> float:
     """Matmul FLOPs of one epoch of ``data`` as ``variant`` pads it (dynamic, multiple of 16, or 128)."""
-    from tickets_core.fastpath import padded_width
-    from tickets_core.train import batch_order
+    from tickets_core.training.fastpath import padded_width
+    from tickets_core.training.loop import batch_order
 
     from .flops import train_step_flops
 
@@ -200,9 +200,9 @@ def profile_call(fn) -> dict:
 
 def pruning_times() -> dict:
     """Global magnitude pruning of bert-base to 50% on the GPU: tickets_core vs global_unstructured (same mask?)."""
-    from tickets_core.masks import Mask
-    from tickets_core.pruning import magnitude_global
-    from tickets_core.prunable import prunable_parameters
+    from tickets_core.pruning.masks import Mask
+    from tickets_core.pruning.strategies import magnitude_global
+    from tickets_core.models.prunable import prunable_parameters
 
     from .reference import global_unstructured_mask, remove_prune_hooks
 

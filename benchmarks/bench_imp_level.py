@@ -31,7 +31,7 @@ NAME = "bench_imp_level"
 
 def _tokens_project(data, batch_size: int, seed: int, group: bool) -> int:
     """Padded tokens fine_tune will process in one epoch (its own batch_order, its own lengths)."""
-    from tickets_core.train import batch_order
+    from tickets_core.training.loop import batch_order
 
     lengths = data.train.data.column("length").to_pylist()
     order = batch_order(len(lengths), batch_size, torch.Generator().manual_seed(seed), lengths if group else None)
@@ -39,11 +39,11 @@ def _tokens_project(data, batch_size: int, seed: int, group: bool) -> int:
 
 
 def run(quick: bool) -> Result:
-    from tickets_core.config import ModelConfig, PruneConfig, TrainConfig
-    from tickets_core.masks import Mask
-    from tickets_core.models import build_model, load_tokenizer
-    from tickets_core.pruning import prune
-    from tickets_core.train import fine_tune
+    from tickets_core.core.config import ModelConfig, PruneConfig, TrainConfig
+    from tickets_core.pruning.masks import Mask
+    from tickets_core.models.build import build_model, load_tokenizer
+    from tickets_core.pruning.strategies import prune
+    from tickets_core.training.loop import fine_tune
     from .data import rt_data
     from .reference import global_unstructured_mask, reference_evaluate, reference_fine_tune, rows_of
 
@@ -80,7 +80,7 @@ def run(quick: bool) -> Result:
             out = fine_tune(model, data, tcfg, seed=seed, bound_mask=mask.bind(model))
             total = time.perf_counter() - t0
             # fine_tune's time_s includes its final evaluate; time that evaluate alone to split it out
-            from tickets_core.train import evaluate
+            from tickets_core.training.loop import evaluate
             te = time.perf_counter()
             evaluate(model, data, tcfg)
             t_eval = time.perf_counter() - te

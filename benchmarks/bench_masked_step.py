@@ -47,8 +47,8 @@ def _make_step(model, opt, batches, bound=None):
 
 
 def run(quick: bool) -> Result:
-    from tickets_core.config import ModelConfig
-    from tickets_core.models import build_model, load_tokenizer
+    from tickets_core.core.config import ModelConfig
+    from tickets_core.models.build import build_model, load_tokenizer
     from .data import dynamic_batch, rt_rows
     from .reference import attach_prune_hooks
 
@@ -70,11 +70,11 @@ def run(quick: bool) -> Result:
 
     masked_ok, why = True, ""
     try:
-        from tickets_core.masks import Mask
-        from tickets_core.pruning import magnitude_global
-        from tickets_core.prunable import prunable_parameters
+        from tickets_core.pruning.masks import Mask
+        from tickets_core.pruning.strategies import magnitude_global
+        from tickets_core.models.prunable import prunable_parameters
     except ImportError as e:  # the core modules have not landed yet
-        masked_ok, why = False, f"tickets_core.masks/pruning not importable: {e}"
+        masked_ok, why = False, f"tickets_core.pruning.masks/pruning not importable: {e}"
 
     mk = "masked (tickets_core BoundMask)"
     fns = {}

@@ -5,7 +5,7 @@ weights (no download), sequence-classification head: 73 prunable matrices,
 85,524,480 weights. One pruning step from the dense model to 10% sparsity
 (IMP level 1), alternating:
 
-* project: ``tickets_core.pruning.prune`` (magnitude_global);
+* project: ``tickets_core.pruning.strategies.prune`` (magnitude_global);
 * reference: ``torch.nn.utils.prune.global_unstructured(..., L1Unstructured)``
   (the hooks it installs are removed and the weights restored between runs,
   outside the timed region).
@@ -38,10 +38,10 @@ def bert_base():
 
 
 def run(quick: bool) -> Result:
-    from tickets_core.config import PruneConfig
-    from tickets_core.masks import Mask
-    from tickets_core.prunable import prunable_parameters
-    from tickets_core.pruning import prune
+    from tickets_core.core.config import PruneConfig
+    from tickets_core.pruning.masks import Mask
+    from tickets_core.models.prunable import prunable_parameters
+    from tickets_core.pruning.strategies import prune
     from torch.nn.utils import prune as torch_prune
     from .reference import global_unstructured_mask, prunable_modules
 
@@ -98,7 +98,7 @@ def run(quick: bool) -> Result:
             f"{repeats} alternated repeats; identical masks: {same} ({n_differ} entries differ"
             f"{', all of them ties at the threshold |w| = %.6g, held by %d weights: torch.topk orders equal values arbitrarily, the project breaks ties by position' % (thr, n_at_thr) if n_differ and ties_only else ''}).")
     res.add(md_table(["method", "median s", "all s", "peak RSS growth MB", "ratio s to reference"], [
-        ["tickets_core.pruning.prune (magnitude_global)", f"{t['project']:.2f}",
+        ["tickets_core.pruning.strategies.prune (magnitude_global)", f"{t['project']:.2f}",
          ", ".join(f"{x['s']:.2f}" for x in rec["project"]), f"{m['project'] / MB:.0f}",
          f"{t['project'] / t['reference']:.2f}"],
         ["torch.nn.utils.prune.global_unstructured (L1)", f"{t['reference']:.2f}",

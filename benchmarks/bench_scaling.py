@@ -1,4 +1,4 @@
-"""Benchmark 5: time per IMP level vs model size and vs number of levels (through ``tickets_core.imp.run``).
+"""Benchmark 5: time per IMP level vs model size and vs number of levels (through ``tickets_core.lottery.driver.run``).
 
 The same IMP trunk (rotten_tomatoes, the same training examples and batch
 order, batch 32, ``max_steps`` optimizer steps per level, 64 validation
@@ -34,7 +34,7 @@ BERT_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, 
 
 
 def _models(quick: bool):
-    from tickets_core.config import ModelConfig
+    from tickets_core.core.config import ModelConfig
 
     # name, model config, levels after level 0, steps per level
     if quick:
@@ -44,10 +44,10 @@ def _models(quick: bool):
 
 
 def run_trunk(mcfg, levels: int, steps: int, root: Path) -> dict:
-    from tickets_core import imp
-    from tickets_core.config import DataConfig, PruneConfig, RunConfig, TrainConfig
-    from tickets_core.models import build_model
-    from tickets_core.prunable import prunable_parameters
+    from tickets_core.lottery import driver as imp
+    from tickets_core.core.config import DataConfig, PruneConfig, RunConfig, TrainConfig
+    from tickets_core.models.build import build_model
+    from tickets_core.models.prunable import prunable_parameters
 
     cfg = RunConfig(kind="imp", seed=0, model=mcfg,
                     data=DataConfig(task="rotten_tomatoes", max_train_samples=32 * steps, max_eval_samples=64),
@@ -72,9 +72,9 @@ def run_trunk(mcfg, levels: int, steps: int, root: Path) -> dict:
 
 def _eval_time(cfg) -> float:
     """Seconds of one ``evaluate`` on the run's validation examples (fine_tune's time_s includes one)."""
-    from tickets_core.models import build_model, load_tokenizer
+    from tickets_core.models.build import build_model, load_tokenizer
     from tickets_core.tasks import get_task
-    from tickets_core.train import evaluate
+    from tickets_core.training.loop import evaluate
 
     task = get_task(cfg.data.task)
     data = task.load(cfg.data, load_tokenizer(cfg.model))

@@ -32,8 +32,9 @@ REWIND = 3
 
 
 def run(quick: bool) -> Result:
-    from tickets_core import curves, imp
-    from tickets_core.config import RunConfig
+    from tickets_core.analysis import curves
+    from tickets_core.lottery import driver as imp
+    from tickets_core.core.config import RunConfig
 
     params, _, seeds, root = settings(quick)
     task = "rotten_tomatoes"

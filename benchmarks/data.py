@@ -14,7 +14,7 @@ import torch
 
 
 def rt_data(tokenizer, n_train: int | None, n_eval: int | None, max_len: int = 128):
-    from tickets_core.config import DataConfig
+    from tickets_core.core.config import DataConfig
     from tickets_core.tasks import get_task
 
     cfg = DataConfig(task="rotten_tomatoes", max_seq_length=max_len, max_train_samples=n_train,

@@ -20,14 +20,14 @@ from torch import nn
 
 def encoder_matmul_weights(model: nn.Module) -> int:
     """Weights of every ``nn.Linear`` in the encoder's blocks (the prunable set without the pooler)."""
-    from tickets_core.prunable import prunable_parameters
+    from tickets_core.models.prunable import prunable_parameters
 
     return sum(p.numel() for k, p in prunable_parameters(model, include_pooler=False).items())
 
 
 def head_matmul_weights(model: nn.Module) -> int:
     """Linear weights applied once per example (pooler, classifier)."""
-    from tickets_core.prunable import prunable_parameters
+    from tickets_core.models.prunable import prunable_parameters
 
     enc = set(id(p) for p in prunable_parameters(model, include_pooler=False).values())
     n = 0

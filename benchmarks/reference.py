@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune as torch_prune
 
-from tickets_core.prunable import base_model, prunable_parameters
+from tickets_core.models.prunable import base_model, prunable_parameters
 
 REFERENCE_MAX_LEN = 128
 

@@ -38,8 +38,8 @@ def tiny_config_factory(movie_csv_dir, tmp_path_factory):
 
     The config comes resolved (its data identified), so ``run_name()`` works.
     """
-    from tickets_core.config import RunConfig
-    from tickets_core.identity import resolve
+    from tickets_core.core.config import RunConfig
+    from tickets_core.lottery.identity import resolve
 
     cache = tmp_path_factory.mktemp("tokenized")
 
@@ -57,8 +57,8 @@ def tiny_config_factory(movie_csv_dir, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tokenizer():
     """The tiny models' tokenizer (all-MiniLM's vocabulary), loaded once; tests only read it."""
-    from tickets_core.config import ModelConfig
-    from tickets_core.models import load_tokenizer
+    from tickets_core.core.config import ModelConfig
+    from tickets_core.models.build import load_tokenizer
 
     return load_tokenizer(ModelConfig("tiny-bert"))
 
@@ -67,8 +67,7 @@ def tokenizer():
 def tiny_trunk(tiny_config_factory, tmp_path_factory) -> Path:
     """A finished tiny IMP run (levels 0-2 at 20%), shared by the whole session: read it or branch from it,
     and copy it before changing anything in it."""
-    from tickets_core import imp
-
+    from tickets_core.lottery import driver as imp
     return imp.run(tiny_config_factory(tmp_path_factory.mktemp("tiny_trunk"), levels=2))
 
 

@@ -9,7 +9,7 @@ def run_analysis_notebook(name: str, runs_root: Path, tmp_path: Path) -> set[str
     """Execute notebooks/<name>.ipynb with ``runs_root``; return the names of the figure files it wrote."""
     import papermill as pm
 
-    from tickets_core.notebook_utils import NOTEBOOKS_DIR
+    from tickets_core.sweep.notebook import NOTEBOOKS_DIR
     from tickets_core.sweep.execute import ensure_importable
 
     ensure_importable()

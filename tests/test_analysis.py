@@ -1,8 +1,8 @@
-"""tickets_core.analysis and tickets_core.plots: matching, overlap, transfer tables, figures.
+"""tickets_core.analysis and tickets_core.plots.figures: matching, overlap, transfer tables, figures.
 
 Reference values come from numpy/sklearn (Jaccard), a Monte-Carlo simulation
 (random-mask IoU) and hand-computed tables; run folders are written per the
-contract of docs/ARCHITECTURE.md and read back through tickets_core.results.
+contract of docs/ARCHITECTURE.md and read back through tickets_core.analysis.results.
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ def test_filter_runs_and_methods(runs):
 
 
 def random_mask(density: float, seed: int, shapes=((64, 32), (32, 16), (100,))):
-    from tickets_core.masks import Mask
+    from tickets_core.pruning.masks import Mask
 
     g = torch.Generator().manual_seed(seed)
     return Mask({f"m{i}": torch.rand(s, generator=g) < density for i, s in enumerate(shapes)})
@@ -155,7 +155,7 @@ def random_mask(density: float, seed: int, shapes=((64, 32), (32, 16), (100,))):
 def test_mask_overlap_matches_sklearn_jaccard(tmp_path):
     from sklearn.metrics import jaccard_score
 
-    from tickets_core.masks import Mask, MaskFitError
+    from tickets_core.pruning.masks import Mask, MaskFitError
 
     a, b = random_mask(0.4, 1), random_mask(0.7, 2)
     flat = lambda m: torch.cat([m[k].reshape(-1) for k in sorted(m)]).numpy()  # noqa: E731
@@ -209,7 +209,7 @@ def test_layer_profile_pools_matrices_by_weight_count():
 
 
 # ---------------------------------------------------------------------------
-# Run folders written per the contract, read through tickets_core.results
+# Run folders written per the contract, read through tickets_core.analysis.results
 # ---------------------------------------------------------------------------
 
 
@@ -219,7 +219,7 @@ def write_run(root, kind, task, seed, level_scores: dict[int, tuple[float, float
 
     ``params``: more flat parameters (a variant); ``source_run``: the source's run name (default: a made-up one).
     """
-    from tickets_core.config import RunConfig
+    from tickets_core.core.config import RunConfig
 
     source_run = source_run or (f"imp-{source_task}" if source_task else None)
     cfg = RunConfig.from_flat(kind=kind, task=task, seed=seed, model="tiny-bert", output_root=str(root),
@@ -260,8 +260,7 @@ def run_root(tmp_path):
 
 
 def test_transfer_matrix_from_run_folders(run_root):
-    from tickets_core import results
-
+    from tickets_core.analysis import results
     runs = results.load_runs(run_root)
     t = analysis.transfer_matrix(runs, level=2).set_index(["source_task", "target_task"])
     cell = t.loc[("rotten_tomatoes", "imdb")]
@@ -286,8 +285,8 @@ def test_transfer_matrix_from_run_folders(run_root):
 
 
 def test_pick_levels_and_overlap_from_run_folders(tmp_path):
-    from tickets_core import results
-    from tickets_core.masks import Mask
+    from tickets_core.analysis import results
+    from tickets_core.pruning.masks import Mask
 
     root = tmp_path / "runs"
     shapes = ((16, 8), (8, 8))
@@ -322,8 +321,9 @@ def _font_sizes(fig) -> list[float]:
 def test_figures_are_readable_and_saved_as_png_and_pdf(runs, run_root, tmp_path):
     import matplotlib.pyplot as plt
 
-    from tickets_core import plots, results
+    from tickets_core import plots
 
+    from tickets_core.analysis import results
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         base = analysis.dense_baselines(runs)
@@ -354,8 +354,7 @@ def test_figures_are_readable_and_saved_as_png_and_pdf(runs, run_root, tmp_path)
 
 
 def test_report_tables_from_run_folders(run_root, capsys):
-    from tickets_core import report
-
+    from tickets_core.analysis import report
     write_run(run_root, "random_prune", "rotten_tomatoes", 0, {1: (0.2, 0.75), 2: (0.36, 0.60)},
               source_task="rotten_tomatoes")
     assert report.main([str(run_root), "--level", "2"]) == 0
@@ -377,8 +376,7 @@ def test_report_tables_from_run_folders(run_root, capsys):
 
 
 def test_report_on_an_empty_folder_is_one_line_error(tmp_path, capsys):
-    from tickets_core import report
-
+    from tickets_core.analysis import report
     assert report.main([str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
@@ -397,7 +395,7 @@ IMP_A = {"rewind 0": {0: (0.0, [0.83, 0.81]), 1: (0.2, [0.82, 0.80]), 2: (0.36, 
 def rewind_root(tmp_path):
     """Task A: dense over 3 seeds (threshold 0.80); IMP with rewind_step 0 and 2 (2 seeds each), a random-pruning
     branch of each (same own settings), transfers of each to task B, where IMP also runs with both rewind steps."""
-    from tickets_core.masks import Mask
+    from tickets_core.pruning.masks import Mask
 
     root = tmp_path / "runs"
     for seed, v in enumerate([0.80, 0.82, 0.84]):
@@ -426,8 +424,11 @@ def rewind_root(tmp_path):
 def test_rewind_variants_stay_apart_everywhere(rewind_root):
     import matplotlib.pyplot as plt
 
-    from tickets_core import plots, report, results
+    from tickets_core import plots
 
+    from tickets_core.analysis import report
+
+    from tickets_core.analysis import results
     runs = analysis.add_method(results.load_runs(rewind_root))
     methods = {k: sorted(g["method"].unique()) for k, g in runs.groupby("kind")}
     assert methods == {"dense": ["dense"], "imp": ["IMP, rewind 0", "IMP, rewind 2"],
@@ -479,8 +480,7 @@ def test_rewind_variants_stay_apart_everywhere(rewind_root):
 
 
 def test_schedule_variants_keep_their_own_sparsities(tmp_path):
-    from tickets_core import results
-
+    from tickets_core.analysis import results
     root = tmp_path / "runs"
     for seed in (0, 1):
         write_run(root, "dense", "B", seed, {0: (0.0, 0.7)})
@@ -498,8 +498,7 @@ def test_schedule_variants_keep_their_own_sparsities(tmp_path):
 
 
 def test_pooler_variants_share_their_dense_baseline(tmp_path):
-    from tickets_core import results
-
+    from tickets_core.analysis import results
     root = tmp_path / "runs"
     write_run(root, "dense", "C", 5, {0: (0.0, 0.66)})
     for pooler, score in ((True, 0.5), (False, 0.7)):
@@ -516,8 +515,7 @@ def test_pooler_variants_share_their_dense_baseline(tmp_path):
 
 
 def test_dense_variants_follow_the_training_settings(tmp_path):
-    from tickets_core import results
-
+    from tickets_core.analysis import results
     root = tmp_path / "runs"
     for seed, (hi, lo) in enumerate([(0.80, 0.70), (0.82, 0.72)]):
         write_run(root, "dense", "D", seed, {0: (0.0, hi)}, learning_rate=1e-4)
@@ -563,8 +561,9 @@ def test_a_ticket_transferred_to_mlm_is_scored_by_the_mlm_task(tiny_config_facto
     MLM's own dense model and ticket, in the transfer matrix."""
     from glue_fixtures import write_text
 
-    from tickets_core import imp, results
+    from tickets_core.lottery import driver as imp
 
+    from tickets_core.analysis import results
     root = tmp_path / "runs"
     mlm = {"task": "mlm", "data_dir": str(write_text(tmp_path / "txt", n_train=40, n_valid=16)), "max_seq_length": 32}
     source = imp.run(tiny_config_factory(root, levels=1, rate=0.3))  # rotten_tomatoes, with a pooler
@@ -582,8 +581,7 @@ def test_a_ticket_transferred_to_mlm_is_scored_by_the_mlm_task(tiny_config_facto
 
 def test_an_early_bird_trunks_level_0_is_no_seed_of_the_plain_dense_baseline(tmp_path):
     """Its level 0 stopped early: counting it would pull the matching threshold down for every method."""
-    from tickets_core import results
-
+    from tickets_core.analysis import results
     root = tmp_path / "runs"
     for seed, score in enumerate([0.80, 0.82]):
         write_run(root, "dense", "E", seed, {0: (0.0, score)})
@@ -621,14 +619,13 @@ def test_seeds_vs_tasks_sets_the_iou_between_tasks_beside_the_iou_between_seeds(
 
 
 # ---------------------------------------------------------------------------
-# Stability and early-bird tables (tickets_core.curves) on in-memory runs
+# Stability and early-bird tables (tickets_core.analysis.curves) on in-memory runs
 # ---------------------------------------------------------------------------
 
 
 def stability_curves(rows) -> pd.DataFrame:
     """A :func:`curves.load_stability` table: (run, task, seed, source_kind, setting, errors along the path)."""
-    from tickets_core import curves
-
+    from tickets_core.analysis import curves
     out = [{"run": run, "task": task, "model": "tiny-bert", "seed": seed, "level": 1, "sparsity": 0.2,
             "source_run": "src", "source_kind": kind, "rewind_step": 0, "setting": key, "alpha": a / 2,
             "error": e, "loss": float("nan")}
@@ -639,7 +636,9 @@ def stability_curves(rows) -> pd.DataFrame:
 def test_figures_say_which_seed_or_how_many_seeds(run_root):
     import matplotlib.pyplot as plt
 
-    from tickets_core import curves, plots, plots_extra
+    from tickets_core.analysis import curves
+
+    from tickets_core import plots
 
     prof = pd.DataFrame([[0.5, 0.9]], index=pd.Index(["0"], name="layer"), columns=["query", "ffn_in"])
     fig = plots.layer_profile_heatmaps({"a": prof, "b": prof}, seeds={"a": 0, "b": 3})
@@ -647,14 +646,13 @@ def test_figures_say_which_seed_or_how_many_seeds(run_root):
     plt.close(fig)
     paths = curves.stability_methods(stability_curves([("a0", "A", 0, "imp", "h", (0.1, 0.3, 0.1)),
                                                        ("a1", "A", 1, "imp", "h", (0.1, 0.2, 0.1))]))
-    fig = plots_extra.interpolation_plot(paths)
+    fig = plots.interpolation_plot(paths)
     assert fig.axes[0].get_title() == "A\nIMP, rewind to theta0 (2 seeds)"
     plt.close(fig)
 
 
 def test_stability_labels_name_a_setting_only_where_one_task_has_two():
-    from tickets_core import curves
-
+    from tickets_core.analysis import curves
     # the setting hash includes the task: two tasks with one IMP setting each need no hash in the label
     paths = stability_curves([
         ("a0", "A", 0, "imp", "h1", (0.1, 0.3, 0.1)),
@@ -676,8 +674,7 @@ class MemoryRuns:
     """Builds a :class:`curves.RunFolders` from configs and level metrics held in memory."""
 
     def __new__(cls, runs: dict):
-        from tickets_core import curves
-
+        from tickets_core.analysis import curves
         folders = curves.RunFolders.__new__(curves.RunFolders)
         folders.dirs = {name: f"/runs/{name}" for name in runs}
         folders._cfg = {name: cfg for name, (cfg, _) in runs.items()}
@@ -686,8 +683,8 @@ class MemoryRuns:
 
 
 def test_early_bird_variants_that_differ_only_in_their_options_stay_apart():
-    from tickets_core import curves
-    from tickets_core.config import RunConfig
+    from tickets_core.analysis import curves
+    from tickets_core.core.config import RunConfig
 
     def cfg(seed, **kw):
         return RunConfig.from_flat(task="rotten_tomatoes", seed=seed, **kw).to_dict()

@@ -62,9 +62,9 @@ def test_no_module_is_longer_than_its_idea():
 def test_every_run_kind_has_its_level_function_and_every_head_its_model_class():
     import transformers
 
-    from tickets_core.heads import HEADS
-    from tickets_core.kinds import KINDS
-    from tickets_core.levels import LEVEL_FUNCTIONS
+    from tickets_core.models.heads import HEADS
+    from tickets_core.core.kinds import KINDS
+    from tickets_core.lottery.levels import LEVEL_FUNCTIONS
     from tickets_core.tasks import TASKS
 
     assert set(LEVEL_FUNCTIONS) == set(KINDS)

@@ -8,8 +8,8 @@ import shutil
 
 import pytest
 
-from tickets_core.config import PARAMS, ConfigError, PruneConfig, RunConfig, TrainConfig, describe
-from tickets_core.identity import resolve
+from tickets_core.core.config import PARAMS, ConfigError, PruneConfig, RunConfig, TrainConfig, describe
+from tickets_core.lottery.identity import resolve
 
 
 def test_run_folder_hashes_are_pinned():
@@ -24,7 +24,7 @@ def test_run_folder_hashes_are_pinned():
 
 # Names hash only the values that differ from these defaults, so a default may never change silently:
 # every run folder that relied on it would then name a different experiment.  Changing one takes a
-# migration (tickets_core.migrate) and an entry here.
+# migration (tickets_core.interop.migrate) and an entry here.
 PINNED_DEFAULTS = {
     "kind": "imp", "seed": 0, "source_run": None, "source_levels": None, "model": "minilm", "tokenizer": None,
     "random_init": False, "config_overrides": {}, "include_pooler": True, "task": "rotten_tomatoes",

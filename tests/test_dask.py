@@ -15,9 +15,11 @@ import pytest
 from test_notebooks import write_reviews
 from test_sweep_processes import assert_same_as_one_process, tiny_sweep
 
-from tickets_core import locks, sweep
-from tickets_core.results import load_masks
-from tickets_core.store import RunPaths, read_status, run_state
+from tickets_core import sweep
+
+from tickets_core.core import locks
+from tickets_core.analysis.results import load_masks
+from tickets_core.runs.store import RunPaths, read_status, run_state
 
 ROOT = Path(__file__).resolve().parent.parent
 

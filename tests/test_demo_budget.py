@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tickets_core.config import PARAMS, RunConfig
+from tickets_core.core.config import PARAMS, RunConfig
 from tickets_core.sweep import plan_sweep
 
 DEMO = Path(__file__).resolve().parent.parent / "sweeps" / "demo.yaml"

@@ -10,14 +10,18 @@ import torch
 from safetensors.torch import load_file
 from scipy.spatial.distance import hamming
 
-from tickets_core import curves, imp, train
-from tickets_core.config import ConfigError, PruneConfig, RunConfig
-from tickets_core.early_bird import EarlyBird, chain, mask_distance
-from tickets_core.identity import resolve
-from tickets_core.masks import Mask
-from tickets_core.models import build_model
-from tickets_core.pruning import prune
-from tickets_core.store import RunPaths
+from tickets_core.analysis import curves
+
+from tickets_core.lottery import driver as imp
+
+from tickets_core.training import loop as train
+from tickets_core.core.config import ConfigError, PruneConfig, RunConfig
+from tickets_core.pruning.early_bird import EarlyBird, chain, mask_distance
+from tickets_core.lottery.identity import resolve
+from tickets_core.pruning.masks import Mask
+from tickets_core.models.build import build_model
+from tickets_core.pruning.strategies import prune
+from tickets_core.runs.store import RunPaths
 
 from notebook_run import run_analysis_notebook
 
@@ -58,7 +62,7 @@ def test_the_hook_stops_once_window_checks_stay_below_eps():
 
 def test_a_hook_returning_true_ends_fine_tune_and_the_level_is_evaluated(tiny_run_config):
     cfg = tiny_run_config(max_steps=3)
-    from tickets_core.models import load_tokenizer
+    from tickets_core.models.build import load_tokenizer
     from tickets_core.tasks import get_task
 
     data = get_task("rotten_tomatoes").load(cfg.data, load_tokenizer(cfg.model))
@@ -192,7 +196,7 @@ def test_the_early_bird_notebook_draws_its_figures(runs, tmp_path):
 
 
 def test_the_early_bird_sweep_file_plans_trunks_retrains_and_analysis():
-    from tickets_core.notebook_utils import NOTEBOOKS_DIR
+    from tickets_core.sweep.notebook import NOTEBOOKS_DIR
     from tickets_core.sweep import plan_sweep
 
     plan = plan_sweep(NOTEBOOKS_DIR.parent / "sweeps" / "early_bird.yaml")

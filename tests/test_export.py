@@ -9,15 +9,17 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from tickets_core import imp, train
-from tickets_core.config import ConfigError, RunConfig
-from tickets_core.errors import RunStoreError
-from tickets_core.export import export, is_2to4, main, semi_structured
-from tickets_core.masks import Mask
-from tickets_core.models import build_model
-from tickets_core.prunable import prunable_parameters
-from tickets_core.pruning import PruningError, magnitude_2to4, prune
-from tickets_core.store import RunPaths
+from tickets_core.lottery import driver as imp
+
+from tickets_core.training import loop as train
+from tickets_core.core.config import ConfigError, RunConfig
+from tickets_core.core.errors import RunStoreError
+from tickets_core.interop.export import export, is_2to4, main, semi_structured
+from tickets_core.pruning.masks import Mask
+from tickets_core.models.build import build_model
+from tickets_core.models.prunable import prunable_parameters
+from tickets_core.pruning.strategies import PruningError, magnitude_2to4, prune
+from tickets_core.runs.store import RunPaths
 from tickets_core.tasks import get_task
 
 

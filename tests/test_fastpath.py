@@ -1,4 +1,4 @@
-"""The GPU fast path (tickets_core.fastpath) against the plain loop, on the CPU, plus CUDA-only checks.
+"""The GPU fast path (tickets_core.training.fastpath) against the plain loop, on the CPU, plus CUDA-only checks.
 
 Tolerances stated here (measured on the CPU with tiny-bert, dropout off so that only arithmetic differs;
 24 steps, lr 3e-3, AdamW, a 50% random mask):
@@ -24,15 +24,15 @@ import json
 import pytest
 import torch
 
-from tickets_core import fastpath
-from tickets_core.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
-from tickets_core.identity import resolve
-from tickets_core.masks import Mask
-from tickets_core.models import build_model
-from tickets_core.prunable import prunable_parameters
-from tickets_core.pruning import _prune_lowest, magnitude_global
+from tickets_core.training import fastpath
+from tickets_core.core.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
+from tickets_core.lottery.identity import resolve
+from tickets_core.pruning.masks import Mask
+from tickets_core.models.build import build_model
+from tickets_core.models.prunable import prunable_parameters
+from tickets_core.pruning.strategies import _prune_lowest, magnitude_global
 from tickets_core.tasks import get_task
-from tickets_core.train import fine_tune
+from tickets_core.training.loop import fine_tune
 
 from glue_fixtures import write_glue, write_text
 
@@ -304,7 +304,7 @@ def test_cuda_pruning_is_the_cpu_mask_and_not_slower_than_global_unstructured(be
 
     from torch.nn.utils import prune as torch_prune
 
-    from tickets_core.prunable import base_model
+    from tickets_core.models.prunable import base_model
 
     cpu_w = {k: p.detach() for k, p in prunable_parameters(bert_base_cls).items()}
     ones = Mask.ones_like(bert_base_cls)
@@ -336,8 +336,8 @@ def test_imp_run_on_the_fast_path_writes_the_plain_runs_results(tiny_config_fact
     masks and prefetching writes the same masks, theta_1 and metrics as the bf16 autocast loop."""
     from safetensors.torch import load_file
 
-    from tickets_core import imp
-    from tickets_core.store import RunPaths
+    from tickets_core.lottery import driver as imp
+    from tickets_core.runs.store import RunPaths
 
     common = dict(levels=2, rewind_step=1, max_steps=2, precision="bf16")
     runs = [imp.run(tiny_config_factory(tmp_path / "plain", fast_path="off", **common)),

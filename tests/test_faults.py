@@ -28,11 +28,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from tickets_core import fsio, imp
-from tickets_core.fsio import read_json
-from tickets_core.kinds import KINDS
-from tickets_core.results import load_masks
-from tickets_core.store import RunPaths
+from tickets_core.core import fsio
+
+from tickets_core.lottery import driver as imp
+from tickets_core.core.fsio import read_json
+from tickets_core.core.kinds import KINDS
+from tickets_core.analysis.results import load_masks
+from tickets_core.runs.store import RunPaths
 
 #: What every kind's run gets: levels 0 and 1.
 BASE = {"levels": 1, "rate": 0.3}
@@ -172,7 +174,7 @@ def quick_runs():
     """Make each of the many tiny runs here cheap without changing what it computes: load the tokenizer (and hash
     its vocabulary) once for the module, and use one CPU thread (a 2-layer, 64-wide model gains nothing from more;
     on a loaded machine extra threads only wait for each other).  Every run, reference and rerun alike, does so."""
-    from tickets_core import models
+    from tickets_core.models import build as models
     from tickets_core.tasks import common
 
     def once(fn, key):

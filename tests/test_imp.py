@@ -7,14 +7,16 @@ import json
 import pytest
 import torch
 
-from tickets_core import imp, train
-from tickets_core.config import ConfigError, ModelConfig, PruneConfig
-from tickets_core.masks import Mask, MaskFileError, MaskFitError
-from tickets_core.models import build_model
-from tickets_core.prunable import base_model, prunable_parameters
-from tickets_core.pruning import magnitude_global
-from tickets_core.results import load_masks, load_runs, load_sparsity
-from tickets_core.store import RunPaths
+from tickets_core.lottery import driver as imp
+
+from tickets_core.training import loop as train
+from tickets_core.core.config import ConfigError, ModelConfig, PruneConfig
+from tickets_core.pruning.masks import Mask, MaskFileError, MaskFitError
+from tickets_core.models.build import build_model
+from tickets_core.models.prunable import base_model, prunable_parameters
+from tickets_core.pruning.strategies import magnitude_global
+from tickets_core.analysis.results import load_masks, load_runs, load_sparsity
+from tickets_core.runs.store import RunPaths
 
 
 def head_state(model) -> dict[str, torch.Tensor]:

@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tickets_core.config import ConfigError, ModelConfig
-from tickets_core.masks import Mask, MaskFileError, MaskFitError
-from tickets_core.models import build_model
-from tickets_core.prunable import prunable_parameters
+from tickets_core.core.config import ConfigError, ModelConfig
+from tickets_core.pruning.masks import Mask, MaskFileError, MaskFitError
+from tickets_core.models.build import build_model
+from tickets_core.models.prunable import prunable_parameters
 
 
 def random_mask(shapes: dict, p: float = 0.5, seed: int = 0) -> Mask:
@@ -156,7 +156,7 @@ def test_pruned_weights_stay_exactly_zero_under_adamw(tiny_cls):
 
 
 def test_masks_to_compare_must_pair_up_by_name_and_shape():
-    from tickets_core.early_bird import mask_distance
+    from tickets_core.pruning.early_bird import mask_distance
 
     a = Mask({"x": torch.tensor([True, False]), "y": torch.ones(2, 2, dtype=torch.bool)})
     assert [v is a["x"] for v, _ in a.paired(a.copy())] == [True, False]

@@ -5,9 +5,7 @@ import pytest
 import scipy.stats
 import sklearn.metrics
 
-from tickets_core import metrics as M
-
-
+from tickets_core.tasks import metrics as M
 @pytest.mark.parametrize("seed", range(5))
 def test_classification_metrics_match_sklearn(seed):
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""tickets_core.migrate: run folders named the old way (path-dependent hashes) get today's names."""
+"""tickets_core.interop.migrate: run folders named the old way (path-dependent hashes) get today's names."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import json
 import torch
 from safetensors.torch import save
 
-from tickets_core import imp, migrate
-from tickets_core.results import load_masks, load_runs
-from tickets_core.store import RunPaths
+from tickets_core.lottery import driver as imp
+
+from tickets_core.interop import migrate
+from tickets_core.analysis.results import load_masks, load_runs
+from tickets_core.runs.store import RunPaths
 
 
 def legacy(d, new_name, source_path=None):

@@ -14,12 +14,12 @@ import warnings
 import pytest
 import torch
 
-from tickets_core import fastpath
-from tickets_core.config import DataConfig, ModelConfig, TrainConfig
-from tickets_core.models import build_model, load_tokenizer
+from tickets_core.training import fastpath
+from tickets_core.core.config import DataConfig, ModelConfig, TrainConfig
+from tickets_core.models.build import build_model, load_tokenizer
 from tickets_core.tasks import get_task
 from tickets_core.tasks.mlm import mlm_head
-from tickets_core.train import fine_tune
+from tickets_core.training.loop import fine_tune
 
 from glue_fixtures import write_text
 

@@ -7,12 +7,14 @@ import json
 import pytest
 import torch
 
-from tickets_core import imp, train
-from tickets_core.config import ConfigError, ModelConfig, RunConfig
-from tickets_core.identity import resolve
-from tickets_core.models import build_model, load_tokenizer
-from tickets_core.prunable import base_model
-from tickets_core.store import RunPaths
+from tickets_core.lottery import driver as imp
+
+from tickets_core.training import loop as train
+from tickets_core.core.config import ConfigError, ModelConfig, RunConfig
+from tickets_core.lottery.identity import resolve
+from tickets_core.models.build import build_model, load_tokenizer
+from tickets_core.models.prunable import base_model
+from tickets_core.runs.store import RunPaths
 from tickets_core.tasks import get_task
 from tickets_core.tasks import mlm as mlm_mod
 
@@ -77,7 +79,7 @@ def checkpoint_dir(tmp_path_factory):
 
 
 def test_warmed_head_is_theta0_for_every_seed_and_level(text_dir, checkpoint_dir, tmp_path, monkeypatch):
-    from tickets_core.experiment import Experiment
+    from tickets_core.lottery.experiment import Experiment
 
     def make(seed, **kw):
         return mlm_config(text_dir, tmp_path / "cache", model=str(checkpoint_dir), tokenizer="minilm", seed=seed,

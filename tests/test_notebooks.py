@@ -19,8 +19,8 @@ import nbformat
 import pytest
 
 from tickets_core import sweep
-from tickets_core.config import PARAMS
-from tickets_core.notebook_utils import (NOTEBOOK_DEFAULTS, check_clean, notebook_parameters, parameters_cells,
+from tickets_core.core.config import PARAMS
+from tickets_core.sweep.notebook import (NOTEBOOK_DEFAULTS, check_clean, notebook_parameters, parameters_cells,
                                          parameters_source)
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
@@ -55,7 +55,7 @@ def test_the_experiment_notebook_takes_every_parameter_from_the_config():
     """Its parameters cell is generated from the config declarations, and its config cell reads them all."""
     nb = nbformat.read(NOTEBOOKS / "experiment.ipynb", as_version=4)
     assert parameters_cells(nb)[0].source == parameters_source(), \
-        "regenerate it: python -m tickets_core.notebook_utils --sync"
+        "regenerate it: python -m tickets_core.sweep.notebook --sync"
     params = notebook_parameters(NOTEBOOKS / "experiment.ipynb")
     assert list(params) == list(PARAMS)
     assert {k: v for k, v in params.items() if v != PARAMS[k].default} == NOTEBOOK_DEFAULTS
@@ -159,8 +159,7 @@ def test_sweep_executes_every_notebook(tiny_sweep):
 
 @pytest.mark.notebook
 def test_runs_written_by_the_notebooks(tiny_sweep):
-    from tickets_core import results
-
+    from tickets_core.analysis import results
     runs = results.load_runs(tiny_sweep["root"])
     by_kind = {k: g for k, g in runs.groupby("kind")}
     assert set(by_kind) == {"imp", "random_prune", "transfer"}
@@ -217,8 +216,7 @@ def test_a_moved_study_is_found_done_and_gives_the_same_tables(tiny_sweep, tmp_p
     (run names hash no path: data by content, sources by run name), and the report's tables are the same."""
     import warnings
 
-    from tickets_core import report
-
+    from tickets_core.analysis import report
     old = tiny_sweep["root"].parent
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -7,11 +7,11 @@ from collections import Counter
 import pytest
 import torch
 
-from tickets_core.config import ModelConfig
-from tickets_core.masks import Mask
-from tickets_core.models import build_model
-from tickets_core.components import describe
-from tickets_core.prunable import base_model, prunable_parameters
+from tickets_core.core.config import ModelConfig
+from tickets_core.pruning.masks import Mask
+from tickets_core.models.build import build_model
+from tickets_core.models.components import describe
+from tickets_core.models.prunable import base_model, prunable_parameters
 
 FAMILIES = ["tiny-bert", "tiny-roberta", "tiny-distilbert", "tiny-electra"]
 

@@ -10,11 +10,11 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 from transformers import BertConfig, BertForSequenceClassification
 
-from tickets_core.config import ConfigError, PruneConfig, RunConfig
-from tickets_core.identity import resolve
-from tickets_core.masks import Mask
-from tickets_core.prunable import base_model, prunable_parameters
-from tickets_core.pruning import (STRATEGIES, PruningError, get_strategy, level_generator, magnitude_global,
+from tickets_core.core.config import ConfigError, PruneConfig, RunConfig
+from tickets_core.lottery.identity import resolve
+from tickets_core.pruning.masks import Mask
+from tickets_core.models.prunable import base_model, prunable_parameters
+from tickets_core.pruning.strategies import (STRATEGIES, PruningError, get_strategy, level_generator, magnitude_global,
                                   magnitude_layerwise, prune, random_global, random_layerwise)
 
 

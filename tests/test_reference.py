@@ -8,14 +8,16 @@ import os
 import pytest
 import torch
 
-from tickets_core import imp, train
-from tickets_core.config import ConfigError, ModelConfig, RunConfig
-from tickets_core.experiment import PERTURB_SEED_OFFSET, REINIT_SEED_OFFSET
-from tickets_core.importers import import_reference_mask, main as import_main
-from tickets_core.masks import Mask, MaskFileError, MaskFitError
-from tickets_core.models import build_model
-from tickets_core.prunable import prunable_parameters
-from tickets_core.results import load_masks, load_runs
+from tickets_core.lottery import driver as imp
+
+from tickets_core.training import loop as train
+from tickets_core.core.config import ConfigError, ModelConfig, RunConfig
+from tickets_core.lottery.experiment import PERTURB_SEED_OFFSET, REINIT_SEED_OFFSET
+from tickets_core.interop.importers import import_reference_mask, main as import_main
+from tickets_core.pruning.masks import Mask, MaskFileError, MaskFitError
+from tickets_core.models.build import build_model
+from tickets_core.models.prunable import prunable_parameters
+from tickets_core.analysis.results import load_masks, load_runs
 
 from test_imp import record_fine_tune
 from test_pruning import torch_masks

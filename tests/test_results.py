@@ -9,11 +9,11 @@ import sys
 import pytest
 import torch
 
-from tickets_core.config import RunConfig
-from tickets_core.identity import resolve
-from tickets_core.masks import Mask
-from tickets_core.results import RUN_COLUMNS, load_masks, load_runs, load_sparsity
-from tickets_core.store import Run, RunStoreError
+from tickets_core.core.config import RunConfig
+from tickets_core.lottery.identity import resolve
+from tickets_core.pruning.masks import Mask
+from tickets_core.analysis.results import RUN_COLUMNS, load_masks, load_runs, load_sparsity
+from tickets_core.runs.store import Run, RunStoreError
 
 NAMES = ("encoder.layer.0.attention.self.query.weight", "pooler.dense.weight")
 
@@ -77,14 +77,14 @@ def test_malformed_metrics_is_a_one_line_error_naming_the_file(tmp_path):
 
 
 def test_results_imports_no_training_code():
-    code = ("import sys, tickets_core.results, tickets_core.analysis, tickets_core.report; "
-            "bad = [m for m in ('torch', 'transformers', 'tickets_core.train', 'tickets_core.imp') if m in sys.modules]; "
+    code = ("import sys, tickets_core.analysis.results, tickets_core.analysis, tickets_core.analysis.report; "
+            "bad = [m for m in ('torch', 'transformers', 'tickets_core.training.loop', 'tickets_core.lottery.driver') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_each_row_carries_the_result_changing_config(tmp_path):
-    from tickets_core.config import PARAMS
+    from tickets_core.core.config import PARAMS
 
     fake_run(tmp_path, rewind_step=2, learning_rate=1e-4, eval_batch_size=7)
     fake_run(tmp_path, kind="dense", seed=1, levels=1, task="imdb")

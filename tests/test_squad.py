@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from tickets_core.config import DataConfig
-from tickets_core.metrics import normalize_answer, squad_exact, squad_f1, squad_scores
+from tickets_core.core.config import DataConfig
+from tickets_core.tasks.metrics import normalize_answer, squad_exact, squad_f1, squad_scores
 from tickets_core.tasks import DataError, get_task
 from tickets_core.tasks.squad import postprocess, window
 

@@ -8,11 +8,15 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tickets_core import curves, imp, train
-from tickets_core.config import ConfigError, RunConfig
-from tickets_core.levels import STABILITY_SEED_OFFSET
-from tickets_core.models import build_model, load_tokenizer
-from tickets_core.store import RunPaths
+from tickets_core.analysis import curves
+
+from tickets_core.lottery import driver as imp
+
+from tickets_core.training import loop as train
+from tickets_core.core.config import ConfigError, RunConfig
+from tickets_core.lottery.levels import STABILITY_SEED_OFFSET
+from tickets_core.models.build import build_model, load_tokenizer
+from tickets_core.runs.store import RunPaths
 from tickets_core.tasks import get_task
 
 from notebook_run import run_analysis_notebook
@@ -160,7 +164,7 @@ def test_curve_modules_import_no_training_code():
     import subprocess
     import sys
 
-    code = ("import sys, tickets_core.curves, tickets_core.plots_extra; "
-            "bad = [m for m in ('torch', 'transformers', 'tickets_core.train') if m in sys.modules]; "
+    code = ("import sys, tickets_core.analysis.curves, tickets_core.plots.dynamics; "
+            "bad = [m for m in ('torch', 'transformers', 'tickets_core.training.loop') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -8,11 +8,11 @@ import os
 import pytest
 import torch
 
-from tickets_core.config import RunConfig
-from tickets_core.fsio import atomic_write_json
-from tickets_core.identity import resolve
-from tickets_core.masks import Mask
-from tickets_core.store import Run, RunPaths, RunStoreError, is_run_dir
+from tickets_core.core.config import RunConfig
+from tickets_core.core.fsio import atomic_write_json
+from tickets_core.lottery.identity import resolve
+from tickets_core.pruning.masks import Mask
+from tickets_core.runs.store import Run, RunPaths, RunStoreError, is_run_dir
 
 
 def cfg_at(tmp_path, **kw) -> RunConfig:

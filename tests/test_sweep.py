@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from tickets_core import sweep
-from tickets_core.config import RunConfig
-from tickets_core.identity import resolve
+from tickets_core.core.config import RunConfig
+from tickets_core.lottery.identity import resolve
 from tickets_core.sweep import SweepError
 
 BASE = """\
@@ -324,7 +324,7 @@ def test_transfer_from_a_mask_file(make_sweep, tmp_path):
 
 
 def test_run_progress_reads_levels_from_status(tmp_path):
-    from tickets_core.store import run_progress
+    from tickets_core.runs.store import run_progress
 
     assert run_progress(tmp_path / "missing") == "starting"
     (tmp_path / "status.json").write_text(json.dumps({"state": "running", "levels_done": [0, 1, 2],

@@ -22,10 +22,12 @@ import torch
 from test_notebooks import SWEEP as NOTEBOOKS_SWEEP
 from test_notebooks import write_reviews
 
-from tickets_core import imp, sweep
-from tickets_core.config import RunConfig
-from tickets_core.results import load_masks, load_runs
-from tickets_core.store import RunPaths, read_status, run_state
+from tickets_core import sweep
+
+from tickets_core.lottery import driver as imp
+from tickets_core.core.config import RunConfig
+from tickets_core.analysis.results import load_masks, load_runs
+from tickets_core.runs.store import RunPaths, read_status, run_state
 from tickets_core.sweep.worker import kernels
 
 pytestmark = pytest.mark.integration

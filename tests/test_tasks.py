@@ -5,8 +5,8 @@ import shutil
 import pytest
 import torch
 
-from tickets_core.config import ConfigError, DataConfig, ModelConfig
-from tickets_core.models import build_model, check_vocab
+from tickets_core.core.config import ConfigError, DataConfig, ModelConfig
+from tickets_core.models.build import build_model, check_vocab
 from tickets_core.tasks import TASKS, DataError, UnknownTaskError, get_task
 from tickets_core.tasks.glue import SPECS
 

@@ -5,11 +5,11 @@ import time
 import pytest
 import torch
 
-from tickets_core.config import DataConfig, ModelConfig, TrainConfig
-from tickets_core.masks import Mask
-from tickets_core.models import build_model, load_tokenizer
+from tickets_core.core.config import DataConfig, ModelConfig, TrainConfig
+from tickets_core.pruning.masks import Mask
+from tickets_core.models.build import build_model, load_tokenizer
 from tickets_core.tasks import get_task
-from tickets_core.train import batch_order, evaluate, fine_tune, linear_schedule, make_optimizer
+from tickets_core.training.loop import batch_order, evaluate, fine_tune, linear_schedule, make_optimizer
 
 from glue_fixtures import write_glue, write_squad, write_text
 

@@ -1,10 +1,10 @@
 """Analysis of finished runs: methods, matching, highest matching sparsity, mask overlap, transfer.
 
-Pure functions on the DataFrames of :mod:`tickets_core.results` (one row per
+Pure functions on the DataFrames of :mod:`tickets_core.analysis.results` (one row per
 run and level, columns documented in ``docs/ARCHITECTURE.md``) and on
-:class:`tickets_core.masks.Mask` objects that the caller loaded.  Nothing
+:class:`tickets_core.pruning.masks.Mask` objects that the caller loaded.  Nothing
 here trains, loads a model or imports torch; the analysis notebooks call
-these functions and hand the tables to :mod:`tickets_core.plots`.
+these functions and hand the tables to :mod:`tickets_core.plots.figures`.
 
 * :mod:`.methods`: what is averaged over seeds -- a run kind plus every
   result-changing setting that sets its runs apart (``add_method``).

@@ -1,10 +1,10 @@
 """Methods: what the analysis averages over seeds, and nothing else.
 
-A *method* is a run kind (its registry label, :mod:`tickets_core.kinds`) plus
+A *method* is a run kind (its registry label, :mod:`tickets_core.core.kinds`) plus
 every result-changing setting that sets its runs apart from the other runs of
 that kind in the table: "IMP", or "IMP, rewind 2" beside "IMP, rewind 0", or
 "IMP, geometric 0.2" beside "IMP, linear 0.1".  Result-changing settings are
-the parameters declared ``hashed`` in :data:`tickets_core.config.PARAMS` (and
+the parameters declared ``hashed`` in :data:`tickets_core.core.config.PARAMS` (and
 a mask file's content), except the seed (averaged over), the task (the
 tables' other axis), the kind itself, and which source run and levels a branch
 reads (its rows say).  A setting is shown when it differs between runs of the
@@ -32,8 +32,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ..config import PARAMS
-from ..kinds import KINDS
+from ..core.config import PARAMS
+from ..core.kinds import KINDS
 
 #: Parameters that never make two runs different methods (see the module docstring).
 NOT_A_SETTING = ("seed", "task", "kind", "source_run", "source_levels")

@@ -1,8 +1,8 @@
 """Masks: do methods and tasks find the same subnetwork?  IoU of kept weights, and where masks prune.
 
-Functions on :class:`tickets_core.masks.Mask` objects the caller loaded
-(:func:`tickets_core.results.load_masks`) and on the per-matrix table of
-:func:`tickets_core.results.load_sparsity`; nothing here loads torch.
+Functions on :class:`tickets_core.pruning.masks.Mask` objects the caller loaded
+(:func:`tickets_core.analysis.results.load_masks`) and on the per-matrix table of
+:func:`tickets_core.analysis.results.load_sparsity`; nothing here loads torch.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..components import COMPONENTS
+from ..models.components import COMPONENTS
 from .common import AnalysisError, require
 from .methods import add_method
 
@@ -147,7 +147,7 @@ def layer_profile(sparsity_df: pd.DataFrame) -> pd.DataFrame:
 
     ``sparsity_df`` holds one row per prunable matrix with ``layer`` (int, or
     NaN/None for the pooler), ``component``, ``numel`` and ``nonzero``, e.g.
-    the rows of :func:`tickets_core.results.load_sparsity` for one run and
+    the rows of :func:`tickets_core.analysis.results.load_sparsity` for one run and
     level.  Matrices of the same cell (e.g. several ``ffn_in`` matrices) are
     pooled by weight count.  The pooler becomes a row named ``"pooler"``.
     """

@@ -28,7 +28,7 @@ Sweep file
       max_train_samples: 2000
     trunks:                      # each entry: tasks x seeds runs of notebooks/experiment.ipynb
       - name: imp                # what branches/transfers call it (default: its kind)
-        kind: imp                # any trunk kind (tickets_core.kinds): imp | dense | oneshot | standard | ...
+        kind: imp                # any trunk kind (tickets_core.core.kinds): imp | dense | oneshot | standard | ...
         tasks: [rotten_tomatoes, tweet_sentiment]
         seeds: [0, 1, 2]
         levels: 5                # any parameter, overriding defaults
@@ -57,7 +57,7 @@ Sweep file
 
 A run's parameters are ``defaults``, then (for branches and transfers) the
 trunk entry's own parameters, then the entry's.  Parameter names are the
-config's flat names (:data:`tickets_core.config.PARAMS`, the experiment
+config's flat names (:data:`tickets_core.core.config.PARAMS`, the experiment
 notebook's parameters cell: ``learning_rate``, ``levels``, ``model``, ...;
 ``train.weight_decay`` spellings work too); the config checks their values
 and an error names the line that set the value.  ``task``, ``seed``,

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import lookup
-from ..kinds import get_kind
+from ..core.config import lookup
+from ..core.kinds import get_kind
 
 
 def source_levels(trunk: dict, params: dict[str, tuple[Any, tuple]]) -> tuple[tuple, str] | None:

@@ -16,8 +16,8 @@ import signal
 import sys
 import threading
 
-from ..errors import ConfigError, one_line
-from ..locks import say
+from ..core.errors import ConfigError, one_line
+from ..core.locks import say
 from . import execute
 from .spec import SweepError, plan_sweep
 

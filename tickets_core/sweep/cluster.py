@@ -36,9 +36,9 @@ from typing import Any
 
 import yaml
 
-from .. import locks
-from ..errors import one_line
-from ..store import RunPaths
+from ..core import locks
+from ..core.errors import one_line
+from ..runs.store import RunPaths
 from .execute import Engine
 from .worker import kernels, signal_pid
 from .spec import SweepError

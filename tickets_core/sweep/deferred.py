@@ -6,7 +6,7 @@ trunk and dense runs are done, so the sweep plans such a job with those runs
 as dependencies and a :class:`HighestMatching` resolver.  Right before the job
 is submitted, :meth:`Job.finalize <tickets_core.sweep.spec.Job.finalize>`
 computes the level from the run folders, exactly as the analysis does
-(:mod:`tickets_core.results` + :func:`tickets_core.analysis.highest_matching_sparsity`
+(:mod:`tickets_core.analysis.results` + :func:`tickets_core.analysis.highest_matching_sparsity`
 for the method of the job's source run, with the sweep's ``n_std``), then
 fixes the job's ``source_levels``, run name, folder and label.  When the
 source runs are already done at plan time the job is resolved at once, so a
@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from ..analysis import dense_relevant
-from ..config import PARAMS, RunConfig
-from ..errors import ConfigError, RunStoreError, one_line
-from ..fsio import read_json
-from ..store import RunPaths, is_run_dir, run_state
+from ..core.config import PARAMS, RunConfig
+from ..core.errors import ConfigError, RunStoreError, one_line
+from ..core.fsio import read_json
+from ..runs.store import RunPaths, is_run_dir, run_state
 
 #: The ``source_levels`` value that asks for each source's highest matching level.
 HIGHEST = "highest_matching"
@@ -54,7 +54,8 @@ class HighestMatching:
 
     def level(self) -> int:
         """The level; raises a one-line ValueError when there is none worth transferring."""
-        from .. import analysis, results
+        from .. import analysis
+        from ..analysis import results
 
         df = analysis.add_method(results.load_runs(self.output_root, tasks=[self.source_task]))
         mine = df[df["run"] == self.source_run] if len(df) else df
@@ -90,7 +91,7 @@ class HighestMatching:
         level = self.level_or_reason() if found is None else found
         if isinstance(level, str):
             return level
-        from ..identity import resolve
+        from ..lottery.identity import resolve
 
         params = {**job.parameters, "source_levels": [level]}
         cfg = resolve(RunConfig.from_flat(**params))

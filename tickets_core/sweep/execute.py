@@ -11,7 +11,7 @@ their branches, analysis after every run.
 Reliability:
 
 * A run's notebook is handed out only while this sweep holds the run
-  folder's ``sweep.lock`` (:mod:`tickets_core.locks`): a second sweep on the
+  folder's ``sweep.lock`` (:mod:`tickets_core.core.locks`): a second sweep on the
   same folder waits for it, saying who holds it, and then finds the run done.
 * Stopping (``stop`` set, by the first Ctrl-C): no more notebooks are handed
   out, the running ones' kernels get a Ctrl-C of their own (their runs record
@@ -37,9 +37,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .. import locks
-from ..fsio import remove_partials
-from ..store import RunPaths, mark_interrupted, read_status, repair_status, run_progress, run_state
+from ..core import locks
+from ..core.fsio import remove_partials
+from ..runs.store import RunPaths, mark_interrupted, read_status, repair_status, run_progress, run_state
 from .spec import Job, Plan, SweepError
 from .worker import ensure_importable, execute_job, kill_tree, one_line_error, signal_kernels
 from .worker import init_worker as _init_worker

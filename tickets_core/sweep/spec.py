@@ -1,7 +1,7 @@
 """Sweep files: load the YAML (with line numbers), validate, expand into jobs.  Nothing runs here.
 
 The schema is in the package docstring (:mod:`tickets_core.sweep`).  Run
-parameters are the config's flat parameters (:data:`tickets_core.config.PARAMS`):
+parameters are the config's flat parameters (:data:`tickets_core.core.config.PARAMS`):
 their names, paths and values are checked by the config itself (one check,
 in one place); an error is reported at the line of the sweep file that set
 the offending parameter.
@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..config import RunConfig, lookup
-from ..errors import ConfigError, one_line
-from ..identity import resolve
-from ..kinds import KINDS, get_kind
-from ..notebook_utils import EXPERIMENT_NOTEBOOK, NOTEBOOKS_DIR, notebook_parameters, resolve_path
-from ..store import run_state
+from ..core.config import RunConfig, lookup
+from ..core.errors import ConfigError, one_line
+from ..lottery.identity import resolve
+from ..core.kinds import KINDS, get_kind
+from .notebook import EXPERIMENT_NOTEBOOK, NOTEBOOKS_DIR, notebook_parameters, resolve_path
+from ..runs.store import run_state
 from ..tasks import TASKS
 from . import deferred
 from .yamlfile import SweepError, load_yaml
@@ -142,7 +142,7 @@ class _Builder:
         return items
 
     def state(self, name: str) -> str | None:
-        """:func:`~tickets_core.store.run_state` of the run folder ``name`` under output_root."""
+        """:func:`~tickets_core.runs.store.run_state` of the run folder ``name`` under output_root."""
         if name not in self.states:
             self.states[name] = run_state(self.output_root / name)
         return self.states[name]

@@ -18,9 +18,9 @@ import threading
 import time
 from pathlib import Path
 
-from .. import locks
-from ..fsio import atomic_write_text, partial_name, write_error
-from ..store import RunPaths, run_state
+from ..core import locks
+from ..core.fsio import atomic_write_text, partial_name, write_error
+from ..runs.store import RunPaths, run_state
 from .spec import Job
 
 #: Seconds an orphaned worker gives its kernel to release the run (after a Ctrl-C) before killing it.

@@ -1,7 +1,7 @@
 """Shared machinery of the task registry: the ``Task`` and ``TaskData`` types,
 the on-disk tokenization cache, deterministic splits and dynamic padding.
 
-A task turns a :class:`~tickets_core.config.DataConfig` and a tokenizer into
+A task turns a :class:`~tickets_core.core.config.DataConfig` and a tokenizer into
 a :class:`TaskData`: tokenized ``train`` and ``eval`` datasets (Hugging Face
 ``datasets.Dataset`` objects holding plain token-id lists) plus what
 evaluation needs (extra evaluation sets such as MNLI-mismatched, the raw
@@ -24,9 +24,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..config import DataConfig
-from ..errors import ConfigError
-from ..fsio import content_hash
+from ..core.config import DataConfig
+from ..core.errors import ConfigError
+from ..core.fsio import content_hash
 
 # Bump when the tokenized layout changes, so stale caches are not reused.
 CACHE_VERSION = 1
@@ -129,7 +129,7 @@ class Task:
     Subclasses implement :meth:`source` (where the raw data is),
     :meth:`tokenize` (raw splits -> tokenized splits), :meth:`add_targets`
     (a batch's targets) and :meth:`evaluator` (how predictions are scored).
-    ``head`` names an entry of :data:`tickets_core.heads.HEADS`.
+    ``head`` names an entry of :data:`tickets_core.models.heads.HEADS`.
     """
 
     name: str

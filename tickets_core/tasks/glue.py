@@ -35,8 +35,8 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..config import DataConfig
-from ..fsio import read_text
+from ..core.config import DataConfig
+from ..core.fsio import read_text
 from .common import DataError, Source, file_fingerprint
 from .sequence import SequenceTask
 

@@ -42,8 +42,8 @@ from typing import Any, Callable
 
 import torch
 
-from ..config import DataConfig
-from ..metrics import mlm_metrics
+from ..core.config import DataConfig
+from .metrics import mlm_metrics
 from .common import (DataError, Evaluator, SPLIT_SEED, Source, Task, TaskData, file_fingerprint, limit_eval,
                      limit_train, package_version, pad)
 

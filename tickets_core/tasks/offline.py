@@ -26,8 +26,8 @@ import csv
 import io
 from pathlib import Path
 
-from ..config import DataConfig
-from ..fsio import read_text
+from ..core.config import DataConfig
+from ..core.fsio import read_text
 from .common import DataError, Source, file_fingerprint, package_file, package_version, stratified_split, take
 from .sequence import SequenceTask
 

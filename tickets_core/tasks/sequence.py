@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import metrics as M
-from ..config import DataConfig
+from . import metrics as M
+from ..core.config import DataConfig
 from .common import Evaluator, Source, Task, TaskData, limit_eval, limit_train, n_rows
 
 METRIC_FNS: dict[str, Callable[[Any, Any], dict[str, float]]] = {

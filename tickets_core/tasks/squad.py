@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ..config import DataConfig
-from ..metrics import squad_scores
+from ..core.config import DataConfig
+from .metrics import squad_scores
 from .common import DataError, Evaluator, Source, Task, TaskData, file_fingerprint, limit_eval, limit_train
 
 HUB_DATASET = "rajpurkar/squad"

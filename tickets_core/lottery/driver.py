@@ -1,0 +1,131 @@
+"""The driver: runs any kind of experiment into its run folder, resumably.
+
+``run(cfg)`` resolves the config (:mod:`tickets_core.lottery.identity`), plans the
+levels from the kind's registry entry (:mod:`tickets_core.core.kinds`: the
+schedule's levels, level 0 alone, or one level per source level), opens the
+run folder (:mod:`tickets_core.runs.store`) and runs every unfinished level with
+the kind's level function (:mod:`tickets_core.lottery.levels`).  The semantics of
+each kind are documented in those two modules and in docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..core.config import RunConfig
+from ..core.errors import ConfigError, first_line
+from .experiment import Experiment, Level, finished_level_mask
+from ..core.fsio import read_json
+from .identity import resolve
+from ..core.kinds import RunKind, get_kind
+from .levels import LEVEL_FUNCTIONS
+from ..core.locks import Lock, describe, say
+from ..pruning.masks import Mask
+from ..runs.store import Run, RunPaths, is_run_dir
+from ..tasks import get_task
+
+
+def run(cfg: RunConfig) -> Path:
+    """Run (or resume) the experiment ``cfg`` and return its run folder.
+
+    Bad input (unknown task or strategy, missing source, a mask that does
+    not fit the model) fails before anything is written.  The run holds its
+    folder's writer lock (``run.lock``, :mod:`tickets_core.core.locks`) while it
+    writes: a second process running the same config waits for it, then
+    finds the finished levels done.  An error during the run marks
+    ``status.json`` as failed (``interrupted`` for Ctrl-C) with the error,
+    then re-raises.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg if cfg.resolved else resolve(cfg)
+    kind = get_kind(cfg.kind)
+    level_fn = LEVEL_FUNCTIONS[kind.name]
+    plan = plan_levels(cfg, kind)
+    exp = Experiment(cfg, get_task(cfg.data.task))
+    if kind.is_branch:  # source masks fitted to this run's model; a dense source level gives the dense mask
+        for item in plan:
+            item.source_mask = exp.dense_mask() if item.source_mask is None else exp.fit(item.source_mask)
+
+    # Only one process writes a run folder at a time: another one waits here, saying for whom.
+    root = Run.check(cfg).root
+    with Lock(RunPaths(root).run_lock(), "writing the run").acquire(
+            on_wait=lambda h: say(f"{root.name}: waiting for {describe(h)}, which is writing it")) as lock:
+        if lock.previous:
+            say(f"{root.name}: taking over from {describe(lock.previous)}, which stopped without releasing it")
+        run_ = exp.run = Run.open(cfg, levels_planned=len(plan))
+        try:
+            todo = [item for item in plan if not run_.level_done(item.level)]
+            with tqdm(total=len(plan), initial=len(plan) - len(todo), desc=cfg.run_name(),
+                      disable=not cfg.train.progress, unit="level") as bar:
+                for item in todo:
+                    mask, result = level_fn(exp, item)
+                    run_.write_level(item.level, mask, exp.metrics(item.level, mask, result, item.source))
+                    bar.update(1)
+            run_.set_state("done")
+        except BaseException as e:
+            state = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            try:
+                run_.set_state(state, error=f"{type(e).__name__}: {first_line(e)}".rstrip(": "))
+            except (OSError, KeyboardInterrupt):  # e.g. the disk is full: readers rebuild the state from the levels
+                pass
+            raise
+    return run_.root
+
+
+# ---------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------
+
+
+def plan_levels(cfg: RunConfig, kind: RunKind) -> list[Level]:
+    """The levels a run consists of; a branch's levels carry their source masks."""
+    if kind.levels == "single":
+        items = [Level(0)]
+    elif kind.levels == "schedule":
+        items = [Level(k) for k in range(cfg.prune.levels + 1)]
+    elif cfg.mask_path:
+        mask = Mask.load(cfg.mask_path)
+        items = [Level(0, source_mask=mask, source={"run": None, "task": None, "level": None,
+                                                      "path": str(cfg.mask_path)})]
+    else:
+        items = source_levels(cfg)
+    items[-1].last = True
+    return items
+
+
+def resolve_source(cfg: RunConfig) -> Path:
+    """A branch's source run folder: its run name under ``output_root``, else the path as given."""
+    name = Path(cfg.source_run).name
+    candidates = [Path(cfg.output_root) / name, Path(cfg.source_run)]
+    for c in candidates:
+        if is_run_dir(c):
+            return c
+    raise ConfigError(f"source run {cfg.source_run!r} not found (no run folder {candidates[0]}"
+                      + (f" or {candidates[1]})" if candidates[1] != candidates[0] else ")"), param="source_run")
+
+
+def source_levels(cfg: RunConfig) -> list[Level]:
+    """One level per requested source level, with the mask that level trained with.
+
+    A source level that was pruned (its metrics say sparsity > 0) must have
+    its mask file; a dense one has none and gives the dense mask.  A retrain
+    must be on its source's task (else it is a transfer).
+    """
+    src = resolve_source(cfg)
+    paths = RunPaths(src)
+    src_task = read_json(paths.config()).get("data", {}).get("task")
+    if cfg.kind == "retrain" and src_task != cfg.data.task:
+        raise ConfigError(f"retrain fine-tunes a mask on its source's task ({src_task!r}), not {cfg.data.task!r}; "
+                          "that is a transfer", param="task")
+    done = paths.levels()
+    levels = cfg.source_levels if cfg.source_levels is not None else done
+    if not levels:
+        raise ConfigError(f"source run {src} has no finished level", param="source_levels")
+    out = []
+    for k in levels:
+        if k not in done:
+            raise ConfigError(f"source run {src} has no finished level {k}", param="source_levels")
+        mask = finished_level_mask(paths, k)  # None: a dense source level; fitted to this run's model in run()
+        out.append(Level(k, source_mask=mask, source={"run": src.name, "task": src_task, "level": k}))
+    return out

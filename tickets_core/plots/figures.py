@@ -1,0 +1,175 @@
+"""Figures of the analysis notebooks, sized for a paper (style: :mod:`tickets_core.plots.style`).
+
+Every function takes the tables of :mod:`tickets_core.analysis` and returns a matplotlib ``Figure``;
+:func:`~tickets_core.plots.style.save_figure` writes it.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.patches import Rectangle
+
+from ..analysis import AnalysisError
+from .style import MIN_FONT_PT, _grid, _method_order, figure_width, method_styles, seeds_text, set_style
+
+
+def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.DataFrame | None = None, *,
+                    metric: str = "score", metric_label: str | None = None, width: str | float = "double",
+                    tasks: Iterable[str] | None = None):
+    """Metric against sparsity, one panel per task, one line per method (mean and +-1 std over seeds).
+
+    ``rows``: results rows with a ``method`` column (:func:`analysis.add_method`),
+    dense runs excluded; ``baselines``: :func:`analysis.dense_baselines`
+    (solid grey line: dense mean; dotted: the matching threshold; labelled
+    when a task has several dense variants; the legend says over how many
+    dense seeds);
+    ``highest``: :func:`analysis.highest_matching_sparsity` (dashed vertical
+    line and a star at the highest matching sparsity, in the method's colour).
+    The legend says over how many seeds each method's points are averaged.
+    """
+    if rows is None or len(rows) == 0:
+        raise AnalysisError("sparsity curves: nothing to plot")
+    set_style()
+    tasks = sorted(rows["task"].unique()) if tasks is None else list(tasks)
+    methods = _method_order(rows)
+    seeds = {m: seeds_text(g.groupby(["task", "level"])["seed"].nunique()) for m, g in rows.groupby("method")}
+    palette, markers = method_styles(methods)
+    fig, axes = _grid(len(tasks), width)
+    base = baselines if baselines is not None and len(baselines) else None
+    best = highest if highest is not None and len(highest) else None
+    data = rows.assign(sparsity_pct=(rows["sparsity"] * 100).round(2))
+    for ax, task in zip(axes, tasks):
+        d = data[data["task"] == task]
+        sns.lineplot(data=d, x="sparsity_pct", y=metric, hue="method", style="method", hue_order=methods,
+                     style_order=methods, palette=palette, markers=markers, dashes=False, errorbar="sd",
+                     err_kws={"alpha": 0.15, "linewidth": 0}, ax=ax, legend=False)
+        task_base = base[base["task"] == task] if base is not None else []
+        for b in (task_base.itertuples() if len(task_base) else ()):
+            ax.axhline(b.mean, color="0.35", lw=0.9, ls="-", zorder=1)
+            ax.axhline(b.threshold, color="0.35", lw=0.9, ls=":", zorder=1)
+            if len(task_base) > 1:  # several dense variants: say which line is which
+                ax.annotate(b.method, (1.0, b.mean), xycoords=("axes fraction", "data"), xytext=(-2, 2),
+                            textcoords="offset points", ha="right", fontsize=MIN_FONT_PT, color="0.35")
+        task_best = best[(best["task"] == task) & best["sparsity"].notna()] if best is not None else []
+        for h in (task_best.itertuples() if len(task_best) else ()):
+            x, color = 100 * float(h.sparsity), palette.get(h.method, "k") if len(task_best) > 1 else "k"
+            ax.axvline(x, color=color, lw=0.8, ls="--", zorder=1)
+            ax.plot([x], [h.score], marker="*", ms=9, color=color, zorder=5, ls="none")
+            ax.annotate(f"{x:.0f}%", (x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10),
+                        textcoords="offset points", fontsize=MIN_FONT_PT, color=color)
+        ax.set_title(task)
+        ax.set_xlabel("sparsity (%)")
+        if metric_label is None and metric == "score" and "main_metric" in d.columns and d["main_metric"].notna().any():
+            ax.set_ylabel(" / ".join(sorted(d["main_metric"].dropna().unique())))
+        else:
+            ax.set_ylabel(metric_label or metric)
+    handles = [plt.Line2D([], [], color=palette[m], marker=markers[m], label=f"{m} ({seeds[m]})") for m in methods]
+    shown = base.loc[base["task"].isin(tasks), "n_seeds"] if base is not None else []
+    dense = f" ({seeds_text(shown)})" if len(shown) else ""
+    handles += [plt.Line2D([], [], color="0.35", ls="-", label="dense mean" + dense),
+                plt.Line2D([], [], color="0.35", ls=":", label="matching threshold" + dense)]
+    if best is not None:
+        handles.append(plt.Line2D([], [], color="k", ls="--", marker="*", ms=7, label="highest matching"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4 if figure_width(width) > 4 else 2),
+               frameon=False)
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# Heat maps
+# ---------------------------------------------------------------------------
+
+
+def _heatmap(ax, table: pd.DataFrame, *, fmt: str, cmap: str, vmin=None, vmax=None, center=None, cbar=True,
+             cbar_label: str | None = None):
+    sns.heatmap(table.astype(float), ax=ax, annot=True, fmt=fmt, cmap=cmap, vmin=vmin, vmax=vmax, center=center,
+                square=False, linewidths=0.5, linecolor="white", cbar=cbar,
+                cbar_kws={"label": cbar_label} if cbar and cbar_label else None,
+                annot_kws={"fontsize": MIN_FONT_PT})
+    ax.grid(False)
+    ax.tick_params(axis="x", labelrotation=45)
+    ax.tick_params(axis="y", labelrotation=0)
+
+
+def overlap_heatmaps(observed: pd.DataFrame, expected: pd.DataFrame, *, sparsity: float | None = None,
+                     width: str | float = "double"):
+    """Label x label IoU of the masks (left) beside the IoU of random masks of the same densities (right).
+
+    Labels are :func:`analysis.pick_levels`' ``label`` (the task, or "task: method"); each mask is one seed's.
+    """
+    if observed is None or observed.empty:
+        raise AnalysisError("mask overlap: nothing to plot")
+    set_style()
+    fig, axes = _grid(2, width, panel_aspect=0.85, max_cols=2 if figure_width(width) > 4 else 1)
+    _heatmap(axes[0], observed, fmt=".2f", cmap="viridis", vmin=0, vmax=1, cbar=False)
+    _heatmap(axes[1], expected.loc[observed.index, observed.columns], fmt=".2f", cmap="viridis", vmin=0, vmax=1,
+             cbar_label="IoU of kept weights")
+    at = f" at {100 * sparsity:.0f}% sparsity" if sparsity is not None else ""
+    axes[0].set_title("masks" + at + " (one seed each)")
+    axes[1].set_title("random masks, same densities")
+    for ax in axes:
+        ax.set_xlabel("mask")
+        ax.set_ylabel("mask")
+    return fig
+
+
+def layer_profile_heatmaps(profiles: Mapping[str, pd.DataFrame], *, seeds: Mapping[str, int] | None = None,
+                           width: str | float = "double"):
+    """One layer x component heat map of sparsity per label (usually per task), each one seed's mask.
+
+    ``seeds``: the seed of each label's mask, named in its title (without it the title says "one seed").
+    """
+    if not profiles:
+        raise AnalysisError("layer profile: nothing to plot")
+    set_style()
+    labels = list(profiles)
+    fig, axes = _grid(len(labels), width, panel_aspect=1.1)
+    for i, (ax, label) in enumerate(zip(axes, labels)):
+        last = i == len(labels) - 1
+        _heatmap(ax, profiles[label] * 100, fmt=".0f", cmap="rocket_r", vmin=0, vmax=100, cbar=last,
+                 cbar_label="sparsity (%)" if last else None)
+        ax.set_title(f"{label} (seed {seeds[label]})" if seeds and label in seeds else f"{label} (one seed)")
+    return fig
+
+
+def transfer_heatmaps(table: pd.DataFrame, *, values: Iterable[str] = ("vs_dense", "vs_imp"),
+                      width: str | float = "double", metric_label: str = "score"):
+    """Source x target heat maps of :func:`analysis.transfer_matrix` columns; matching cells boxed in black.
+
+    Rows are the table's ``source`` (the source task, plus what sets its
+    transfer method apart); the title says over how many seeds the cells are
+    (and a ``vs_dense`` panel over how many seeds the dense means are).
+    """
+    if table is None or len(table) == 0:
+        raise AnalysisError("transfer matrix: nothing to plot")
+    set_style()
+    values = list(values)
+    titles = {"vs_dense": f"{metric_label} - dense", "vs_imp": f"{metric_label} - own IMP ticket",
+              "score": metric_label}
+    fig, axes = _grid(len(values), width, panel_aspect=0.9, max_cols=len(values) if figure_width(width) > 4 else 1)
+    match = table.pivot(index="source", columns="target_task", values="matching")
+    n = seeds_text(table["n_seeds"])
+    dense = table.loc[table["n_dense_seeds"] > 0, "n_dense_seeds"]  # cells without a dense baseline have 0
+    for ax, value in zip(axes, values):
+        m = table.pivot(index="source", columns="target_task", values=value)
+        finite = np.abs(m.to_numpy(dtype=float)[np.isfinite(m.to_numpy(dtype=float))])
+        lim = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        if value == "score":
+            _heatmap(ax, m, fmt=".3f", cmap="viridis")
+        else:
+            _heatmap(ax, m, fmt="+.3f", cmap="RdBu", vmin=-lim, vmax=lim, center=0)
+        for i, src in enumerate(m.index):
+            for j, tgt in enumerate(m.columns):
+                flag = match.loc[src, tgt] if src in match.index and tgt in match.columns else False
+                if flag is True or (not pd.isna(flag) and bool(flag)):
+                    ax.add_patch(Rectangle((j + 0.04, i + 0.04), 0.92, 0.92, fill=False, ec="k", lw=1.4))
+        on_dense = f"\ndense mean over {seeds_text(dense)}" if value == "vs_dense" and len(dense) else ""
+        ax.set_title(f"{titles.get(value, value)} ({n}){on_dense}")
+        ax.set_xlabel("target task")
+        ax.set_ylabel("source task (mask)")
+    return fig

@@ -1,0 +1,348 @@
+"""The GPU fast path of the training loop (``TrainConfig.fast_path``).
+
+On a GPU the plain loop is launch-bound: each bert-base step issues ~1,000
+kernels, ~430 of them autocast weight casts and 146 per-matrix
+``masked_fill_``, and dynamic padding makes ~100 distinct batch shapes.  The
+pieces here cut that down with what PyTorch itself offers; ``train.fine_tune``
+strings them together:
+
+* :func:`pad_batch`: pad a batch's width up to a multiple of N (16 by
+  default), so that few shapes recur (CUDA graphs, compiled kernels and
+  cuBLAS heuristics are per shape).  Padded positions carry attention mask 0
+  (and label -100 for MLM), so the loss is that of the unpadded batch up to
+  float rounding; QA is left alone (its span loss runs over every position).
+* :class:`MasterWeights`: under bf16 autocast, the model's ``nn.Linear``
+  weights and biases are swapped for bf16 copies for the duration of the
+  fine-tuning while the optimizer keeps updating the original fp32
+  parameters (master weights).  Autocast would cast exactly these fp32
+  tensors to bf16 (round to nearest) in every forward and cast their bf16
+  gradients back to fp32; here one multi-tensor copy does each direction
+  per step, and the numbers are the same (``tests/test_fastpath.py`` checks
+  bit-identical losses and weights against the autocast path on the CPU).
+* multi-tensor masking: ``BoundMask.apply_/mask_grads_(multi_tensor=True)``
+  (in :mod:`tickets_core.pruning.masks`).
+* :class:`Prefetcher`: batches collated (and pinned, on CUDA) on a
+  background thread, ``depth`` batches ahead; same batches, same order.
+* :func:`compile_model`: ``torch.compile(module, dynamic=True)``, by default
+  in 'reduce-overhead' mode (Inductor kernels replayed as CUDA graphs, one
+  graph per recurring shape); the module is the one the task's loss runs
+  (``Task.compile_target``: the model, or the MLM encoder).
+
+:func:`make_plan` decides which pieces run: all of them with the fast path on
+CUDA, none on the CPU unless asked for (measured on a 2-core CPU: none of
+them paid there; see benchmarks/README.md).  CUDA-only code is limited to
+pinning, the CUDA-graph step marker and the defaults; everything else runs
+(and is tested) on the CPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import weakref
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import torch
+from torch import nn
+
+DEFAULT_PAD_MULTIPLE = 16
+DEFAULT_PREFETCH = 2
+# 'auto' compiles only levels this long: compiling bert-base took ~116 s cold on an H200 (issue 11),
+# repaid after a few thousand steps per process; a run compiles once for all of its levels, and
+# Inductor's on-disk cache shortens later compiles. An estimate: benchmarks/bench_gpu.py measures it.
+COMPILE_MIN_STEPS = 500
+INDUCTOR_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
+DEBUG_BACKENDS = ("aot_eager", "eager")
+# Batch keys padded along the sequence dimension, with their fill value (None: the tokenizer's pad id).
+PAD_FILL = {"input_ids": None, "attention_mask": 0, "token_type_ids": 0, "labels": -100}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Which fast-path pieces a fine-tuning uses (see :func:`make_plan`)."""
+
+    on: bool = False
+    pad_multiple: int = 1
+    multi_tensor_masks: bool = False
+    master_weights: bool = False
+    compile: str | None = None  # a TrainConfig.compile mode, or None
+    prefetch: int = 0
+    pin_memory: bool = False
+
+    @property
+    def cudagraphs(self) -> bool:
+        return self.compile in CUDAGRAPH_MODES
+
+    def describe(self) -> str:
+        parts = [f"pad x{self.pad_multiple}" if self.pad_multiple > 1 else "no extra padding",
+                 "multi-tensor masks" if self.multi_tensor_masks else "per-matrix masks",
+                 "bf16 master weights" if self.master_weights else "no master weights",
+                 f"compile={self.compile}" if self.compile else "eager",
+                 f"prefetch {self.prefetch}" + (" pinned" if self.pin_memory else "")]
+        return ("fast path: " if self.on else "plain loop: ") + ", ".join(parts)
+
+
+def make_plan(cfg, device: torch.device, *, total_steps: int, head: str, bf16: bool) -> Plan:
+    """The pieces ``fine_tune`` uses for ``cfg`` (a TrainConfig) on ``device``.
+
+    ``fast_path='auto'`` is on for CUDA and off elsewhere; explicit
+    ``pad_to_multiple_of`` / ``compile`` / ``master_weights`` /
+    ``prefetch_batches`` values apply whatever ``fast_path`` says.
+    """
+    cuda = device.type == "cuda"
+    on = cfg.fast_path == "on" or (cfg.fast_path == "auto" and cuda)
+    pad = cfg.pad_to_multiple_of if cfg.pad_to_multiple_of is not None else (DEFAULT_PAD_MULTIPLE if on else 1)
+    if head == "qa":
+        pad = 1  # the span loss covers padded positions: extra padding would change it
+    master = bf16 and (cfg.master_weights == "on" or (cfg.master_weights == "auto" and on))
+    if cfg.compile == "auto":
+        mode = "reduce-overhead" if (on and cuda and total_steps >= COMPILE_MIN_STEPS) else None
+    else:
+        mode = None if cfg.compile == "off" else cfg.compile
+    if mode in CUDAGRAPH_MODES and not cuda:
+        mode = "default"  # CUDA graphs need CUDA; Inductor alone still runs
+    prefetch = cfg.prefetch_batches if cfg.prefetch_batches is not None else (DEFAULT_PREFETCH if on and cuda else 0)
+    return Plan(on=on, pad_multiple=pad, multi_tensor_masks=on, master_weights=master, compile=mode,
+                prefetch=prefetch, pin_memory=cuda and on)
+
+
+# ---------------------------------------------------------------------------
+# Length bucketing
+# ---------------------------------------------------------------------------
+
+
+def padded_width(width: int, multiple: int, cap: int | None = None) -> int:
+    """``width`` rounded up to a multiple of ``multiple``, but not beyond ``cap`` (unless width already is)."""
+    target = -(-width // multiple) * multiple
+    if cap is not None:
+        target = min(target, max(cap, width))
+    return target
+
+
+def pad_batch(batch: dict, multiple: int, pad_id: int, cap: int | None = None) -> dict:
+    """Pad every sequence-shaped tensor of ``batch`` on the right to :func:`padded_width`.
+
+    ``input_ids`` get ``pad_id``, ``attention_mask``/``token_type_ids`` 0,
+    2-D ``labels`` (MLM) -100; 1-D tensors (class labels, QA positions) are
+    unchanged.  An unknown sequence-shaped key is an error rather than a
+    guess.
+    """
+    width = batch["input_ids"].shape[1]
+    target = padded_width(width, multiple, cap)
+    if target == width:
+        return batch
+    out = {}
+    for k, v in batch.items():
+        if v.dim() >= 2 and v.shape[1] == width:
+            if k not in PAD_FILL:
+                raise ValueError(f"pad_batch does not know how to pad batch key {k!r}")
+            fill = pad_id if PAD_FILL[k] is None else PAD_FILL[k]
+            v = torch.nn.functional.pad(v, (0, target - width), value=fill)
+        out[k] = v
+    return out
+
+
+# ---------------------------------------------------------------------------
+# bf16 compute weights with fp32 master weights
+# ---------------------------------------------------------------------------
+
+# model -> {slot name: bf16 Parameter}: the same compute tensors are reused by every level of a
+# run, so compiled graphs and recorded CUDA graphs (static parameter addresses) stay valid.
+_COMPUTE_CACHE: "weakref.WeakKeyDictionary[nn.Module, dict[str, nn.Parameter]]" = weakref.WeakKeyDictionary()
+
+
+class MasterWeights:
+    """Swap ``model``'s fp32 ``nn.Linear`` parameters for bf16 compute copies until :meth:`close`.
+
+    The original fp32 parameters stay what the optimizer, the clipping and a
+    ``BoundMask`` hold (the master weights); the model's modules point to
+    bf16 copies.  Per step: :meth:`grads_to_master` after backward,
+    :meth:`to_compute` after the optimizer step (and masking).  Only
+    parameters held by ``nn.Linear`` modules alone are swapped: a weight
+    shared with another module (an MLM decoder tied to the word embeddings)
+    stays fp32, as do embeddings and LayerNorm parameters, which autocast
+    does not cast either.  Inside :meth:`exposed` the model holds its fp32
+    parameters again (for callbacks and evaluation).
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype = torch.bfloat16) -> None:
+        slots: dict[int, list[tuple[nn.Module, str, str]]] = {}
+        linear_only: dict[int, bool] = {}
+        objs: dict[int, nn.Parameter] = {}
+        for mod_name, mod in model.named_modules(remove_duplicate=False):
+            for name, p in mod._parameters.items():
+                if p is None:
+                    continue
+                slots.setdefault(id(p), []).append((mod, name, f"{mod_name}.{name}"))
+                linear_only[id(p)] = linear_only.get(id(p), True) and isinstance(mod, nn.Linear)
+                objs[id(p)] = p
+        cache = _COMPUTE_CACHE.setdefault(model, {})
+        self._pairs: list[tuple[nn.Parameter, nn.Parameter, list]] = []
+        for pid, p in objs.items():
+            if not (linear_only[pid] and p.requires_grad and p.dtype == torch.float32):
+                continue
+            key = slots[pid][0][2]
+            c = cache.get(key)
+            if c is None or c.shape != p.shape or c.device != p.device or c.dtype != dtype:
+                c = nn.Parameter(torch.empty(p.shape, dtype=dtype, device=p.device))
+                cache[key] = c
+            self._pairs.append((p, c, [(m, n) for m, n, _ in slots[pid]]))
+        self.masters = [p for p, _, _ in self._pairs]
+        self.computes = [c for _, c, _ in self._pairs]
+        self.to_compute()
+        self._install(compute=True)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def _install(self, compute: bool) -> None:
+        for p, c, where in self._pairs:
+            for mod, name in where:
+                mod._parameters[name] = c if compute else p
+
+    @torch.no_grad()
+    def to_compute(self) -> None:
+        """Copy the fp32 master weights into the bf16 compute weights (round to nearest, like autocast)."""
+        if self._pairs:
+            torch._foreach_copy_(self.computes, self.masters)
+
+    @torch.no_grad()
+    def grads_to_master(self) -> None:
+        """The compute weights' bf16 gradients, as fp32, become the master weights' gradients.
+
+        A compute weight without a gradient leaves its master without one, so
+        the optimizer skips it as it would skip the parameter itself.
+        """
+        dst, src = [], []
+        for p, c, _ in self._pairs:
+            if c.grad is None:
+                p.grad = None
+                continue
+            if p.grad is None:
+                p.grad = torch.empty_like(p)
+            dst.append(p.grad)
+            src.append(c.grad)
+        if dst:
+            torch._foreach_copy_(dst, src)
+
+    @contextlib.contextmanager
+    def exposed(self):
+        """The model holds its fp32 (master) parameters inside this block."""
+        self._install(compute=False)
+        try:
+            yield
+        finally:
+            self._install(compute=True)
+
+    def close(self) -> None:
+        """Put the fp32 parameters back for good and drop every gradient this class created."""
+        self._install(compute=False)
+        for p, c, _ in self._pairs:
+            p.grad = None
+            c.grad = None
+
+
+def exposed(masters: MasterWeights | None):
+    """``masters.exposed()``, or a no-op context without master weights."""
+    return masters.exposed() if masters is not None else contextlib.nullcontext()
+
+
+# ---------------------------------------------------------------------------
+# Collation off the critical path
+# ---------------------------------------------------------------------------
+
+_END = object()
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+class Prefetcher:
+    """Iterate ``items`` on a background thread, at most ``depth`` items ahead of the consumer.
+
+    The producer is the only user of whatever generators ``items`` draws
+    from, so the sequence is the same as iterating inline.  Errors in the
+    producer are raised in the consumer; :meth:`close` stops the thread
+    (call it when leaving the loop early).
+    """
+
+    def __init__(self, items: Iterable, depth: int) -> None:
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(iter(items),), daemon=True,
+                                        name="tickets-core-prefetch")
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self, items: Iterator) -> None:
+        try:
+            for item in items:
+                if not self._put(item):
+                    return
+            self._put(_END)
+        except BaseException as e:  # handed to the consumer
+            self._put(_Failure(e))
+
+    def __iter__(self) -> "Prefetcher":
+        return self
+
+    def __next__(self):
+        item = self._q.get()
+        if item is _END:
+            self._q.put(_END)  # stay exhausted
+            raise StopIteration
+        if isinstance(item, _Failure):
+            raise item.error
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        try:
+            while True:
+                self._q.get_nowait()
+        except queue.Empty:
+            pass
+        self._thread.join(timeout=5)
+
+
+def pin(batch: dict) -> dict:
+    """Page-locked copies of a batch's tensors (so that host-to-GPU copies can be asynchronous)."""
+    return {k: v.pin_memory() for k, v in batch.items()}
+
+
+# ---------------------------------------------------------------------------
+# torch.compile
+# ---------------------------------------------------------------------------
+
+
+def compile_model(model: nn.Module, mode: str) -> nn.Module:
+    """``torch.compile(model, dynamic=True)`` in Inductor ``mode``, or with a debug backend.
+
+    ``dynamic=True``: one compiled graph for every batch width (and the
+    short last batch); 'reduce-overhead' still records one CUDA graph per
+    distinct shape, which bucketing keeps to a handful.  The returned module
+    shares parameters with ``model``; evaluation keeps using ``model``.
+    """
+    if mode in DEBUG_BACKENDS:
+        return torch.compile(model, backend=mode, dynamic=True)
+    if mode not in INDUCTOR_MODES:
+        raise ValueError(f"unknown compile mode {mode!r}")
+    return torch.compile(model, dynamic=True, **({} if mode == "default" else {"mode": mode}))
+
+
+def mark_step() -> None:
+    """Tell CUDA-graph trees that a new training iteration starts (outputs of the last one are consumed)."""
+    torch.compiler.cudagraph_mark_step_begin()

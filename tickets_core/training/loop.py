@@ -1,0 +1,332 @@
+"""The fine-tuning and evaluation loop that every IMP level runs.
+
+``fine_tune`` builds a fresh AdamW (no weight decay on biases and LayerNorm
+weights) and a linear schedule (warm-up over ``warmup_ratio`` of the steps,
+then linear decay; the learning rate reaches 0 after the call's last
+optimizer step), so each IMP level starts its own schedule.  Batches are
+padded to their own longest row (dynamic padding), optionally grouped by
+length.  When a ``bound_mask`` is given, pruned gradients are zeroed after
+every backward pass and pruned weights re-zeroed after every optimizer step.
+
+Device and precision: ``TrainConfig.device='auto'`` takes the device
+``accelerate`` assigns to this process (a GPU when present, else the CPU);
+``precision='auto'`` means bf16 autocast on a GPU that supports it, fp32
+otherwise.  Seeds: python, numpy and torch are seeded from ``seed``, the
+data order and MLM masking use their own generators seeded from it, so the
+same call on CPU repeats bit for bit.
+
+Fast path: ``TrainConfig.fast_path`` ('auto': on for CUDA, off on the CPU)
+runs the same steps with the pieces of :mod:`tickets_core.training.fastpath` (length
+bucketing, multi-tensor masking, bf16 compute weights with fp32 master
+weights, prefetched pinned batches, torch.compile); ``fastpath.make_plan``
+decides which.  With it off (the CPU default) the loop is the plain one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import math
+import random
+import time
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import fastpath
+from ..core.config import TrainConfig
+from ..core.errors import first_line
+from ..models.heads import get_head
+from ..models.build import check_vocab
+from ..tasks.common import TaskData
+
+GROUP_CHUNK = 50  # length-grouped batching sorts chunks of this many batches
+PROGRESS_EVERY = 10  # refresh the progress bar's loss every N steps (reading it syncs a GPU)
+
+
+def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_mask=None,
+              on_step: Callable[[int, torch.nn.Module], bool | None] | None = None, desc: str | None = None,
+              schedule_span: int = 1) -> dict:
+    """Fine-tune ``model`` on ``data.train``; evaluate every ``cfg.eval_every`` steps and at the end.
+
+    ``schedule_span`` stretches the linear decay to that many times this
+    call's steps, of which the call runs the first (``lr_schedule:
+    across_levels``, the reference code's per-level restart of one long
+    schedule); 1: the learning rate reaches 0 at the call's last step.
+
+    Returns ``{"train_loss", "steps", "examples", "time_s", "eval", "history"}``:
+    mean training loss, optimizer steps, training examples seen, wall time,
+    final evaluation metrics and the periodic evaluations
+    (``[{"step": s, **metrics}]``, empty without ``eval_every``).
+
+    With the fast path (``cfg.fast_path``, on by default on CUDA; see
+    :mod:`tickets_core.training.fastpath`) the same steps run with padded-to-a-multiple
+    batches, multi-tensor masking, bf16 compute weights with fp32 master
+    weights under bf16, prefetched batches and a compiled model (the module
+    the task's loss runs, ``task.compile_target``: the MLM encoder when the
+    loss applies the head itself).  ``on_step`` and periodic evaluations
+    always see the fp32 weights (a callback with ``reads_weights = False``,
+    such as a timer, is called without swapping them in).
+    """
+    check_vocab(model, data.tokenizer)
+    _seed_everything(seed)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    autocast = _autocast(device, cfg.precision)
+    forward_keys = _forward_keys(model)
+
+    n_train = len(data.train)
+    if n_train == 0:
+        raise ValueError("the training set is empty")
+    batches_per_epoch = math.ceil(n_train / cfg.batch_size)
+    total_steps = cfg.max_steps or max(1, math.ceil(cfg.num_epochs * batches_per_epoch))
+    plan = fastpath.make_plan(cfg, device, total_steps=total_steps, head=data.task.head,
+                              bf16=_uses_bf16(device, cfg.precision))
+
+    optimizer = make_optimizer(model, cfg)
+    warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
+    schedule_steps = total_steps * schedule_span
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_schedule(s, warmup, schedule_steps))
+
+    order_gen = torch.Generator().manual_seed(seed)
+    mask_gen = torch.Generator().manual_seed(seed + 1)
+    lengths = list(data.train["length"]) if cfg.group_by_length else None
+    params = [p for p in model.parameters() if p.requires_grad]  # fp32 (master) parameters
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_steps, desc=desc or "fine-tune", disable=not cfg.progress, leave=False)
+    history: list[dict] = []
+    loss_sum, examples, step = torch.zeros((), device=device), 0, 0
+    start = time.perf_counter()
+    model.train()
+    multi = plan.multi_tensor_masks
+    if bound_mask is not None:
+        bound_mask.apply_()
+    batches = _batches(data, cfg, plan, n_train, total_steps, order_gen, mask_gen, lengths, forward_keys,
+                       _pad_cap(model))
+    if plan.prefetch:
+        batches = fastpath.Prefetcher(batches, plan.prefetch)
+    masters = fastpath.MasterWeights(model) if plan.master_weights else None
+    # The task names the module its loss runs (MLM: the encoder), so the compiled code is what runs.
+    compiled = fastpath.compile_model(data.task.compile_target(model), plan.compile) if plan.compile else None
+    expose_to_callback = getattr(on_step, "reads_weights", True)
+    try:
+        for n_rows, batch in batches:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            try:
+                loss = _forward_backward(data.task.loss, model, compiled, batch, autocast, plan.cudagraphs)
+            except Exception as e:  # a compiler failure on the first step: carry on eagerly
+                if compiled is None or step > 0:
+                    raise
+                warnings.warn(f"torch.compile(mode={plan.compile!r}) failed ({type(e).__name__}: "
+                              f"{first_line(e)}); training eagerly", RuntimeWarning)
+                compiled = None
+                model.zero_grad(set_to_none=True)
+                loss = _forward_backward(data.task.loss, model, None, batch, autocast, False)
+            if masters is not None:
+                masters.grads_to_master()
+            if bound_mask is not None:
+                bound_mask.mask_grads_(multi_tensor=multi)
+            if cfg.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            if masters is not None:
+                model.zero_grad(set_to_none=True)  # compute and other grads; master grads are overwritten
+            else:
+                optimizer.zero_grad(set_to_none=True)
+            if bound_mask is not None:
+                bound_mask.apply_(multi_tensor=multi)
+            if masters is not None:
+                masters.to_compute()
+            step += 1
+            examples += n_rows
+            loss_sum = loss_sum + loss.detach().float()  # stays on the device: no sync per step
+            bar.update(1)
+            if cfg.progress and step % PROGRESS_EVERY == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            if on_step is not None:
+                with fastpath.exposed(masters if expose_to_callback else None):
+                    stop = on_step(step, model)
+                if stop:
+                    break  # the hook ended the level early (early-bird): evaluate it as usual
+            if cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
+                with fastpath.exposed(masters):
+                    history.append({"step": step, **evaluate(model, data, cfg)})
+                model.train()
+    finally:
+        if isinstance(batches, fastpath.Prefetcher):
+            batches.close()
+        if masters is not None:
+            masters.close()
+    if bound_mask is not None and multi:
+        bound_mask.apply_()  # one exact pass (masked_fill) whatever the multi-tensor passes met
+    bar.close()
+    final = evaluate(model, data, cfg)
+    if cfg.eval_every:
+        history.append({"step": step, **final})
+    return {
+        "train_loss": loss_sum.item() / max(step, 1),
+        "steps": step,
+        "examples": examples,
+        "time_s": time.perf_counter() - start,
+        "eval": final,
+        "history": history,
+    }
+
+
+def _forward_backward(task_loss, model, compiled, batch: dict, autocast, cudagraphs: bool) -> torch.Tensor:
+    """One forward and backward pass; the task computes the loss (MLM: vocabulary logits at masked positions only).
+
+    ``compiled``: the compiled ``task.compile_target(model)``, which the task's loss runs in that module's
+    place (None: eager).
+    """
+    if cudagraphs:
+        fastpath.mark_step()
+    with autocast:
+        loss = task_loss(model, batch, compiled=compiled)
+    loss.backward()
+    return loss
+
+
+def _batches(data: TaskData, cfg: TrainConfig, plan, n_train: int, total_steps: int, order_gen, mask_gen,
+             lengths, keys: set[str], cap: int | None):
+    """``(rows, batch)`` for each of the ``total_steps`` steps: epochs of :func:`batch_order`, collated."""
+    step = 0
+    while step < total_steps:
+        for indices in batch_order(n_train, cfg.batch_size, order_gen, lengths):
+            batch = data.collate(data.train[indices], generator=mask_gen)
+            batch = {k: v for k, v in batch.items() if k in keys}
+            if plan.pad_multiple > 1:
+                batch = fastpath.pad_batch(batch, plan.pad_multiple, data.pad_id, cap)
+            if plan.pin_memory:
+                batch = fastpath.pin(batch)
+            yield len(indices), batch
+            step += 1
+            if step >= total_steps:
+                return
+
+
+def _pad_cap(model) -> int | None:
+    """Widest batch the model's position embeddings allow (None: no limit known)."""
+    n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(n) if isinstance(n, int) else None
+
+
+@torch.no_grad()
+def evaluate(model, data: TaskData, cfg: TrainConfig) -> dict[str, float]:
+    """Metrics of ``model`` on ``data.eval`` (and ``data.extra_eval``, with suffixed names)."""
+    check_vocab(model, data.tokenizer)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    was_training = model.training
+    model.eval()
+    try:
+        out = _evaluate_split(model, data, data.eval, cfg, device)
+        for suffix, ds in data.extra_eval.items():
+            out.update({f"{k}_{suffix}": v for k, v in _evaluate_split(model, data, ds, cfg, device).items()})
+    finally:
+        model.train(was_training)
+    return out
+
+
+def _evaluate_split(model, data: TaskData, ds, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+    """Feed ``ds`` through ``model`` in order; the task's evaluator turns the outputs into metrics."""
+    task = data.task
+    autocast = _autocast(device, cfg.precision)
+    keys = _forward_keys(model) - set(get_head(task.head).targets)
+    bs = min(cfg.eval_batch_size, task.max_eval_batch or cfg.eval_batch_size)
+    scorer = task.evaluator(data, ds)
+    for lo in range(0, len(ds), bs):
+        rows = ds[lo: lo + bs]
+        batch = data.collate(rows)
+        with autocast:
+            out = task.outputs(model, {k: v.to(device) for k, v in batch.items() if k in keys}, batch)
+        scorer.add(out, batch, rows)
+    return scorer.result()
+
+
+# ---------------------------------------------------------------------------
+# Pieces
+# ---------------------------------------------------------------------------
+
+
+def linear_schedule(step: int, warmup: int, total: int) -> float:
+    """LR factor before optimizer step ``step`` (0-based): linear warm-up to 1, then linear decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on every trainable parameter except biases and normalization weights."""
+    no_decay: set[int] = set()
+    for module in model.modules():
+        if isinstance(module, (torch.nn.LayerNorm, torch.nn.GroupNorm)) or "norm" in type(module).__name__.lower():
+            no_decay.update(id(p) for p in module.parameters(recurse=False))
+    decay, plain = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (plain if name.endswith("bias") or id(p) in no_decay else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": plain, "weight_decay": 0.0}]
+    # The fused kernel does one pass over each tensor instead of ~7 small ops per
+    # parameter (CPU and CUDA; 3-7x faster optimizer steps on CPU, see benchmarks/).
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype in _FUSED_DTYPES for p in decay + plain)
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.learning_rate, fused=fused or None)
+
+
+_FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+
+
+def batch_order(n: int, batch_size: int, generator: torch.Generator, lengths=None) -> list[list[int]]:
+    """One epoch of batches (lists of row indices) in a seeded random order.
+
+    With ``lengths``, each chunk of :data:`GROUP_CHUNK` batches of the shuffled
+    rows is sorted by length before being cut into batches, and the batches
+    are then shuffled: rows of similar length share a batch (little padding)
+    while the order stays random.
+    """
+    perm = torch.randperm(n, generator=generator).tolist()
+    if lengths is None:
+        return [perm[i: i + batch_size] for i in range(0, n, batch_size)]
+    chunk = batch_size * GROUP_CHUNK
+    batches = []
+    for lo in range(0, n, chunk):
+        rows = sorted(perm[lo: lo + chunk], key=lambda i: -lengths[i])
+        batches.extend(rows[i: i + batch_size] for i in range(0, len(rows), batch_size))
+    shuffle = torch.randperm(len(batches), generator=generator).tolist()
+    return [batches[i] for i in shuffle]
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> the device accelerate assigns this process (a GPU when present); else ``torch.device(name)``."""
+    if name == "auto":
+        from accelerate import PartialState
+
+        return PartialState().device
+    return torch.device(name)
+
+
+def _uses_bf16(device: torch.device, precision: str) -> bool:
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda" and torch.cuda.is_bf16_supported())
+
+
+def _autocast(device: torch.device, precision: str):
+    if _uses_bf16(device, precision):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _forward_keys(model) -> set[str]:
+    """Batch keys the model's forward accepts (DistilBERT takes no token_type_ids)."""
+    return set(inspect.signature(model.forward).parameters)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
