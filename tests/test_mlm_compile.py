@@ -18,7 +18,7 @@ from tickets_core.training import fastpath
 from tickets_core.core.config import DataConfig, ModelConfig, TrainConfig
 from tickets_core.models.build import build_model, load_tokenizer
 from tickets_core.tasks import get_task
-from tickets_core.tasks.mlm import mlm_head
+from tickets_core.tasks.masking import mlm_head
 from tickets_core.training.loop import fine_tune
 
 from glue_fixtures import write_text

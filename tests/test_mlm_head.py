@@ -16,7 +16,7 @@ from tickets_core.models.build import build_model, load_tokenizer
 from tickets_core.models.prunable import base_model
 from tickets_core.runs.store import RunPaths
 from tickets_core.tasks import get_task
-from tickets_core.tasks import mlm as mlm_mod
+from tickets_core.tasks import masking as mlm_mod
 
 from glue_fixtures import write_text
 

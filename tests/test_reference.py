@@ -12,7 +12,7 @@ from tickets_core.lottery import driver as imp
 
 from tickets_core.training import loop as train
 from tickets_core.core.config import ConfigError, ModelConfig, RunConfig
-from tickets_core.lottery.experiment import PERTURB_SEED_OFFSET, REINIT_SEED_OFFSET
+from tickets_core.core.seeds import derived_seed
 from tickets_core.interop.importers import import_reference_mask, main as import_main
 from tickets_core.pruning.masks import Mask, MaskFileError, MaskFitError
 from tickets_core.models.build import build_model
@@ -91,7 +91,7 @@ def test_random_magnitude_prunes_a_random_init_like_the_reference(tiny_run_confi
     # (L1Unstructured) over the prunable matrices; its mask is then applied to the pre-trained weights.
     theta0 = prunable_parameters(build_model(ModelConfig("tiny-bert"), "classification", seed=3))
     for level, amount in ((1, 0.2), (2, 0.4)):
-        rand = build_model(ModelConfig("tiny-bert", random_init=True), "classification", seed=3 + REINIT_SEED_OFFSET)
+        rand = build_model(ModelConfig("tiny-bert", random_init=True), "classification", seed=derived_seed(3, "reinit"))
         for name, ref in torch_masks(rand, amount).items():
             assert torch.equal(masks[level][name], ref), (level, name)
             assert torch.equal(starts[level][name], theta0[name].detach() * ref)
@@ -132,7 +132,7 @@ def test_shuffled_weights_permute_each_matrix_of_theta0(tiny_trunk, tiny_run_con
         # every level starts from the same shuffled weights, under its own mask
         for k in (1, 2):
             assert torch.equal(starts[k][key], shuffled[key] * src_masks[k][name]), (k, key)
-    gen = torch.Generator().manual_seed(1 + PERTURB_SEED_OFFSET)  # the documented seed, in module order
+    gen = torch.Generator().manual_seed(derived_seed(1, "perturb"))  # the documented seed, in module order
     first = next(k for k in theta0 if k in prunable)
     perm = torch.randperm(theta0[first].numel(), generator=gen)
     assert torch.equal(shuffled[first].flatten(), theta0[first].flatten()[perm])

@@ -14,7 +14,8 @@ from tickets_core.lottery import driver as imp
 
 from tickets_core.training import loop as train
 from tickets_core.core.config import ConfigError, RunConfig
-from tickets_core.lottery.levels import STABILITY_SEED_OFFSET
+from tickets_core.core.seeds import derived_seed
+from tickets_core.lottery import barriers as B
 from tickets_core.models.build import build_model, load_tokenizer
 from tickets_core.runs.store import RunPaths
 from tickets_core.tasks import get_task
@@ -27,12 +28,12 @@ def metrics(run_dir, level) -> dict:
 
 
 def test_barrier_is_the_highest_point_minus_the_mean_of_the_ends():
-    assert curves.barrier([0.2, 0.5, 0.3, 0.4]) == pytest.approx(0.5 - 0.3)
-    assert curves.barrier([0.1, 0.1, 0.1]) == 0.0
-    assert curves.barrier([0.4, 0.2, 0.1]) == pytest.approx(0.4 - 0.25)  # an end can be the highest point
+    assert B.barrier([0.2, 0.5, 0.3, 0.4]) == pytest.approx(0.5 - 0.3)
+    assert B.barrier([0.1, 0.1, 0.1]) == 0.0
+    assert B.barrier([0.4, 0.2, 0.1]) == pytest.approx(0.4 - 0.25)  # an end can be the highest point
     points = [{"error": e, "loss": l} for e, l in ((0.3, 1.0), (0.6, 2.0), (0.3, 1.2))]
-    assert curves.barriers(points) == pytest.approx({"error_barrier": 0.3, "loss_barrier": 0.9})
-    assert curves.barriers([{"error": 0.1}, {"error": 0.2}])["loss_barrier"] is None
+    assert B.barriers(points) == pytest.approx({"error_barrier": 0.3, "loss_barrier": 0.9})
+    assert B.barriers([{"error": 0.1}, {"error": 0.2}])["loss_barrier"] is None
 
 
 @pytest.mark.parametrize("head", ["classification", "regression"])
@@ -74,7 +75,7 @@ def test_a_stability_level_trains_two_copies_and_walks_the_line_between_them(run
     m = metrics(st["imp0"], 1)
     rec = m["train"]["stability"]
     assert m["kind"] == "stability" and m["source"] == {"run": imp0.name, "task": "rotten_tomatoes", "level": 1}
-    assert rec["seeds"] == [0, STABILITY_SEED_OFFSET] and rec["rewind_step"] == 0
+    assert rec["seeds"] == [0, derived_seed(0, "stability_copy")] and rec["rewind_step"] == 0
     # copy A is the IMP trunk's own level 1 (same seed, mask and start), bit for bit
     assert m["eval"] == metrics(imp0, 1)["eval"] and m["sparsity"] == metrics(imp0, 1)["sparsity"]
     points = rec["points"]
@@ -85,7 +86,7 @@ def test_a_stability_level_trains_two_copies_and_walks_the_line_between_them(run
     assert all(p["error"] == pytest.approx(1 - p["accuracy"]) for p in points)
     assert rec["error_barrier"] == pytest.approx(max(p["error"] for p in points)
                                                  - (points[0]["error"] + points[-1]["error"]) / 2)
-    assert rec["loss_barrier"] == pytest.approx(curves.barrier([p["loss"] for p in points]))
+    assert rec["loss_barrier"] == pytest.approx(B.barrier([p["loss"] for p in points]))
 
 
 def test_the_rewind_point_is_the_one_an_imp_trunk_with_that_rewind_step_saves(runs):

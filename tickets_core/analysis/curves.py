@@ -35,40 +35,19 @@ import numpy as np
 import pandas as pd
 
 from ..core.config import RunConfig
+from ..lottery.barriers import barrier, loss_key
 from .methods import method_label
 from ..core.errors import RunStoreError
 from ..core.fsio import read_json
 from .results import run_dirs
 from ..runs.store import RunPaths
 
-#: The loss a task's evaluation reports, by the first name found (classification/regression, MLM).
-LOSS_KEYS = ("loss", "mlm_loss")
 _EB_FIELDS = ("early_bird_every", "early_bird_eps", "early_bird_window")
 
 
 # ---------------------------------------------------------------------------
 # Shared
 # ---------------------------------------------------------------------------
-
-
-def barrier(values) -> float:
-    """Highest value along a path minus the mean of its two ends (Frankle et al.'s error barrier)."""
-    v = np.asarray(values, dtype=float)
-    if v.size < 2 or np.isnan(v).any():
-        return float("nan")
-    return float(v.max() - (v[0] + v[-1]) / 2.0)
-
-
-def loss_key(points: list[dict]) -> str | None:
-    """The loss every interpolation point reports (the first of :data:`LOSS_KEYS`); None when there is none."""
-    return next((k for k in LOSS_KEYS if points and all(k in p for p in points)), None)
-
-
-def barriers(points: list[dict]) -> dict:
-    """``error_barrier`` and ``loss_barrier`` (None when the task reports no loss) of interpolation points."""
-    key = loss_key(points)
-    return {"error_barrier": barrier([p["error"] for p in points]),
-            "loss_barrier": barrier([p[key] for p in points]) if key else None}
 
 
 def setting(cfg: dict, *, drop: tuple[str, ...] = ()) -> dict:

@@ -16,8 +16,10 @@ with otherwise equal settings) also names its source's method.
 
 Dense baselines: the *dense fine-tunings* of a task are its ``dense`` runs and
 level 0 of its ``imp`` runs.  They are grouped by everything that can change a
-dense fine-tuning (the settings outside the pruning section, except
-``include_pooler`` and parameters only one kind reads), so a dense variant
+dense fine-tuning (:func:`tickets_core.core.settings.dense_settings`, the one
+definition the sweep uses too: the settings outside the pruning section,
+except ``include_pooler`` and parameters only one kind reads; the early-bird
+options; ``levels`` under ``lr_schedule: across_levels``), so a dense variant
 averages only seeds; its label is "dense" plus what sets it apart ("dense, lr
 0.0001").  A method is compared with the dense variant of its task trained
 exactly like it (``dense_method``); a method trained differently from every
@@ -34,9 +36,7 @@ import pandas as pd
 
 from ..core.config import PARAMS
 from ..core.kinds import KINDS
-
-#: Parameters that never make two runs different methods (see the module docstring).
-NOT_A_SETTING = ("seed", "task", "kind", "source_run", "source_levels")
+from ..core.settings import NOT_A_SETTING, dense_settings
 _SECTION_ORDER = {"prune": 0, "model": 1, "data": 2, "train": 3, None: 4}
 
 
@@ -94,25 +94,6 @@ def _order(name: str) -> tuple:
     return (_SECTION_ORDER.get(p.section, len(_SECTION_ORDER)), list(PARAMS).index(name), name)
 
 
-def _kind_only() -> set[str]:
-    """Parameters that only some kinds read (``RunKind.params``, where a kind declares them)."""
-    return {name for k in KINDS.values() for name in getattr(k, "params", ())}
-
-
-#: Pruning settings that change level 0 too: an early-bird trunk stops its dense level early, so that level
-#: is no seed of the plain dense baseline.
-DENSE_PRUNE_SETTINGS = ("early_bird_every", "early_bird_eps", "early_bird_window")
-
-
-def dense_relevant(name: str) -> bool:
-    """Whether setting ``name`` can change a dense fine-tuning (see the module docstring)."""
-    p = PARAMS.get(name)
-    if name in DENSE_PRUNE_SETTINGS:
-        return True
-    return p is not None and p.section not in ("prune", None) and name != "include_pooler" \
-        and name not in _kind_only()
-
-
 def describe_settings(config: dict, names: list[str]) -> list[str]:
     """Display parts of the settings ``names`` of one run's ``config`` ("rewind 2", "geometric 0.2")."""
     parts, names = [], sorted(names, key=_order)
@@ -134,13 +115,13 @@ def _canon(config: Any) -> dict[str, str]:
     return {k: json.dumps(v, sort_keys=True, default=str) for k, v in config.items() if k not in NOT_A_SETTING}
 
 
-def _varying(canon: pd.Series, groups: list[pd.Index], keep: Callable[[str], bool] = lambda n: True) -> list[str]:
+def _varying(canon: pd.Series, groups: list[pd.Index]) -> list[str]:
     """Setting names whose value differs between the runs (``canon`` index) of some group."""
     out: set[str] = set()
     for members in groups:
         values = [canon[r] for r in members]
         for name in set().union(*values):
-            if keep(name) and len({v.get(name) for v in values}) > 1:
+            if len({v.get(name) for v in values}) > 1:
                 out.add(name)
     return sorted(out, key=_order)
 
@@ -166,12 +147,14 @@ def _groups(runs: pd.DataFrame, by: list[str]) -> list[pd.Index]:
     return [g.index for _, g in runs.groupby(by, dropna=False, sort=True)]
 
 
-def _dense_methods(runs: pd.DataFrame, canon: pd.Series) -> pd.Series:
-    """Each run's dense variant on its task (its label), or None when no dense fine-tuning was trained like it."""
-    key = pd.Series({r: tuple(sorted((n, v) for n, v in canon[r].items() if dense_relevant(n))) for r in runs.index},
-                    dtype=object)
+def _dense_methods(runs: pd.DataFrame) -> pd.Series:
+    """Each run's dense variant on its task (its label), or None when no dense fine-tuning was trained like it
+    (:func:`~tickets_core.core.settings.dense_settings`: the one definition of "trained alike")."""
+    dense = pd.Series({r: _canon(dense_settings(c) if isinstance(c, dict) else {}) for r, c in runs["config"].items()},
+                      dtype=object)
+    key = pd.Series({r: tuple(sorted(dense[r].items())) for r in runs.index}, dtype=object)
     cand = runs[runs["kind"].isin(["dense", "imp"])]
-    names = _varying(canon, _groups(cand, ["task"]), dense_relevant) if len(cand) else []
+    names = _varying(dense, _groups(cand, ["task"])) if len(cand) else []
     labels = {(cand.at[r, "task"], key[r]): _label("dense", cand.at[r, "config"], names) for r in cand.index}
     return pd.Series({r: labels.get((runs.at[r, "task"], key[r])) for r in runs.index}, dtype=object)
 
@@ -180,7 +163,7 @@ def run_methods(df: pd.DataFrame) -> pd.DataFrame:
     """Per run (index): ``method``, ``source_method`` and ``dense_method`` (see the module docstring)."""
     runs = _runs(df)
     canon = pd.Series({r: _canon(c) for r, c in runs["config"].items()}, dtype=object)
-    dense = _dense_methods(runs, canon)
+    dense = _dense_methods(runs)
     own: dict[str, str] = {}
     for kind, of_kind in runs.groupby("kind", sort=True):
         names = _varying(canon, _groups(of_kind, ["task", "source_task"]))

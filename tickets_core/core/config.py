@@ -27,6 +27,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .kinds import KINDS, get_kind
+from .strategies import STRATEGY_SPECS, strategies_help
 from .params import Param, check_fields, describe, flat_params, hashed_view, param, require
 
 __all__ = ["ConfigError", "ModelConfig", "DataConfig", "TrainConfig", "PruneConfig", "RunConfig", "PARAMS",
@@ -180,10 +181,7 @@ class TrainConfig(_Checked):
 class PruneConfig(_Checked):
     strategy: str = param(
         "magnitude_global",
-        help="How each level picks the weights to remove (tickets_core.pruning.strategies.STRATEGIES): 'magnitude_global' "
-             "(rank |w| across all prunable matrices), 'magnitude_layerwise' (rank within each matrix), "
-             "'random_global', 'random_layerwise', 'magnitude_2to4' (2 of every 4 consecutive weights of each "
-             "row: 50%, the pattern of semi-structured sparse kernels).")
+        help=f"How each level picks the weights to remove: {strategies_help()}.")
     schedule: str = param("linear", choices=SCHEDULES,
                           help="'linear': level k has sparsity k*rate of the original prunable weights (the paper: "
                                "10%, 20%, ...); 'geometric': each level removes `rate` of the remaining weights.")
@@ -210,13 +208,14 @@ class PruneConfig(_Checked):
                 f"must be >= 1 or None, got {self.early_bird_every}")
         require(0.0 < self.early_bird_eps < 1.0, "early_bird_eps", f"must be in (0, 1), got {self.early_bird_eps}")
         require(self.early_bird_window >= 1, "early_bird_window", f"must be >= 1, got {self.early_bird_window}")
-        require(self.early_bird_every is None or not self.strategy.startswith("random"), "early_bird_every",
+        spec = STRATEGY_SPECS.lookup(self.strategy)
+        require(self.early_bird_every is None or not spec.random, "early_bird_every",
                 f"needs a magnitude strategy: the next mask of {self.strategy!r} does not depend on the weights")
-        if self.strategy == "magnitude_2to4":
-            off = next((k for k in range(1, self.levels + 1) if abs(self.sparsity(k) - 0.5) > 1e-9), None)
-            require(off is None, "strategy", f"magnitude_2to4 prunes exactly 2 of every 4 weights (50%), but level "
+        if spec.sparsity is not None:
+            off = next((k for k in range(1, self.levels + 1) if abs(self.sparsity(k) - spec.sparsity) > 1e-9), None)
+            require(off is None, "strategy", f"{self.strategy} prunes exactly {spec.sparsity:.0%}, but level "
                                              f"{off} would have sparsity {self.sparsity(off or 0):.2f}: use levels 1 "
-                                             "and rate 0.5")
+                                             f"and rate {spec.sparsity:g}")
         last = self.sparsity(self.levels)
         require(last < 1.0 - 1e-9, "levels", f"{self.levels} with a {self.schedule} rate of {self.rate} reaches "
                                              f"sparsity {last:.2f}; sparsity must stay below 1")

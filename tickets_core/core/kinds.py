@@ -9,7 +9,7 @@ kind's function in :mod:`tickets_core.lottery.levels` (registered under the same
 name).  Adding a kind is one :func:`register` call here plus one function
 there; the config, the driver, the sweep and the analysis read this table.
 
-This module imports nothing else from tickets_core and no third-party code,
+This module imports only :mod:`~tickets_core.core.registry` and no third-party code,
 so the config and the analysis can use it without loading torch.
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -39,27 +39,20 @@ class RunKind:
         return self.role == "branch"
 
 
-KINDS: dict[str, RunKind] = {}
+KINDS: Registry[RunKind] = Registry("run kind", param="kind")
 
 
 def register(kind: RunKind) -> RunKind:
     """Add ``kind`` to the registry (names are unique)."""
-    if kind.name in KINDS:
-        raise ValueError(f"run kind {kind.name!r} is registered twice")
     if kind.role not in ("trunk", "branch") or kind.levels not in ("schedule", "single", "source"):
         raise ValueError(f"run kind {kind.name!r}: bad role {kind.role!r} or levels {kind.levels!r}")
     if (kind.role == "branch") != (kind.source != "none"):
         raise ValueError(f"run kind {kind.name!r}: branches, and only branches, read a source")
-    KINDS[kind.name] = kind
-    return kind
+    return KINDS.register(kind.name, kind)
 
 
-def get_kind(name: str) -> RunKind:
-    """The registered kind ``name``; an unknown name is a one-line :class:`ConfigError`."""
-    try:
-        return KINDS[name]
-    except (KeyError, TypeError):
-        raise ConfigError(f"unknown run kind {name!r}; choose one of {', '.join(KINDS)}", param="kind") from None
+#: The registered kind ``name``; an unknown name is a one-line ConfigError naming the closest one.
+get_kind = KINDS.lookup
 
 
 register(RunKind(

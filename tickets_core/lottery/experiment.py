@@ -26,6 +26,7 @@ from ..training import loop as train
 from ..core.config import RunConfig
 from ..pruning.early_bird import EarlyBird
 from ..core.errors import ConfigError, RunStoreError
+from ..core.seeds import derived_seed
 from ..core.fsio import atomic_write_bytes, read_json
 from ..pruning.masks import Mask
 from ..training.mlm_warmup import warm_head
@@ -35,11 +36,6 @@ from ..runs.store import Run, RunPaths
 
 State = dict[str, torch.Tensor]
 
-# random_reinit draws its weights from the run seed shifted by this offset, so
-# they differ from a tiny random "pre-trained" model built from the same seed.
-REINIT_SEED_OFFSET = 1_000_003
-# The weight ablations (shuffled, noised) draw from the run seed shifted by this offset.
-PERTURB_SEED_OFFSET = 2_000_003
 
 
 def weights_path(paths: RunPaths, level: int) -> Path:
@@ -210,7 +206,7 @@ class Experiment:
         if self._reinit is None:
             cfg = self.cfg
             fresh = models.build_model(dataclasses.replace(cfg.model, random_init=True), self.task.head,
-                                       self.task.num_labels, seed=cfg.seed + REINIT_SEED_OFFSET)
+                                       self.task.num_labels, seed=derived_seed(cfg.seed, "reinit"))
             state = fresh.state_dict()
             self._reinit = {k: state[k].detach().clone() for k in self.base_keys}
         return self._reinit
@@ -220,7 +216,7 @@ class Experiment:
         (plus Gaussian noise of std ``noise_scale`` x the matrix's std); seeded by the run seed, the same for
         every level (the weight ablations of the paper)."""
         if how not in self._perturbed:
-            gen = torch.Generator().manual_seed(self.cfg.seed + PERTURB_SEED_OFFSET)
+            gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, "perturb"))
             out = {}
             for k in self.prunable_keys:  # in module order, one draw per matrix
                 w = self.theta0[k]

@@ -2,7 +2,7 @@
 
 :func:`resolve` is the second and last check of a config (the dataclasses
 check types and ranges when they are built): the task and the pruning
-strategy must be registered, the MLM head warm-up is for MLM tasks only,
+strategy must be registered (the config checked the strategy when it was built), the MLM head warm-up is for MLM tasks only,
 the data must exist, and a mask file must be one.  It fills in ``data.fingerprint`` (the data files' content hash, a
 package version or a hub id) and ``mask_fingerprint`` (the mask file's
 content hash), so :meth:`RunConfig.run_name` names the run by what it
@@ -18,13 +18,11 @@ from pathlib import Path
 from ..core.config import RunConfig
 from ..core.errors import ConfigError
 from ..core.fsio import content_hash
-from ..pruning.strategies import get_strategy
 from ..tasks import get_task
 
 
 def resolve(cfg: RunConfig) -> RunConfig:
     """A copy of ``cfg`` with its data (and mask file) identified; bad names fail in one line."""
-    get_strategy(cfg.prune.strategy)
     task = get_task(cfg.data.task)
     if cfg.model.mlm_head_warmup_steps and task.head != "mlm":
         raise ConfigError(f"mlm_head_warmup_steps is for MLM tasks; task {task.name!r} has a {task.head!r} head",

@@ -19,27 +19,18 @@ from typing import Callable
 
 import torch
 
-from ..analysis.curves import barriers
+from ..core.registry import Registry
+from ..core.seeds import derived_seed
+from .barriers import barriers
 from ..pruning.early_bird import chain
 from .experiment import Experiment, Level
 from ..pruning.masks import Mask
 from ..pruning.strategies import get_strategy, level_generator
 
-#: Copy B of a stability level trains with the run seed plus this offset (copy A: the run seed itself).
-STABILITY_SEED_OFFSET = 7_919
-
 LevelFunction = Callable[[Experiment, Level], "tuple[Mask, dict]"]
-LEVEL_FUNCTIONS: dict[str, LevelFunction] = {}
-
-
-def level_function(kind: str) -> Callable[[LevelFunction], LevelFunction]:
-    """Register the decorated function as what one level of run kind ``kind`` does."""
-    def register(fn: LevelFunction) -> LevelFunction:
-        if kind in LEVEL_FUNCTIONS:
-            raise ValueError(f"run kind {kind!r} has two level functions")
-        LEVEL_FUNCTIONS[kind] = fn
-        return fn
-    return register
+LEVEL_FUNCTIONS: Registry[LevelFunction] = Registry("run kind with a level function", param="kind")
+#: ``@level_function("<kind>")`` registers the decorated function as what one level of that kind does.
+level_function = LEVEL_FUNCTIONS.decorator
 
 
 def _dense_from_theta0(x: Experiment, item: Level, on_step=None) -> tuple[Mask, dict]:
@@ -155,10 +146,10 @@ def retrain_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
 @level_function("stability")
 def stability_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
     """Two copies from the rewind point under the source mask (seeds: the run's, and shifted by
-    :data:`STABILITY_SEED_OFFSET`), then ``stability_points`` evaluations on the line between them."""
+    :func:`~tickets_core.core.seeds.derived_seed` ``stability_copy``), then ``stability_points`` evaluations on the line between them."""
     start = x.compute_rewind()  # theta0, or theta_i
     copies = []
-    for seed in (x.cfg.seed, x.cfg.seed + STABILITY_SEED_OFFSET):
+    for seed in (x.cfg.seed, derived_seed(x.cfg.seed, "stability_copy")):
         x.load(start, x.base_keys)
         x.load(x.theta0, x.head_keys)
         result = x.train(item.level, item.source_mask, seed=seed, save=not copies)

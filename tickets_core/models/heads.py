@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.errors import ConfigError
+from ..core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -21,17 +21,14 @@ class Head:
     targets: tuple[str, ...]     # batch keys that carry targets (never fed to the model when evaluating)
 
 
-HEADS: dict[str, Head] = {h.name: h for h in (
+HEADS: Registry[Head] = Registry("head type")
+for _head in (
     Head("classification", "AutoModelForSequenceClassification", "single_label_classification", ("labels",)),
     Head("regression", "AutoModelForSequenceClassification", "regression", ("labels",)),
     Head("qa", "AutoModelForQuestionAnswering", None, ("start_positions", "end_positions")),
     Head("mlm", "AutoModelForMaskedLM", None, ("labels",)),
     Head("base", "AutoModel", None, ()),
-)}
+):
+    HEADS.register(_head.name, _head)
 
-
-def get_head(name: str) -> Head:
-    try:
-        return HEADS[name]
-    except (KeyError, TypeError):
-        raise ConfigError(f"unknown head type {name!r}; choose one of {', '.join(HEADS)}") from None
+get_head = HEADS.lookup

@@ -25,6 +25,8 @@ from torch import nn
 
 from ..core.config import PruneConfig
 from ..core.errors import ConfigError
+from ..core.registry import Registry
+from ..core.seeds import level_seed
 from .masks import Mask
 from ..models.prunable import base_model
 
@@ -205,26 +207,18 @@ def random_layerwise(weights: Weights, current: Mask, target_sparsity: float, *,
     return _select_layerwise(_random_scores(current, generator), current, targets)
 
 
-STRATEGIES: dict[str, Strategy] = {
-    "magnitude_global": magnitude_global,
-    "magnitude_layerwise": magnitude_layerwise,
-    "random_global": random_global,
-    "random_layerwise": random_layerwise,
-}
+#: What each strategy of :data:`~tickets_core.core.strategies.STRATEGY_SPECS` computes, by name.
+STRATEGIES: Registry[Strategy] = Registry("pruning strategy", param="strategy", error=PruningError)
+for _fn in (magnitude_global, magnitude_layerwise, random_global, random_layerwise):
+    STRATEGIES.register(_fn.__name__, _fn)
 
-
-def get_strategy(name: str) -> Strategy:
-    """The strategy registered as ``name``; unknown names raise a one-line :class:`PruningError`."""
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        raise PruningError(f"unknown pruning strategy {name!r}; choose one of {', '.join(STRATEGIES)}",
-                           param="strategy") from None
+#: The strategy registered as ``name``; an unknown name is a one-line :class:`PruningError`.
+get_strategy = STRATEGIES.lookup
 
 
 def level_generator(seed: int, level: int) -> torch.Generator:
     """The CPU generator random strategies use at ``level`` of a run seeded ``seed``."""
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(level))
+    return torch.Generator().manual_seed(level_seed(seed, level))
 
 
 def prune(model: nn.Module, current_mask: Mask, cfg: PruneConfig, level: int, seed: int = 0,
@@ -278,4 +272,4 @@ def magnitude_2to4(weights: Weights, current: Mask, target_sparsity: float, *,
     return out
 
 
-STRATEGIES["magnitude_2to4"] = magnitude_2to4
+STRATEGIES.register("magnitude_2to4", magnitude_2to4)

@@ -25,21 +25,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ..analysis import dense_relevant
-from ..core.config import PARAMS, RunConfig
+from ..core.config import RunConfig
+from ..core.settings import dense_settings
 from ..core.errors import ConfigError, RunStoreError, one_line
 from ..core.fsio import read_json
 from ..runs.store import RunPaths, is_run_dir, run_state
 
 #: The ``source_levels`` value that asks for each source's highest matching level.
 HIGHEST = "highest_matching"
-
-
-def training_settings(flat: dict[str, Any]) -> dict[str, Any]:
-    """The settings of a run (full flat parameters) that can change a dense fine-tuning."""
-    return {n: v for n, v in flat.items() if n in PARAMS and PARAMS[n].hashed and dense_relevant(n)}
 
 
 @dataclass
@@ -128,14 +122,14 @@ def plan(builder, kind: str, task: str, seed: int, params: dict, at: tuple, *, l
     where = at + ("source_levels",)
     placeholder = {**params, "source_levels": ([0], where)}
     cfg, flat = builder.config(kind, task, seed, placeholder, at, label, source_run)  # every other value checked
-    want = training_settings(builder.configs[source_run].flat())
+    want = dense_settings(builder.configs[source_run].flat())
     jobs = [j for j in builder.jobs.values()
             if j.is_run and j.resolver is None and j.parameters.get("task") == source_task]
     dense = [j for j in jobs if j.parameters.get("kind") == "dense"
-             and training_settings(builder.configs[j.name].flat()) == want]  # its config, planned by add_run
+             and dense_settings(builder.configs[j.name].flat()) == want]  # its config, planned by add_run
     if source_task not in builder.dense_disk:
         builder.dense_disk[source_task] = _dense_on_disk(builder.output_root, source_task)
-    on_disk = [f for f in builder.dense_disk[source_task] if training_settings(f) == want]
+    on_disk = [f for f in builder.dense_disk[source_task] if dense_settings(f) == want]
     if not dense and not on_disk:
         raise builder.error(where, f"{label}: source_levels: {HIGHEST} needs the dense baseline of {source_task}: "
                                    f"no 'dense' run of {source_task} trained like its trunk {source_run} (same "

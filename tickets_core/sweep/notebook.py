@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import json
 import textwrap
 from pathlib import Path
 from typing import Any, Mapping
@@ -76,13 +77,27 @@ def parameters_cells(nb) -> list:
     return [c for c in nb.cells if c.cell_type == "code" and "parameters" in c.get("metadata", {}).get("tags", [])]
 
 
-def notebook_parameters(path: str | Path) -> dict[str, Any]:
-    """Names and default values of a notebook's ``parameters`` cell (plain literals only)."""
-    cells = parameters_cells(_load(path))
+def _parameters_source(path: str | Path) -> str:
+    """The source of the one code cell tagged ``parameters``, read as plain JSON (nbformat's import costs
+    seconds: the sweep's planning reads notebooks this way)."""
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+        cells = [c for c in nb["cells"] if c.get("cell_type") == "code"
+                 and "parameters" in (c.get("metadata") or {}).get("tags", [])]
+    except FileNotFoundError:
+        raise ConfigError(f"notebook not found: {path}") from None
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{path} is not a readable notebook ({type(e).__name__})") from None
     if len(cells) != 1:
         raise ConfigError(f"{path}: expected exactly one cell tagged 'parameters', found {len(cells)}")
+    source = cells[0].get("source", "")
+    return "".join(source) if isinstance(source, list) else str(source)
+
+
+def notebook_parameters(path: str | Path) -> dict[str, Any]:
+    """Names and default values of a notebook's ``parameters`` cell (plain literals only)."""
     out: dict[str, Any] = {}
-    for stmt in ast.parse(cells[0].source).body:
+    for stmt in ast.parse(_parameters_source(path)).body:
         if not (isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name)):
             raise ConfigError(f"{path}: the parameters cell must hold only 'name = literal' lines "
                               f"(line {stmt.lineno})")

@@ -14,21 +14,19 @@ sources, local file layout and splits.
 
 from __future__ import annotations
 
+from ..core.registry import Registry
 from .common import DataError, Task, TaskData, UnknownTaskError
 from .glue import make_glue_tasks
 from .mlm import make_mlm_tasks
 from .offline import make_offline_tasks
 from .squad import SquadTask
 
-TASKS: dict[str, Task] = {**make_glue_tasks(), "squad": SquadTask(), **make_mlm_tasks(), **make_offline_tasks()}
+TASKS: Registry[Task] = Registry("task", param="task", error=UnknownTaskError)
+for _name, _task in {**make_glue_tasks(), "squad": SquadTask(), **make_mlm_tasks(), **make_offline_tasks()}.items():
+    TASKS.register(_name, _task)
 
-
-def get_task(name: str) -> Task:
-    """The registered task ``name``; an unknown name raises a one-line :class:`UnknownTaskError`."""
-    try:
-        return TASKS[name]
-    except (KeyError, TypeError):
-        raise UnknownTaskError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}", param="task") from None
+#: The registered task ``name``; an unknown name is a one-line :class:`UnknownTaskError` naming the closest one.
+get_task = TASKS.lookup
 
 
 __all__ = ["TASKS", "get_task", "Task", "TaskData", "DataError", "UnknownTaskError"]

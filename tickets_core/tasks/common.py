@@ -26,12 +26,12 @@ import numpy as np
 
 from ..core.config import DataConfig
 from ..core.errors import ConfigError
+from ..core.seeds import SPLIT_SEED
 from ..core.fsio import content_hash
 
 # Bump when the tokenized layout changes, so stale caches are not reused.
 CACHE_VERSION = 1
 # Seed of every deterministic train/validation split and training-set shuffle.
-SPLIT_SEED = 1234
 
 
 def cache_root(cfg: DataConfig) -> Path:

@@ -31,43 +31,22 @@ model's MLM step, shrinks 6-7x).  The loss and the scores equal the full
 forward's (tested); other layouts (DistilBERT, ELECTRA) take the full forward.
 With ``torch.compile`` (the fast path), such a model's encoder is what is
 compiled (:meth:`MlmTask.compile_target`), since the model's own forward is
-never called.
+never called.  The torch side of all this is in :mod:`tickets_core.tasks.masking`; this module imports no
+torch, so the task registry stays torch-free.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
 from ..core.config import DataConfig
-from .metrics import mlm_metrics
-from .common import (DataError, Evaluator, SPLIT_SEED, Source, Task, TaskData, file_fingerprint, limit_eval,
-                     limit_train, package_version, pad)
+from ..core.seeds import SPLIT_SEED
+from .common import (DataError, Evaluator, Source, Task, TaskData, file_fingerprint, limit_eval, limit_train,
+                     package_version, pad)
 
 HUB_DATASET = ("Salesforce/wikitext", "wikitext-103-raw-v1")
 MIN_BLOCK = 8
-#: Attributes of masked-LM models holding a head that maps hidden states (any leading shape) to vocabulary
-#: logits: BERT's ``cls`` (BertOnlyMLMHead), RoBERTa's ``lm_head``.  Other layouts take the full forward.
-HEAD_ATTRS = ("cls", "lm_head")
-
-
-def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenizer, probability: float,
-                generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT masking: returns (masked input ids, labels with -100 at unmasked positions)."""
-    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=input_ids.dtype)
-    candidates = (attention_mask == 1) & ~torch.isin(input_ids, special)
-    chosen = (torch.rand(input_ids.shape, generator=generator) < probability) & candidates
-    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
-    roll = torch.rand(input_ids.shape, generator=generator)
-    random_ids = torch.randint(len(tokenizer), input_ids.shape, generator=generator, dtype=input_ids.dtype)
-    masked = input_ids.clone()
-    masked[chosen & (roll < 0.8)] = tokenizer.mask_token_id
-    swap = chosen & (roll >= 0.8) & (roll < 0.9)
-    masked[swap] = random_ids[swap]
-    return masked, labels
 
 
 class MlmTask(Task):
@@ -98,6 +77,9 @@ class MlmTask(Task):
 
     def tokenize(self, raw: dict[str, dict[str, list]], cfg: DataConfig, tokenizer) -> dict[str, Any]:
         import datasets
+        import torch
+
+        from .masking import mask_tokens
 
         out = {}
         for split, cols in raw.items():
@@ -125,14 +107,20 @@ class MlmTask(Task):
         if "labels" in rows:  # evaluation blocks: masked once, with fixed labels
             batch["labels"] = pad(rows["labels"], -100, batch["input_ids"].shape[1])
         else:  # training blocks: masked afresh in every batch
+            from .masking import mask_tokens
+
             batch["input_ids"], batch["labels"] = mask_tokens(batch["input_ids"], batch["attention_mask"],
                                                               data.tokenizer, data.mlm_probability, generator)
 
     def evaluator(self, data: TaskData, ds) -> Evaluator:
-        return _MaskedTokens()
+        from .masking import MaskedTokens
+
+        return MaskedTokens()
 
     def compile_target(self, model):
-        """The encoder when the loss applies the head itself (:func:`masked_logits`), else the whole model."""
+        """The encoder when the loss applies the head itself (:func:`~.masking.masked_logits`), else the model."""
+        from .masking import mlm_head
+
         return model.base_model if mlm_head(model) is not None else model
 
     def loss(self, model, batch: dict, compiled=None):
@@ -140,6 +128,10 @@ class MlmTask(Task):
 
         ``compiled``: the compiled :meth:`compile_target` (the encoder, or the whole model), run in its place.
         """
+        import torch
+
+        from .masking import masked_logits
+
         inputs = {k: v for k, v in batch.items() if k != "labels"}
         masked = masked_logits(model, inputs, batch["labels"], encoder=compiled)
         if masked is None:
@@ -147,66 +139,10 @@ class MlmTask(Task):
         return torch.nn.functional.cross_entropy(masked.logits, masked.labels)
 
     def outputs(self, model, inputs: dict, batch: dict):
+        from .masking import masked_logits
+
         masked = masked_logits(model, inputs, batch["labels"])
         return model(**inputs) if masked is None else masked
-
-
-@dataclass
-class MaskedLogits:
-    """Vocabulary logits at the masked positions only (``N x V``) and those positions' labels (``N``)."""
-
-    logits: torch.Tensor
-    labels: torch.Tensor
-
-
-def mlm_head(model) -> torch.nn.Module | None:
-    """The module mapping ``model``'s hidden states to vocabulary logits, for the layouts of :data:`HEAD_ATTRS`."""
-    base = getattr(model, "base_model", None)
-    if base is None or base is model:
-        return None
-    for attr in HEAD_ATTRS:
-        head = getattr(model, attr, None)
-        if isinstance(head, torch.nn.Module):
-            return head
-    return None
-
-
-def masked_logits(model, inputs: dict, labels: torch.Tensor, encoder=None) -> MaskedLogits | None:
-    """Encoder on ``inputs``, then the MLM head on the positions where ``labels`` != -100 only.
-
-    None when ``model`` has no head of a known layout (the caller runs the full forward).  ``encoder``: a
-    compiled ``model.base_model`` to run in its place (None: the encoder itself).
-    """
-    head = mlm_head(model)
-    if head is None:
-        return None
-    hidden = (model.base_model if encoder is None else encoder)(**inputs, return_dict=True)[0]
-    labels = labels.to(hidden.device)
-    sel = labels != -100
-    return MaskedLogits(head(hidden[sel]), labels[sel])
-
-
-class _MaskedTokens(Evaluator):
-    """Cross-entropy and accuracy summed over the masked positions only."""
-
-    def __init__(self) -> None:
-        self.loss_sum, self.correct, self.count = 0.0, 0, 0
-
-    def add(self, outputs, batch: dict, rows: dict) -> None:
-        import torch.nn.functional as F
-
-        if isinstance(outputs, MaskedLogits):
-            logits, target = outputs.logits.float(), outputs.labels
-        else:
-            labels = batch["labels"].to(outputs.logits.device)
-            sel = labels != -100
-            logits, target = outputs.logits[sel].float(), labels[sel]
-        self.loss_sum += F.cross_entropy(logits, target, reduction="sum").item()
-        self.correct += int((logits.argmax(-1) == target).sum())
-        self.count += int(target.numel())
-
-    def result(self) -> dict[str, float]:
-        return mlm_metrics(self.loss_sum, self.correct, self.count)
 
 
 def _blocks(lines: list[str], tokenizer, max_len: int) -> list[list[int]]:

@@ -38,6 +38,7 @@ import torch
 from . import fastpath
 from ..core.config import TrainConfig
 from ..core.errors import first_line
+from ..core.seeds import derived_seed
 from ..models.heads import get_head
 from ..models.build import check_vocab
 from ..tasks.common import TaskData
@@ -90,8 +91,8 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     schedule_steps = total_steps * schedule_span
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: linear_schedule(s, warmup, schedule_steps))
 
-    order_gen = torch.Generator().manual_seed(seed)
-    mask_gen = torch.Generator().manual_seed(seed + 1)
+    order_gen = torch.Generator().manual_seed(derived_seed(seed, "data_order"))
+    mask_gen = torch.Generator().manual_seed(derived_seed(seed, "mlm_masking"))
     lengths = list(data.train["length"]) if cfg.group_by_length else None
     params = [p for p in model.parameters() if p.requires_grad]  # fp32 (master) parameters
 

@@ -37,12 +37,12 @@ from safetensors.torch import save as st_save
 from ..models import build as models
 from . import loop as train
 from ..core.config import RunConfig
+from ..core.seeds import WARMUP_SEED
 from ..core.fsio import atomic_write_bytes
 from ..core.params import hashed_view
 from ..tasks.common import cache_root
 
 #: Seed of the fresh head the warm-up starts from and of its data order and masking.
-WARMUP_SEED = 0
 CACHE_VERSION = 1
 
 
