@@ -17,6 +17,7 @@ import torch
 
 from tickets_core import analysis
 from tickets_core.analysis import AnalysisError
+from tickets_core.runs.walk import RunFolders
 
 
 def row(task, kind, seed, level, sparsity, score, source_task=None, run=None):
@@ -670,18 +671,6 @@ def test_stability_labels_name_a_setting_only_where_one_task_has_two():
     assert table.set_index("task").loc["B", "error_barrier"] == pytest.approx(0.1)
 
 
-class MemoryRuns:
-    """Builds a :class:`curves.RunFolders` from configs and level metrics held in memory."""
-
-    def __new__(cls, runs: dict):
-        from tickets_core.analysis import curves
-        folders = curves.RunFolders.__new__(curves.RunFolders)
-        folders.dirs = {name: f"/runs/{name}" for name in runs}
-        folders._cfg = {name: cfg for name, (cfg, _) in runs.items()}
-        folders._levels = {name: levels for name, (_, levels) in runs.items()}
-        return folders
-
-
 def test_early_bird_variants_that_differ_only_in_their_options_stay_apart():
     from tickets_core.analysis import curves
     from tickets_core.core.config import RunConfig
@@ -701,7 +690,7 @@ def test_early_bird_variants_that_differ_only_in_their_options_stay_apart():
             runs[trunk] = (cfg(seed, early_bird_every=every), levels(seed, every, (0.5, 0.5)))
             runs[f"rt{every}-{seed}"] = (cfg(seed, kind="retrain", source_run=f"/runs/{trunk}"),
                                          levels(seed, 10, (0.8, 0.6 + every / 100)))
-    folders = MemoryRuns(runs)
+    folders = RunFolders.in_memory(runs)
     pairs = curves.early_bird_runs(folders)
     assert len(pairs) == 4 and pairs["setting"].nunique() == 2
     assert sorted(pairs["early_bird"]) == ["eb2-0", "eb2-1", "eb4-0", "eb4-1"]

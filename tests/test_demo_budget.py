@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tickets_core.runs.plan import level_numbers
 from tickets_core.core.config import PARAMS, RunConfig
 from tickets_core.sweep import plan_sweep
 
@@ -44,11 +45,10 @@ def monkeypatch_module():
 
 
 def _level_count(cfg: RunConfig, by_name: dict[str, RunConfig]) -> int:
-    if cfg.kind == "dense":
-        return 1
-    if cfg.source_run is None:
-        return cfg.prune.levels + 1
-    return len(cfg.source_levels) if cfg.source_levels is not None else by_name[cfg.source_run].prune.levels + 1
+    """The run's level count (the library's one level plan), a branch's source planned rather than on disk."""
+    numbers = level_numbers(cfg) if cfg.source_run is None or cfg.source_levels is not None else \
+        level_numbers(by_name[cfg.source_run])
+    return len(numbers)
 
 
 def _trunk_setting(cfg: RunConfig) -> dict:

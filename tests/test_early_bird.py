@@ -107,7 +107,7 @@ def test_early_bird_levels_stop_and_leave_the_mask_of_the_weights_they_stopped_a
         assert rec["every"] == 1 and rec["eps"] == 0.99 and rec["window"] == 2
         # the next level's mask is the pruning of the weights the level stopped with
         model = build_model(cfg.model, "classification", 2, seed=0)
-        model.load_state_dict(load_file(str(paths.level_dir(k) / "weights.safetensors")))
+        model.load_state_dict(load_file(str(paths.weights(k))))
         current = Mask.ones_like(model) if k == 0 else Mask.load(paths.mask(k))
         expect = prune(model, current, cfg.prune, k + 1, cfg.seed)
         got = Mask.load(paths.mask(k + 1))

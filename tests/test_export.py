@@ -59,7 +59,7 @@ def test_without_trained_weights_the_export_is_theta0_times_the_mask_with_a_note
     cfg, run_dir = run
     copy = tmp_path / run_dir.name
     shutil.copytree(run_dir, copy)
-    (copy / "level_01" / "weights.safetensors").unlink()
+    RunPaths(copy).weights(1).unlink()
     out = export(copy, 1, tmp_path / "ticket")
     model = AutoModelForSequenceClassification.from_pretrained(out)
     theta0 = build_model(cfg.model, "classification", 2, seed=cfg.seed).state_dict()
@@ -104,7 +104,7 @@ def test_a_damaged_run_folder_fails_in_one_line_and_writes_nothing(run, tmp_path
     copy = tmp_path / run_dir.name
     shutil.copytree(run_dir, copy)
     paths = RunPaths(copy)
-    shutil.copyfile(paths.level_dir(0) / "weights.safetensors", paths.level_dir(1) / "weights.safetensors")
+    shutil.copyfile(paths.weights(0), paths.weights(1))
     with pytest.raises(RunStoreError, match=r"^\S+level_01/weights.safetensors holds the state of level 0, not level 1$"):
         export(copy, 1, tmp_path / "out")
     paths.mask(1).unlink()

@@ -1,7 +1,7 @@
 """Curves kept inside a level's ``metrics.json``, into pandas: stability (linear mode connectivity) and early-bird.
 
-Torch-free, like :mod:`tickets_core.analysis.results` (whose :func:`~tickets_core.analysis.results.run_dirs`
-finds the run folders): the analysis notebooks ``stability`` and ``early_bird``
+Torch-free, like :mod:`tickets_core.analysis.results` (both walk the run folders with
+:class:`~tickets_core.runs.walk.RunFolders`): the analysis notebooks ``stability`` and ``early_bird``
 read runs through these loaders only.
 
 *Stability* (Frankle et al., ICML 2020, "Linear mode connectivity and the
@@ -38,9 +38,8 @@ from ..core.config import RunConfig
 from ..lottery.barriers import barrier, loss_key
 from .methods import method_label
 from ..core.errors import RunStoreError
-from ..core.fsio import read_json
-from .results import run_dirs
 from ..runs.store import RunPaths
+from ..runs.walk import RunFolders, folders as _folders
 
 _EB_FIELDS = ("early_bird_every", "early_bird_eps", "early_bird_window")
 
@@ -65,42 +64,6 @@ def setting(cfg: dict, *, drop: tuple[str, ...] = ()) -> dict:
 
 def _key(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
-
-
-class RunFolders:
-    """The run folders under ``root`` with their configs and level metrics, each file read once.
-
-    Every loader here takes a runs folder or one of these: build it once to give several loaders the
-    same reads (the early-bird notebook does).
-    """
-
-    def __init__(self, root: str | Path) -> None:
-        self.dirs = {d.name: d for d in run_dirs(root)}
-        self._cfg: dict[str, dict] = {}
-        self._levels: dict[str, list[tuple[int, dict]]] = {}
-
-    def config(self, name: str) -> dict | None:
-        if name not in self._cfg and name in self.dirs:
-            self._cfg[name] = read_json(RunPaths(self.dirs[name]).config())
-        return self._cfg.get(name)
-
-    def levels(self, name: str) -> list[tuple[int, dict]]:
-        if name not in self._levels:
-            paths, found = RunPaths(self.dirs[name]), []
-            for level in paths.levels():
-                m = read_json(paths.metrics(level))
-                if not isinstance(m, dict) or not isinstance(m.get("train"), dict):
-                    raise RunStoreError(f"{paths.metrics(level)} is not a metrics record (no 'train' mapping)")
-                found.append((level, m))
-            self._levels[name] = found
-        return self._levels[name]
-
-    def of_kind(self, kind: str) -> list[str]:
-        return [n for n in self.dirs if (self.config(n) or {}).get("kind") == kind]
-
-
-def _folders(root: str | Path | RunFolders) -> RunFolders:
-    return root if isinstance(root, RunFolders) else RunFolders(root)
 
 
 # ---------------------------------------------------------------------------

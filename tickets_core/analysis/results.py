@@ -23,22 +23,13 @@ import pandas as pd
 from ..core.config import PARAMS, RunConfig
 from ..core.errors import ConfigError, RunStoreError, one_line
 from ..core.fsio import read_json
-from ..runs.store import RunPaths, is_run_dir, read_status
+from ..runs.store import RunPaths, is_run_dir
+from ..runs.walk import RunFolders, folders
 
 RUN_COLUMNS = ["run", "run_dir", "kind", "task", "model", "seed", "level", "sparsity", "main_metric", "score",
                "source_run", "source_task", "source_level", "source_path", "strategy", "schedule", "rate", "state",
                "config"]
 SPARSITY_COLUMNS = ["run", "kind", "task", "level", "name", "layer", "component", "numel", "nonzero", "sparsity"]
-
-
-def run_dirs(root: str | Path) -> list[Path]:
-    """Run folders directly under ``root`` (or ``root`` itself when it is a run), sorted by name."""
-    root = Path(root)
-    if is_run_dir(root):
-        return [root]
-    if not root.is_dir():
-        raise RunStoreError(f"results folder {root} does not exist")
-    return sorted(d for d in root.iterdir() if d.is_dir() and is_run_dir(d))
 
 
 def _field(obj: dict, path: str, where: Path):
@@ -61,28 +52,24 @@ def run_config(cfg: dict, where: Path) -> dict:
     return out
 
 
-def load_runs(root: str | Path, *, tasks: Iterable[str] | None = None) -> pd.DataFrame:
+def load_runs(root: str | Path | RunFolders, *, tasks: Iterable[str] | None = None) -> pd.DataFrame:
     """One row per (run, finished level); columns as in docs/ARCHITECTURE.md plus ``eval_<metric>``.
 
-    ``tasks``: read only the runs of these tasks (the others' levels are not opened).
+    ``tasks``: read only the runs of these tasks (the others' levels are not opened).  ``root`` may be a
+    :class:`~tickets_core.runs.walk.RunFolders` shared with other readers.
     """
+    runs = folders(root)
     tasks = None if tasks is None else {tasks} if isinstance(tasks, str) else set(tasks)
     rows = []
-    for d in run_dirs(root):
-        paths = RunPaths(d)
-        cfg = read_json(paths.config())
-        if tasks is not None and (cfg.get("data") or {}).get("task") not in tasks:
-            continue
+    for name in runs.of_task(tasks):
+        paths, cfg = runs.paths(name), runs.config(name)
         config = run_config(cfg, paths.config())
-        status = read_status(d) or {}  # a corrupt status.json is rebuilt from the level folders, not fatal
-        for level in paths.levels():
+        status = runs.status(name)  # a corrupt status.json is rebuilt from the level folders, not fatal
+        for level, m in runs.levels(name):
             mpath = paths.metrics(level)
-            m = read_json(mpath)
-            if not isinstance(m, dict) or not isinstance(m.get("eval"), dict):
-                raise RunStoreError(f"{mpath} is not a metrics record (no 'eval' mapping)")
             source = m.get("source") or {}
             row = {
-                "run": d.name, "run_dir": str(d),
+                "run": name, "run_dir": str(paths.root),
                 "kind": _field(m, "kind", mpath), "task": _field(m, "task", mpath),
                 "model": _field(cfg, "model.name_or_path", paths.config()),
                 "seed": _field(m, "seed", mpath), "level": _field(m, "level", mpath),
@@ -103,12 +90,11 @@ def load_runs(root: str | Path, *, tasks: Iterable[str] | None = None) -> pd.Dat
     return df.sort_values(["run", "level"], kind="stable").reset_index(drop=True)
 
 
-def load_sparsity(root: str | Path) -> pd.DataFrame:
+def load_sparsity(root: str | Path | RunFolders) -> pd.DataFrame:
     """One row per (run, finished level, prunable matrix) from the ``sparsity.json`` reports."""
-    rows = []
-    for d in run_dirs(root):
-        paths = RunPaths(d)
-        cfg = read_json(paths.config())
+    runs, rows = folders(root), []
+    for name in runs.dirs:
+        paths, cfg = runs.paths(name), runs.config(name)
         for level in paths.levels():
             spath = paths.sparsity(level)
             if not spath.is_file():
@@ -117,9 +103,9 @@ def load_sparsity(root: str | Path) -> pd.DataFrame:
             matrices = rep.get("matrices") if isinstance(rep, dict) else None
             if not isinstance(matrices, dict):
                 raise RunStoreError(f"{spath} is not a sparsity report (no 'matrices' mapping)")
-            for name, r in matrices.items():
-                rows.append({"run": d.name, "kind": cfg.get("kind"), "task": cfg.get("data", {}).get("task"),
-                             "level": level, "name": name, **{k: r.get(k) for k in SPARSITY_COLUMNS[5:]}})
+            for mat, r in matrices.items():
+                rows.append({"run": name, "kind": cfg.get("kind"), "task": cfg.get("data", {}).get("task"),
+                             "level": level, "name": mat, **{k: r.get(k) for k in SPARSITY_COLUMNS[5:]}})
     return pd.DataFrame(rows, columns=SPARSITY_COLUMNS)
 
 

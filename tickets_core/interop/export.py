@@ -37,7 +37,7 @@ import torch
 from ..models import build as models
 from ..core.config import RunConfig
 from ..core.errors import ConfigError, RunStoreError, run_cli
-from ..lottery.experiment import finished_level_mask, load_level_state, weights_path
+from ..lottery.experiment import finished_level_mask, load_level_state
 from ..core.fsio import atomic_folder, atomic_write_json, atomic_write_text, read_json, require_new_folder
 from ..models.heads import get_head
 from ..core.kinds import get_kind
@@ -68,7 +68,7 @@ def export(run_dir: str | Path, level: int, out_dir: str | Path) -> Path:
     stored = finished_level_mask(paths, level)
     mask = (Mask.ones_like(model, cfg.model.include_pooler) if stored is None
             else stored.fitted(model, cfg.model.include_pooler))
-    trained = weights_path(paths, level)
+    trained = paths.weights(level)
     if trained.is_file():
         model.load_state_dict(load_level_state(trained, level), strict=True)
     mask.bind(model).apply_()  # pruned entries exactly 0 (the trained weights already are)

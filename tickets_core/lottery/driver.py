@@ -21,7 +21,8 @@ from ..core.kinds import RunKind, get_kind
 from .levels import LEVEL_FUNCTIONS
 from ..core.locks import Lock, describe, say
 from ..pruning.masks import Mask
-from ..runs.store import Run, RunPaths, is_run_dir
+from ..runs.plan import find_source, level_numbers, source_candidates
+from ..runs.store import Run, RunPaths
 from ..tasks import get_task
 
 
@@ -79,11 +80,10 @@ def run(cfg: RunConfig) -> Path:
 
 
 def plan_levels(cfg: RunConfig, kind: RunKind) -> list[Level]:
-    """The levels a run consists of; a branch's levels carry their source masks."""
-    if kind.levels == "single":
-        items = [Level(0)]
-    elif kind.levels == "schedule":
-        items = [Level(k) for k in range(cfg.prune.levels + 1)]
+    """The levels a run consists of (:func:`tickets_core.runs.plan.level_numbers`); a branch's levels carry their
+    source masks."""
+    if not kind.is_branch:
+        items = [Level(k) for k in level_numbers(cfg)]
     elif cfg.mask_path:
         mask = Mask.load(cfg.mask_path)
         items = [Level(0, source_mask=mask, source={"run": None, "task": None, "level": None,
@@ -95,14 +95,12 @@ def plan_levels(cfg: RunConfig, kind: RunKind) -> list[Level]:
 
 
 def resolve_source(cfg: RunConfig) -> Path:
-    """A branch's source run folder: its run name under ``output_root``, else the path as given."""
-    name = Path(cfg.source_run).name
-    candidates = [Path(cfg.output_root) / name, Path(cfg.source_run)]
-    for c in candidates:
-        if is_run_dir(c):
-            return c
-    raise ConfigError(f"source run {cfg.source_run!r} not found (no run folder {candidates[0]}"
-                      + (f" or {candidates[1]})" if candidates[1] != candidates[0] else ")"), param="source_run")
+    """A branch's source run folder (:func:`tickets_core.runs.plan.find_source`); a one-line error when missing."""
+    found = find_source(cfg)
+    if found is None:
+        raise ConfigError(f"source run {cfg.source_run!r} not found (no run folder "
+                          f"{' or '.join(map(str, source_candidates(cfg)))})", param="source_run")
+    return found
 
 
 def source_levels(cfg: RunConfig) -> list[Level]:
@@ -119,7 +117,7 @@ def source_levels(cfg: RunConfig) -> list[Level]:
         raise ConfigError(f"retrain fine-tunes a mask on its source's task ({src_task!r}), not {cfg.data.task!r}; "
                           "that is a transfer", param="task")
     done = paths.levels()
-    levels = cfg.source_levels if cfg.source_levels is not None else done
+    levels = level_numbers(cfg)
     if not levels:
         raise ConfigError(f"source run {src} has no finished level", param="source_levels")
     out = []

@@ -38,11 +38,6 @@ State = dict[str, torch.Tensor]
 
 
 
-def weights_path(paths: RunPaths, level: int) -> Path:
-    """``level_KK/weights.safetensors``: the level's trained weights (whole model), written with ``save_weights``."""
-    return paths.level_dir(level) / "weights.safetensors"
-
-
 def stored_level(path: Path) -> str | None:
     """The ``level`` metadata of a state file (:meth:`Experiment.save_state`): the level it was written for."""
     with safe_open(str(path), framework="pt") as f:
@@ -240,7 +235,7 @@ class Experiment:
         """Fine-tune the model as it is now under ``mask`` (pruned weights zeroed first and kept at 0).
 
         ``seed`` (default: the run's) sets data order and dropout.  With ``save_weights`` the trained weights
-        are written to :func:`weights_path` unless ``save`` is False (a second copy of the same level).
+        are written to :meth:`RunPaths.weights` unless ``save`` is False (a second copy of the same level).
         With ``lr_schedule: across_levels`` the level runs the first steps of a linear schedule
         ``prune.levels + 1`` times as long (the reference code's schedule), for every kind alike.
         """
@@ -251,7 +246,7 @@ class Experiment:
                                  seed=self.cfg.seed if seed is None else seed, bound_mask=bound,
                                  on_step=on_step, desc=f"level {level}", schedule_span=self.schedule_span)
         if save and self.cfg.save_weights:
-            self.save_state(weights_path(self.paths, level), self.snapshot(self.all_keys), level)
+            self.save_state(self.paths.weights(level), self.snapshot(self.all_keys), level)
         return result
 
     def early_bird(self, mask: Mask, level: int) -> EarlyBird | None:

@@ -33,7 +33,6 @@ from ..core import locks
 from ..core.config import PARAMS, RunConfig
 from ..core.errors import ConfigError, RunStoreError, one_line
 from ..core.fsio import atomic_write_json, atomic_write_text, read_json, remove_stale_temporaries
-from ..core.kinds import get_kind
 
 __all__ = ["RunPaths", "Run", "RunStoreError", "is_run_dir", "read_status", "run_state", "run_progress",
            "rebuild_status", "repair_status", "mark_interrupted", "config_difference"]
@@ -78,6 +77,10 @@ class RunPaths:
     def sweep_lock(self) -> Path:
         """Held by the sweep running the run's notebook."""
         return self.root / "sweep.lock"
+
+    def weights(self, level: int) -> Path:
+        """The level's trained weights (whole model), written with ``save_weights``."""
+        return self.level_dir(level) / "weights.safetensors"
 
     def levels(self) -> list[int]:
         """Levels with a finished ``metrics.json``, ascending."""
@@ -131,27 +134,17 @@ def run_state(run_dir: str | Path | None) -> str | None:
     return status.get("state") if status else None
 
 
-def planned_levels(paths: RunPaths, cfg: RunConfig) -> int | None:
-    """How many levels the run in ``paths`` consists of, from its config (None when unknown)."""
-    kind = get_kind(cfg.kind)
-    if kind.levels == "single" or (kind.levels == "source" and cfg.mask_path):
-        return 1
-    if kind.levels == "schedule":
-        return cfg.prune.levels + 1
-    if cfg.source_levels is not None:
-        return len(cfg.source_levels)
-    source = paths.root.parent / Path(str(cfg.source_run)).name  # every finished level of the source
-    return len(RunPaths(source).levels()) or None
-
-
 def rebuild_status(paths: RunPaths, why: str) -> dict:
     """The status record the level folders (and config.json) imply: ``done`` when every planned level is.
 
     ``"rebuilt"`` says what the level folders hold; ``why`` (the read error) goes into ``error`` unless done.
     """
     done = paths.levels()
+    from .plan import level_numbers  # (plan reads run folders through this module)
+
     try:
-        planned = planned_levels(paths, RunConfig.from_dict(read_json(paths.config())))
+        numbers = level_numbers(RunConfig.from_dict(read_json(paths.config())), near=paths.root)
+        planned = len(numbers) if numbers else None
     except (ConfigError, TypeError):
         planned = None
     finished = planned is not None and len(done) >= planned

@@ -13,17 +13,21 @@ from typing import Any
 
 from ..core.config import lookup
 from ..core.kinds import get_kind
+from ..runs.plan import own_levels
 
 
 def source_levels(trunk: dict, params: dict[str, tuple[Any, tuple]]) -> tuple[tuple, str] | None:
     """A list of ``source_levels`` must name levels the trunk runs (0 to its ``levels``; 0 for a single-level
     kind).  Other values (None: every level; a name such as ``highest_matching``) are not for this check."""
     value, where = params.get("source_levels", (None, ()))
-    last = 0 if get_kind(trunk["kind"]).levels == "single" else \
-        trunk["params"].get("levels", (lookup("levels").default,))[0]
-    bad = [k for k in value if type(k) is int and not 0 <= k <= last] if isinstance(value, list) else []
-    if not bad or type(last) is not int:
+    prune_levels = trunk["params"].get("levels", (lookup("levels").default,))[0]
+    if type(prune_levels) is not int or not isinstance(value, list):
         return None
+    levels = own_levels(get_kind(trunk["kind"]), prune_levels)
+    bad = [k for k in value if type(k) is int and k not in levels]
+    if not bad:
+        return None
+    last = levels[-1]
     return where + (value.index(bad[0]),), (f"source_levels: the trunk ({trunk['kind']}) has no level {bad[0]}; "
                                             f"its levels are 0-{last}")
 
