@@ -19,7 +19,8 @@ from tickets_core import sweep
 
 from tickets_core.core import locks
 from tickets_core.analysis.results import load_masks
-from tickets_core.runs.store import RunPaths, read_status, run_state
+from tickets_core.runs.paths import RunPaths
+from tickets_core.runs.status import read_status, run_state
 
 ROOT = Path(__file__).resolve().parent.parent
 

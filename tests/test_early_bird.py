@@ -21,7 +21,7 @@ from tickets_core.lottery.identity import resolve
 from tickets_core.pruning.masks import Mask
 from tickets_core.models.build import build_model
 from tickets_core.pruning.strategies import prune
-from tickets_core.runs.store import RunPaths
+from tickets_core.runs.paths import RunPaths
 
 from notebook_run import run_analysis_notebook
 

@@ -19,7 +19,7 @@ from tickets_core.pruning.masks import Mask
 from tickets_core.models.build import build_model
 from tickets_core.models.prunable import prunable_parameters
 from tickets_core.pruning.strategies import PruningError, magnitude_2to4, prune
-from tickets_core.runs.store import RunPaths
+from tickets_core.runs.paths import RunPaths
 from tickets_core.tasks import get_task
 
 

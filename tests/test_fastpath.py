@@ -337,7 +337,7 @@ def test_imp_run_on_the_fast_path_writes_the_plain_runs_results(tiny_config_fact
     from safetensors.torch import load_file
 
     from tickets_core.lottery import driver as imp
-    from tickets_core.runs.store import RunPaths
+    from tickets_core.runs.paths import RunPaths
 
     common = dict(levels=2, rewind_step=1, max_steps=2, precision="bf16")
     runs = [imp.run(tiny_config_factory(tmp_path / "plain", fast_path="off", **common)),

@@ -34,7 +34,7 @@ from tickets_core.lottery import driver as imp
 from tickets_core.core.fsio import read_json
 from tickets_core.core.kinds import KINDS
 from tickets_core.analysis.results import load_masks
-from tickets_core.runs.store import RunPaths
+from tickets_core.runs.paths import RunPaths
 
 #: What every kind's run gets: levels 0 and 1.
 BASE = {"levels": 1, "rate": 0.3}

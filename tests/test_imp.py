@@ -16,7 +16,7 @@ from tickets_core.models.build import build_model
 from tickets_core.models.prunable import base_model, prunable_parameters
 from tickets_core.pruning.strategies import magnitude_global
 from tickets_core.analysis.results import load_masks, load_runs, load_sparsity
-from tickets_core.runs.store import RunPaths
+from tickets_core.runs.paths import RunPaths
 
 
 def head_state(model) -> dict[str, torch.Tensor]:

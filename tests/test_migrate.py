@@ -11,7 +11,7 @@ from tickets_core.lottery import driver as imp
 
 from tickets_core.interop import migrate
 from tickets_core.analysis.results import load_masks, load_runs
-from tickets_core.runs.store import RunPaths
+from tickets_core.runs.paths import RunPaths
 
 
 def legacy(d, new_name, source_path=None):

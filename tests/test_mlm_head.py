@@ -14,7 +14,7 @@ from tickets_core.core.config import ConfigError, ModelConfig, RunConfig
 from tickets_core.lottery.identity import resolve
 from tickets_core.models.build import build_model, load_tokenizer
 from tickets_core.models.prunable import base_model
-from tickets_core.runs.store import RunPaths
+from tickets_core.runs.paths import RunPaths
 from tickets_core.tasks import get_task
 from tickets_core.tasks import masking as mlm_mod
 

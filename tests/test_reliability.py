@@ -28,7 +28,9 @@ from tickets_core.training import loop as train
 from tickets_core.core.config import ConfigError
 from tickets_core.core.fsio import partial_name
 from tickets_core.analysis.results import load_masks, load_runs
-from tickets_core.runs.store import RunPaths, RunStoreError, read_status, run_state
+from tickets_core.runs.paths import RunPaths
+from tickets_core.runs.status import read_status, run_state
+from tickets_core.runs.store import RunStoreError
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,7 +17,7 @@ from tickets_core.core.config import ConfigError, RunConfig
 from tickets_core.core.seeds import derived_seed
 from tickets_core.lottery import barriers as B
 from tickets_core.models.build import build_model, load_tokenizer
-from tickets_core.runs.store import RunPaths
+from tickets_core.runs.paths import RunPaths
 from tickets_core.tasks import get_task
 
 from notebook_run import run_analysis_notebook

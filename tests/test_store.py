@@ -12,7 +12,8 @@ from tickets_core.core.config import RunConfig
 from tickets_core.core.fsio import atomic_write_json
 from tickets_core.lottery.identity import resolve
 from tickets_core.pruning.masks import Mask
-from tickets_core.runs.store import Run, RunPaths, RunStoreError, is_run_dir
+from tickets_core.runs.paths import RunPaths, is_run_dir
+from tickets_core.runs.store import Run, RunStoreError
 
 
 def cfg_at(tmp_path, **kw) -> RunConfig:

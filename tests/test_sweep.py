@@ -324,7 +324,7 @@ def test_transfer_from_a_mask_file(make_sweep, tmp_path):
 
 
 def test_run_progress_reads_levels_from_status(tmp_path):
-    from tickets_core.runs.store import run_progress
+    from tickets_core.runs.status import run_progress
 
     assert run_progress(tmp_path / "missing") == "starting"
     (tmp_path / "status.json").write_text(json.dumps({"state": "running", "levels_done": [0, 1, 2],

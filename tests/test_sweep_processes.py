@@ -27,7 +27,8 @@ from tickets_core import sweep
 from tickets_core.lottery import driver as imp
 from tickets_core.core.config import RunConfig
 from tickets_core.analysis.results import load_masks, load_runs
-from tickets_core.runs.store import RunPaths, read_status, run_state
+from tickets_core.runs.paths import RunPaths
+from tickets_core.runs.status import read_status, run_state
 from tickets_core.sweep.worker import kernels
 
 pytestmark = pytest.mark.integration

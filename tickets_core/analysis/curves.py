@@ -36,9 +36,10 @@ import pandas as pd
 
 from ..core.config import RunConfig
 from ..lottery.barriers import barrier, loss_key
-from .methods import method_label
+from .methods import label_runs, method_label
+from .results import run_config
 from ..core.errors import RunStoreError
-from ..runs.store import RunPaths
+from ..runs.paths import RunPaths
 from ..runs.walk import RunFolders, folders as _folders
 
 _EB_FIELDS = ("early_bird_every", "early_bird_eps", "early_bird_window")
@@ -71,7 +72,7 @@ def _key(obj) -> str:
 # ---------------------------------------------------------------------------
 
 STABILITY_COLUMNS = ["run", "task", "model", "seed", "level", "sparsity", "source_run", "source_kind", "rewind_step",
-                     "setting", "alpha", "error", "loss"]
+                     "setting", "alpha", "error", "loss", "config"]
 
 
 def load_stability(root: str | Path | RunFolders) -> pd.DataFrame:
@@ -79,7 +80,8 @@ def load_stability(root: str | Path | RunFolders) -> pd.DataFrame:
     (1 - the task's main metric) and ``loss`` (NaN when the task reports none).
 
     ``source_kind`` is the source run's kind (from its config when it lies under ``root``, else from its
-    name); ``setting`` is a short hash of the run's and its source's settings (:func:`setting`).
+    name); ``setting`` is a short hash of the run's and its source's settings (:func:`setting`); ``config``
+    the run's result-changing settings (:func:`~tickets_core.analysis.results.run_config`).
     """
     runs, rows = _folders(root), []
     for name in runs.of_kind("stability"):
@@ -93,11 +95,12 @@ def load_stability(root: str | Path | RunFolders) -> pd.DataFrame:
             src_kind = src_cfg["kind"] if src_cfg else src.split("-", 1)[0]
             key = _key([setting(cfg), setting(src_cfg) if src_cfg else src_kind])
             loss = loss_key(st["points"])
+            config = run_config(cfg, runs.paths(name).config())
             for p in st["points"]:
                 rows.append({"run": name, "task": m["task"], "model": cfg["model"]["name_or_path"], "seed": m["seed"],
                              "level": level, "sparsity": m["sparsity"], "source_run": src, "source_kind": src_kind,
                              "rewind_step": st.get("rewind_step", 0), "setting": key, "alpha": p["alpha"],
-                             "error": p["error"], "loss": p[loss] if loss else float("nan")})
+                             "error": p["error"], "loss": p[loss] if loss else float("nan"), "config": config})
     return pd.DataFrame(rows, columns=STABILITY_COLUMNS)
 
 
@@ -107,7 +110,9 @@ def _rewind_label(step: int) -> str:
 
 def stability_methods(curves: pd.DataFrame) -> pd.DataFrame:
     """``curves`` with a ``method`` column: the source's kind label and the rewind point (e.g. "IMP, rewind to
-    theta0"), plus the setting hash when two settings of one task would otherwise share a label.
+    theta0"), plus the settings that differ between the stability runs of one task (the labelling rule of
+    :func:`~tickets_core.analysis.methods.label_runs`, e.g. "IMP, rewind to theta0, lr 0.0001"), plus the setting
+    hash where two settings of one task would still share a label (sources that differ).
 
     Labels name what sets runs apart *in ``curves``*: label the whole folder's table, then select from it.  A
     table that already has a ``method`` column is returned as it is (like :func:`analysis.add_method`).
@@ -115,7 +120,12 @@ def stability_methods(curves: pd.DataFrame) -> pd.DataFrame:
     if "method" in curves.columns:
         return curves
     out = curves.copy()
-    out["method"] = [f"{method_label(k)}, {_rewind_label(r)}" for k, r in zip(out["source_kind"], out["rewind_step"])]
+    runs = out.drop_duplicates("run").set_index("run")
+    configs = runs["config"] if "config" in runs.columns else pd.Series({r: {} for r in runs.index}, dtype=object)
+    bases = pd.Series({r: f"{method_label(k)}, {_rewind_label(s)}"
+                       for r, k, s in zip(runs.index, runs["source_kind"], runs["rewind_step"])}, dtype=object)
+    groups = [g.index for _, g in runs.groupby("task", sort=True)]
+    out["method"] = out["run"].map(label_runs(bases, configs, groups, exclude=("rewind_step",)))
     clash = out.groupby(["task", "method"])["setting"].nunique()  # the setting hash includes the task
     twice = set(clash[clash > 1].index)
     out["method"] = [f"{m} [{s}]" if (t, m) in twice else m

@@ -130,6 +130,15 @@ def _label(base: str, config: Any, names: list[str]) -> str:
     return ", ".join([base] + describe_settings(config if isinstance(config, dict) else {}, names))
 
 
+def label_runs(bases: pd.Series, configs: pd.Series, groups: list[pd.Index], exclude: tuple[str, ...] = ()) -> dict:
+    """The one labelling rule: each run's ``bases`` label plus the settings (from its ``configs``, minus
+    ``exclude``) whose value differs between the runs of one of ``groups`` (indexes of run names)."""
+    canon = pd.Series({r: {k: v for k, v in _canon(c).items() if k not in exclude} for r, c in configs.items()},
+                      dtype=object)
+    names = _varying(canon, groups)
+    return {r: _label(bases[r], configs[r], names) for r in bases.index}
+
+
 # ---------------------------------------------------------------------------
 # Labelling runs
 # ---------------------------------------------------------------------------
@@ -162,15 +171,15 @@ def _dense_methods(runs: pd.DataFrame) -> pd.Series:
 def run_methods(df: pd.DataFrame) -> pd.DataFrame:
     """Per run (index): ``method``, ``source_method`` and ``dense_method`` (see the module docstring)."""
     runs = _runs(df)
-    canon = pd.Series({r: _canon(c) for r, c in runs["config"].items()}, dtype=object)
     dense = _dense_methods(runs)
     own: dict[str, str] = {}
     for kind, of_kind in runs.groupby("kind", sort=True):
-        names = _varying(canon, _groups(of_kind, ["task", "source_task"]))
-        for r in of_kind.index:
-            row = runs.loc[r]
-            base = method_label(kind, row["source_task"], row["source_path"])
-            own[r] = dense[r] if kind == "dense" else _label(base, row["config"], names)
+        if kind == "dense":
+            own.update({r: dense[r] for r in of_kind.index})
+            continue
+        bases = pd.Series({r: method_label(kind, of_kind.at[r, "source_task"], of_kind.at[r, "source_path"])
+                           for r in of_kind.index}, dtype=object)
+        own.update(label_runs(bases, of_kind["config"], _groups(of_kind, ["task", "source_task"])))
     method = dict(own)
     source = {r: None for r in runs.index}
     branches = [r for r in runs.index if runs.at[r, "kind"] in KINDS and KINDS[runs.at[r, "kind"]].is_branch]

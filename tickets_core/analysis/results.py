@@ -23,7 +23,7 @@ import pandas as pd
 from ..core.config import PARAMS, RunConfig
 from ..core.errors import ConfigError, RunStoreError, one_line
 from ..core.fsio import read_json
-from ..runs.store import RunPaths, is_run_dir
+from ..runs.paths import RunPaths, is_run_dir
 from ..runs.walk import RunFolders, folders
 
 RUN_COLUMNS = ["run", "run_dir", "kind", "task", "model", "seed", "level", "sparsity", "main_metric", "score",

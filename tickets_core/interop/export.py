@@ -44,7 +44,7 @@ from ..core.kinds import get_kind
 from ..pruning.masks import Mask
 from ..models.prunable import prunable_parameters
 from ..pruning.strategies import fits_2to4
-from ..runs.store import RunPaths, is_run_dir
+from ..runs.paths import RunPaths, is_run_dir
 from ..tasks import get_task
 
 PIPELINES = {"classification": "text-classification", "regression": "text-classification",

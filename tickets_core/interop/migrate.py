@@ -26,7 +26,7 @@ from ..core.errors import ConfigError, run_cli
 from ..core.fsio import atomic_write_json, atomic_write_text, read_json
 from ..lottery.identity import resolve
 from ..core.kinds import get_kind
-from ..runs.store import RunPaths, is_run_dir
+from ..runs.paths import RunPaths, is_run_dir
 
 
 def _configs(old: dict, renamed: dict[str, str]) -> tuple[RunConfig, RunConfig]:

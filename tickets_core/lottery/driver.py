@@ -22,7 +22,8 @@ from .levels import LEVEL_FUNCTIONS
 from ..core.locks import Lock, describe, say
 from ..pruning.masks import Mask
 from ..runs.plan import find_source, level_numbers, source_candidates
-from ..runs.store import Run, RunPaths
+from ..runs.paths import RunPaths
+from ..runs.store import Run
 from ..tasks import get_task
 
 

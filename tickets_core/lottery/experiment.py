@@ -32,7 +32,8 @@ from ..pruning.masks import Mask
 from ..training.mlm_warmup import warm_head
 from ..models.prunable import base_model, prunable_parameters
 from ..pruning.strategies import prune
-from ..runs.store import Run, RunPaths
+from ..runs.paths import RunPaths
+from ..runs.store import Run
 
 State = dict[str, torch.Tensor]
 

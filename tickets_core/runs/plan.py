@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..core.config import RunConfig
 from ..core.kinds import RunKind, get_kind
-from .store import RunPaths, is_run_dir
+from .paths import RunPaths, is_run_dir
 
 
 def own_levels(kind: RunKind, prune_levels: int) -> list[int] | None:

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from ..core.errors import RunStoreError
 from ..core.fsio import read_json
-from .store import RunPaths, is_run_dir, read_status
+from .paths import RunPaths, is_run_dir
+from .status import read_status
 
 
 def run_dirs(root: str | Path) -> list[Path]:
@@ -75,7 +76,7 @@ class RunFolders:
         return self._levels[name]
 
     def status(self, name: str) -> dict:
-        """:func:`~tickets_core.runs.store.read_status` of run ``name`` (a corrupt one rebuilt, never fatal)."""
+        """:func:`~tickets_core.runs.status.read_status` of run ``name`` (a corrupt one rebuilt, never fatal)."""
         if name not in self._status:
             self._status[name] = read_status(self.dirs[name]) or {}
         return self._status[name]

@@ -108,11 +108,23 @@ command that resumes; a second one quits at once.  Workers and kernels stop
 when their sweep dies.
 """
 
-from .cli import main
-from .execute import (Engine, Outcome, describe_plan, detect_gpus, execute_job, gpu_slots, one_line_error,
-                      process_engine, process_executor, report, run_plan, select)
-from .spec import Job, Plan, SweepError, load_yaml, plan_sweep
+_EXPORTS = {
+    "main": "cli", "plan_sweep": "spec", "load_yaml": "yamlfile", "SweepError": "yamlfile", "Job": "planner",
+    "Plan": "planner", **{name: "execute" for name in (
+        "Engine", "Outcome", "describe_plan", "detect_gpus", "execute_job", "gpu_slots", "one_line_error",
+        "process_engine", "process_executor", "report", "run_plan", "select")},
+}
+__all__ = list(_EXPORTS)
+_SUBMODULES = ("checks", "cli", "cluster", "deferred", "execute", "notebook", "planner", "spec", "worker", "yamlfile")
 
-__all__ = ["main", "plan_sweep", "load_yaml", "Job", "Plan", "SweepError", "Outcome", "run_plan", "report",
-           "select", "describe_plan", "execute_job", "process_executor", "process_engine", "Engine", "gpu_slots",
-           "detect_gpus", "one_line_error"]
+
+def __getattr__(name: str):
+    """The names above, imported on first use: ``python -m tickets_core.sweep.notebook`` and the notebooks import
+    one submodule without the executor's."""
+    import importlib
+
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -4,7 +4,7 @@ They run while the sweep is planned, before any trunk runs, so a value no run
 could honour fails at the line that set it instead of after hours of training:
 a branch's or transfer's ``source_levels`` that its trunk never produces, and
 an analysis notebook's ``sparsity`` outside [0, 1).  Each returns ``None`` or
-``(where, message)`` for :meth:`spec._Builder.error`.
+``(where, message)`` for :meth:`~tickets_core.sweep.yamlfile.SweepFile.error`.
 """
 
 from __future__ import annotations

@@ -38,10 +38,10 @@ import yaml
 
 from ..core import locks
 from ..core.errors import one_line
-from ..runs.store import RunPaths
+from ..runs.paths import RunPaths
 from .execute import Engine
 from .worker import kernels, signal_pid
-from .spec import SweepError
+from .yamlfile import SweepError
 
 #: dask-jobqueue's SLURMCluster arguments a cluster file may not set (the sweep sets them).
 _SET_BY_SWEEP = ("n_workers",)

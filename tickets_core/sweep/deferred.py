@@ -4,7 +4,7 @@ A transfer (or branch) entry may ask for each source's highest matching level
 instead of fixed levels.  That level is known only once the source task's
 trunk and dense runs are done, so the sweep plans such a job with those runs
 as dependencies and a :class:`HighestMatching` resolver.  Right before the job
-is submitted, :meth:`Job.finalize <tickets_core.sweep.spec.Job.finalize>`
+is submitted, :meth:`Job.finalize <tickets_core.sweep.planner.Job.finalize>`
 computes the level from the run folders, exactly as the analysis does
 (:mod:`tickets_core.analysis.results` + :func:`tickets_core.analysis.highest_matching_sparsity`
 for the method of the job's source run, with the sweep's ``n_std``), then
@@ -28,9 +28,7 @@ from pathlib import Path
 
 from ..core.config import RunConfig
 from ..core.settings import dense_settings
-from ..core.errors import ConfigError, RunStoreError, one_line
-from ..core.fsio import read_json
-from ..runs.store import RunPaths, is_run_dir, run_state
+from ..core.errors import RunStoreError, one_line
 
 #: The ``source_levels`` value that asks for each source's highest matching level.
 HIGHEST = "highest_matching"
@@ -97,59 +95,37 @@ class HighestMatching:
         return None
 
 
-def _dense_on_disk(root: Path, task: str) -> list[dict]:
-    """Full flat parameters of the finished ``dense`` runs of ``task`` under ``root``."""
-    out = []
-    for d in sorted(root.iterdir()) if root.is_dir() else []:
-        if not is_run_dir(d):
-            continue
-        try:
-            cfg = RunConfig.from_dict(read_json(RunPaths(d).config()))
-        except (ConfigError, RunStoreError, TypeError):
-            continue
-        if cfg.kind == "dense" and cfg.data.task == task and run_state(d) == "done":  # the state last: it reads more
-            out.append(cfg.flat())
-    return out
-
-
-def plan(builder, kind: str, task: str, seed: int, params: dict, at: tuple, *, label: str, source_run: str,
+def plan(planner, kind: str, task: str, seed: int, params: dict, at: tuple, *, label: str, source_run: str,
          source_task: str, trunk_kind: str):
     """Plan a job whose ``source_levels`` is the source's highest matching level (see the module docstring).
 
-    ``builder`` is the sweep's :class:`~tickets_core.sweep.spec._Builder`;
-    ``params`` the entry's run parameters without ``source_levels``.
+    ``planner`` is the sweep's :class:`~tickets_core.sweep.planner.Planner`; ``params`` the entry's run parameters
+    without ``source_levels``.
     """
     where = at + ("source_levels",)
     placeholder = {**params, "source_levels": ([0], where)}
-    cfg, flat = builder.config(kind, task, seed, placeholder, at, label, source_run)  # every other value checked
-    want = dense_settings(builder.configs[source_run].flat())
-    jobs = [j for j in builder.jobs.values()
-            if j.is_run and j.resolver is None and j.parameters.get("task") == source_task]
-    dense = [j for j in jobs if j.parameters.get("kind") == "dense"
-             and dense_settings(builder.configs[j.name].flat()) == want]  # its config, planned by add_run
-    if source_task not in builder.dense_disk:
-        builder.dense_disk[source_task] = _dense_on_disk(builder.output_root, source_task)
-    on_disk = [f for f in builder.dense_disk[source_task] if dense_settings(f) == want]
+    cfg, flat = planner.config(kind, task, seed, placeholder, at, label, source_run)  # every other value checked
+    want = dense_settings(planner.config_of(source_run).flat())
+    sources = planner.planned(source_task, ("dense", trunk_kind))
+    dense = [j for j in sources if j.parameters.get("kind") == "dense"
+             and dense_settings(planner.config_of(j.name).flat()) == want]
+    on_disk = [c for c in planner.finished("dense", source_task) if dense_settings(c.flat()) == want]
     if not dense and not on_disk:
-        raise builder.error(where, f"{label}: source_levels: {HIGHEST} needs the dense baseline of {source_task}: "
+        raise planner.error(where, f"{label}: source_levels: {HIGHEST} needs the dense baseline of {source_task}: "
                                    f"no 'dense' run of {source_task} trained like its trunk {source_run} (same "
                                    f"model, data and fine-tuning settings) in this sweep or under "
-                                   f"{builder.output_root}")
-    deps = [j.name for j in jobs
-            if j.parameters.get("kind") in ("dense", trunk_kind) and builder.state(j.name) != "done"]
+                                   f"{planner.output_root}")
+    deps = [j.name for j in sources if planner.state(j.name) != "done"]
     flat = {k: v for k, v in flat.items() if k != "source_levels"}
     name = f"{cfg.run_name()}+{HIGHEST}"
-    if name in builder.jobs:  # the same job listed twice: keep one
-        return builder.jobs[name]
-    resolver = HighestMatching(source_task, Path(source_run).name, str(builder.output_root),
-                               builder.n_std, label)
-    job = builder.new_job(kind, name, f"{label} at {HIGHEST} (resolved after its source runs)", flat, at,
+    if name in planner.jobs:  # the same job listed twice: keep one
+        return planner.jobs[name]
+    resolver = HighestMatching(source_task, Path(source_run).name, str(planner.output_root), planner.n_std, label)
+    job = planner.new_job(kind, name, f"{label} at {HIGHEST} (resolved after its source runs)", flat, at,
                           deps=deps, resolver=resolver)
     if not deps:  # the source runs are done: resolved now, so a finished run is seen
-        key = (source_task, resolver.source_run)
-        if key not in builder.found:
-            builder.found[key] = resolver.level_or_reason()
-        if resolver.finalize(job, builder.found[key]) is None:
-            builder.jobs.pop(name)  # (when it cannot be resolved, the sweep says why in one line when it runs)
-            job = builder.jobs.setdefault(job.name, job)
+        found = planner.memo(("highest_matching", source_task, resolver.source_run), resolver.level_or_reason)
+        if resolver.finalize(job, found) is None:
+            job = planner.rename(name, job)
+        # (when it cannot be resolved, the sweep says why in one line when it runs)
     return job

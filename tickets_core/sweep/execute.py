@@ -39,8 +39,10 @@ from typing import Callable
 
 from ..core import locks
 from ..core.fsio import remove_partials
-from ..runs.store import RunPaths, mark_interrupted, read_status, repair_status, run_progress, run_state
-from .spec import Job, Plan, SweepError
+from ..runs.paths import RunPaths
+from ..runs.status import mark_interrupted, read_status, repair_status, run_progress, run_state
+from .planner import Job, Plan
+from .yamlfile import SweepError
 from .worker import ensure_importable, execute_job, kill_tree, one_line_error, signal_kernels
 from .worker import init_worker as _init_worker
 

@@ -1,6 +1,10 @@
-"""Sweep files: load the YAML (with line numbers), validate, expand into jobs.  Nothing runs here.
+"""Sweep files' sections (trunks, branches, transfers, analysis) into jobs.  Nothing runs here.
 
-The schema is in the package docstring (:mod:`tickets_core.sweep`).  Run
+The schema is in the package docstring (:mod:`tickets_core.sweep`).  The file
+is read and its shapes checked by :class:`~tickets_core.sweep.yamlfile.SweepFile`
+(every error names its line); each run entry becomes a job through the
+:class:`~tickets_core.sweep.planner.Planner`, which the rules that plan a job
+from other jobs (:mod:`tickets_core.sweep.deferred`) share.  Run
 parameters are the config's flat parameters (:data:`tickets_core.core.config.PARAMS`):
 their names, paths and values are checked by the config itself (one check,
 in one place); an error is reported at the line of the sweep file that set
@@ -10,20 +14,17 @@ the offending parameter.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..core.config import RunConfig, lookup
-from ..core.errors import ConfigError, one_line
-from ..lottery.identity import resolve
-from ..core.kinds import KINDS, get_kind
-from .notebook import EXPERIMENT_NOTEBOOK, NOTEBOOKS_DIR, notebook_parameters, resolve_path
-from ..runs.store import run_state
+from ..core.config import lookup
+from ..core.errors import ConfigError
+from ..core.kinds import KINDS
 from ..tasks import TASKS
-from . import deferred
-from .yamlfile import SweepError, load_yaml
-from . import checks
+from . import checks, deferred
+from .notebook import EXPERIMENT_NOTEBOOK, NOTEBOOKS_DIR, resolve_path
+from .planner import Job, Params, Plan, Planner
+from .yamlfile import SweepError, SweepFile, load_yaml
 
 __all__ = ["SweepError", "load_yaml", "Job", "Plan", "plan_sweep"]
 
@@ -41,127 +42,23 @@ SET_BY_SWEEP = ("kind", "task", "seed", "source_run", "output_root")
 ANALYSIS_PATHS = ("runs_root", "figures_dir")
 ANALYSIS_DIR = "_analysis"
 
-Params = dict[str, tuple[Any, tuple]]  # flat name -> (value, where in the file it was set)
-
-
-@dataclass
-class Job:
-    """One papermill execution."""
-
-    name: str                      # run folder name, or "analysis:<name>"
-    label: str                     # human-readable: "imp rotten_tomatoes seed 0"
-    notebook: Path
-    output: Path                   # executed notebook
-    parameters: dict
-    deps: list[str] = field(default_factory=list)    # jobs that must succeed first
-    after_all: bool = False        # analysis: start after every run job has ended
-    run_dir: Path | None = None
-    resolver: Any = None           # what fixes the run once its deps are done (sweep/deferred.py), else None
-
-    @property
-    def is_run(self) -> bool:
-        return self.run_dir is not None
-
-    def finalize(self) -> str | None:
-        """Called right before the job is submitted: fix what it runs (a deferred job gets its source level,
-        run name and folder); returns a one-line reason when it cannot run, else None."""
-        return self.resolver.finalize(self) if self.resolver is not None else None
-
-
-@dataclass
-class Plan:
-    """An expanded, validated sweep."""
-
-    jobs: list[Job]
-    output_root: Path
-    figures_dir: Path
-    notebooks_dir: Path
-
-    def job(self, name: str) -> Job:
-        return next(j for j in self.jobs if j.name == name)
-
-
 def plan_sweep(path: str | Path, *, notebooks_dir: str | Path | None = None) -> Plan:
     """Read, validate and expand a sweep file; nothing runs, nothing is written."""
-    path = Path(path)
-    data, lines = load_yaml(path)
-    return _Builder(path, data, lines, Path(notebooks_dir).resolve() if notebooks_dir else None).build()
+    return _Sections(SweepFile(path), Path(notebooks_dir).resolve() if notebooks_dir else None).build()
 
 
-class _Builder:
-    """Expands and validates one sweep file."""
+class _Sections:
+    """Reads one sweep file's sections into jobs (through a :class:`~tickets_core.sweep.planner.Planner`)."""
 
-    def __init__(self, path: Path, data: Any, lines: dict[tuple, int], notebooks_dir: Path | None) -> None:
-        self.path, self.data, self.lines = path, data, lines
-        self.notebooks_dir_override = notebooks_dir
-        self.jobs: dict[str, Job] = {}
+    def __init__(self, file: SweepFile, notebooks_dir: Path | None) -> None:
+        self.file, self.notebooks_dir_override = file, notebooks_dir
         self.trunks: dict[str, dict] = {}
-        self._nb_params: dict[str, dict] = {}
-        self.configs: dict[str, RunConfig] = {}      # every run config planned, by run name
-        self.dense_disk: dict[str, list[dict]] = {}  # finished dense runs on disk, by task (deferred.py)
-        # Read once while planning (nothing is written meanwhile; the plan does not keep them):
-        self.states: dict[str, str | None] = {}       # run_state of run folders, by run name
-        self.found: dict[tuple, int | str] = {}       # a deferred source's level or reason (deferred.py)
-
-    # -- errors and small readers -------------------------------------------------
-
-    def error(self, at: tuple, msg: str) -> SweepError:
-        while at and at not in self.lines:
-            at = at[:-1]
-        return SweepError(f"{self.path}:{self.lines.get(at, 1)}: {msg}")
-
-    def mapping(self, value: Any, at: tuple, what: str) -> dict:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            raise self.error(at, f"{what} must be a mapping, got {type(value).__name__}")
-        return value
-
-    def listing(self, value: Any, at: tuple, what: str) -> list:
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise self.error(at, f"{what} must be a list, got {type(value).__name__}")
-        return value
-
-    def names(self, entry: dict, key: str, at: tuple, *, what: str | None = None, tasks: bool = False) -> list:
-        """``entry[key]``: a name (or integer seed) or a list of them, checked."""
-        value, what = entry[key], what or key
-        items = value if isinstance(value, list) else [value]
-        if not items:
-            raise self.error(at + (key,), f"{what} is empty")
-        for i, item in enumerate(items):
-            where = at + (key, i) if isinstance(value, list) else at + (key,)
-            if what.startswith("seed") or what == "trunk_seed":
-                if not isinstance(item, int) or isinstance(item, bool):
-                    raise self.error(where, f"{what} must be integers, got {item!r}")
-            elif not isinstance(item, str):
-                raise self.error(where, f"{what} must be names, got {item!r}")
-            if tasks and item not in TASKS:
-                raise self.error(where, f"unknown task {item!r}; known tasks: {', '.join(sorted(TASKS))}")
-        return items
-
-    def state(self, name: str) -> str | None:
-        """:func:`~tickets_core.runs.store.run_state` of the run folder ``name`` under output_root."""
-        if name not in self.states:
-            self.states[name] = run_state(self.output_root / name)
-        return self.states[name]
+        self.error = file.error
 
     def path_value(self, value: Any, at: tuple, what: str) -> Path:
         if not isinstance(value, str) or not value:
             raise self.error(at, f"{what} must be a path")
         return resolve_path(value)
-
-    def notebook(self, name: str, at: tuple) -> tuple[Path, dict]:
-        path = self.notebooks_dir / f"{name}.ipynb"
-        if name not in self._nb_params:
-            if not path.is_file():
-                raise self.error(at, f"no notebook {path}")
-            try:
-                self._nb_params[name] = notebook_parameters(path)
-            except ConfigError as e:
-                raise self.error(at, str(e)) from None
-        return path, self._nb_params[name]
 
     # -- run parameters: names and paths here, values by the config ---------------------
 
@@ -182,54 +79,20 @@ class _Builder:
             out[p.name] = (value, at + (key,))
         return out
 
-    def config(self, kind: str, task: str, seed: int, params: Params, at: tuple, label: str,
-               source_run: str | None = None) -> tuple[RunConfig, dict]:
-        """The run's resolved config and the flat parameters the notebook gets; errors point at their line."""
-        flat: dict[str, Any] = {"progress": False}
-        if task in self.data_dirs:
-            flat["data_dir"] = self.data_dirs[task]
-        flat.update({k: v for k, (v, _) in params.items()})
-        flat.update(kind=kind, task=task, seed=seed, output_root=str(self.output_root))
-        if source_run is not None:
-            flat["source_run"] = source_run
-        try:
-            cfg = resolve(RunConfig.from_flat(**flat))
-        except ConfigError as e:
-            where = params[e.param][1] if e.param in params else at
-            raise self.error(where, f"{label}: {one_line(e)}") from None
-        self.configs[cfg.run_name()] = cfg
-        return cfg, flat
-
-    def add_run(self, kind: str, task: str, seed: int, params: Params, at: tuple, *, label: str,
-                source_run: str | None = None, deps: Iterable[str] = ()) -> Job:
-        cfg, flat = self.config(kind, task, seed, params, at, label, source_run)
-        name = cfg.run_name()
-        if name in self.jobs:  # the same run listed twice: keep one
-            return self.jobs[name]
-        return self.new_job(kind, name, label, flat, at, deps=deps)
-
-    def new_job(self, kind: str, name: str, label: str, flat: dict, at: tuple, *, deps: Iterable[str] = (),
-                resolver: Any = None) -> Job:
-        nb_path, _ = self.notebook(get_kind(kind).notebook, at)
-        run_dir = self.output_root / name
-        self.jobs[name] = Job(name=name, label=label, notebook=nb_path, output=run_dir / "notebook.ipynb",
-                              parameters=flat, deps=list(deps), run_dir=run_dir, resolver=resolver)
-        return self.jobs[name]
-
     def add_source_run(self, kind: str, task: str, seed: int, params: Params, at: tuple, *, label: str,
                        trunk: dict, source_task: str, trunk_seed: int | None, highest: bool) -> None:
         """A branch or transfer run of ``trunk``'s run for (source_task, seed); deferred for ``highest_matching``."""
         src, deps = self.trunk_run(trunk, source_task, seed if trunk_seed is None else trunk_seed, at, label)
         if highest:
-            deferred.plan(self, kind, task, seed, params, at, label=label, source_run=src, source_task=source_task,
+            deferred.plan(self.plan, kind, task, seed, params, at, label=label, source_run=src, source_task=source_task,
                           trunk_kind=trunk["kind"])
         else:
-            self.add_run(kind, task, seed, params, at, source_run=src, deps=deps, label=label)
+            self.plan.add_run(kind, task, seed, params, at, source_run=src, deps=deps, label=label)
 
     # -- the whole file ---------------------------------------------------------------
 
     def build(self) -> Plan:
-        top = self.mapping(self.data, (), "the sweep file")
+        top = self.file.mapping(self.file.data, (), "the sweep file")
         for key in top:
             if key not in TOP_KEYS:
                 raise self.error((key,), f"unknown key {key!r}; expected one of {', '.join(TOP_KEYS)}")
@@ -238,25 +101,26 @@ class _Builder:
         nb_dir = top.get("notebooks_dir")
         self.notebooks_dir = self.notebooks_dir_override or (
             self.path_value(nb_dir, ("notebooks_dir",), "notebooks_dir") if nb_dir else NOTEBOOKS_DIR)
-        data_dirs = self.mapping(top.get("data_dirs"), ("data_dirs",), "data_dirs")
+        data_dirs = self.file.mapping(top.get("data_dirs"), ("data_dirs",), "data_dirs")
         if data_dirs:
-            self.names({"data_dirs": list(data_dirs)}, "data_dirs", (), what="data_dirs tasks", tasks=True)
+            self.file.names({"data_dirs": list(data_dirs)}, "data_dirs", (), what="data_dirs tasks", known=TASKS)
         self.data_dirs = {k: str(self.path_value(v, ("data_dirs", k), f"data_dirs.{k}")) for k, v in data_dirs.items()}
         self.n_std = top.get("n_std", 1.0)
         if isinstance(self.n_std, bool) or not isinstance(self.n_std, (int, float)) or self.n_std < 0:
             raise self.error(("n_std",), f"n_std must be a number >= 0, got {self.n_std!r}")
         self.n_std_given = "n_std" in top
-        self.defaults = self.run_params(self.mapping(top.get("defaults"), ("defaults",), "defaults"), ("defaults",))
-        self.notebook(EXPERIMENT_NOTEBOOK, ("defaults",))
+        self.plan = Planner(self.file, self.output_root, self.notebooks_dir, self.data_dirs, self.n_std)
+        self.defaults = self.run_params(self.file.mapping(top.get("defaults"), ("defaults",), "defaults"), ("defaults",))
+        self.plan.notebook(EXPERIMENT_NOTEBOOK, ("defaults",))
         sections = (("trunks", self.add_trunks), ("branches", self.add_branches), ("transfers", self.add_transfers))
         for section, add in sections:
-            for i, entry in enumerate(self.listing(top.get(section), (section,), section)):
-                add(self.mapping(entry, (section, i), f"a {section[:-1]} entry"), (section, i))
-        for i, entry in enumerate(self.listing(top.get("analysis"), ("analysis",), "analysis")):
+            for i, entry in enumerate(self.file.listing(top.get(section), (section,), section)):
+                add(self.file.mapping(entry, (section, i), f"a {section[:-1]} entry"), (section, i))
+        for i, entry in enumerate(self.file.listing(top.get("analysis"), ("analysis",), "analysis")):
             self.add_analysis(entry, ("analysis", i))
-        if not self.jobs:
+        if not self.plan.jobs:
             raise self.error((), "the sweep defines no runs and no analysis")
-        return Plan(list(self.jobs.values()), self.output_root, self.figures_dir, self.notebooks_dir)
+        return Plan(list(self.plan.jobs.values()), self.output_root, self.figures_dir, self.notebooks_dir)
 
     def add_trunks(self, entry: dict, at: tuple) -> None:
         kind = entry.get("kind", "imp")
@@ -271,12 +135,12 @@ class _Builder:
         for key in ("tasks", "seeds"):
             if key not in entry:
                 raise self.error(at, f"a trunk entry needs {key!r}")
-        tasks = self.names(entry, "tasks", at, tasks=True)
-        seeds = self.names(entry, "seeds", at)
+        tasks = self.file.names(entry, "tasks", at, known=TASKS)
+        seeds = self.file.names(entry, "seeds", at)
         params = {**self.defaults, **self.run_params(entry, at, skip=ENTRY_KEYS["trunks"])}
         self.trunks[name] = {"kind": kind, "tasks": tasks, "seeds": seeds, "params": params}
         for task, seed in itertools.product(tasks, seeds):
-            self.add_run(kind, task, seed, params, at, label=f"{kind} {task} seed {seed}")
+            self.plan.add_run(kind, task, seed, params, at, label=f"{kind} {task} seed {seed}")
 
     def trunk_of(self, entry: dict, at: tuple) -> dict:
         """The trunk an entry branches from: a trunk entry, or a trunk already on disk described inline."""
@@ -292,17 +156,17 @@ class _Builder:
                 raise self.error(at + ("trunk",), f"unknown trunk {ref!r}; trunk entries in this file: "
                                                   f"{', '.join(self.trunks) or 'none'}")
             return self.trunks[ref]
-        ref = self.mapping(ref, at + ("trunk",), "trunk")
+        ref = self.file.mapping(ref, at + ("trunk",), "trunk")
         kind = ref.get("kind", "imp")
         params = {**self.defaults, **self.run_params(ref, at + ("trunk",), skip=("kind",))}
         return {"kind": kind, "tasks": None, "seeds": None, "params": params}
 
     def trunk_run(self, trunk: dict, task: str, seed: int, at: tuple, who: str) -> tuple[str, list[str]]:
         """The name of the trunk run for (task, seed) and the job it depends on (none if already done)."""
-        cfg, _ = self.config(trunk["kind"], task, seed, trunk["params"], at + ("trunk",), f"{who}: its trunk")
+        cfg, _ = self.plan.config(trunk["kind"], task, seed, trunk["params"], at + ("trunk",), f"{who}: its trunk")
         name = cfg.run_name()
-        state = self.state(name)
-        if name in self.jobs:
+        state = self.plan.state(name)
+        if name in self.plan.jobs:
             return name, ([] if state == "done" else [name])
         if state == "done":
             return name, []
@@ -313,28 +177,28 @@ class _Builder:
     def tasks_or_trunks(self, entry: dict, key: str, trunk: dict, at: tuple) -> list[str]:
         """The entry's task list under ``key`` (validated), else its trunk's tasks."""
         if key in entry:
-            return self.names(entry, key, at, tasks=True)
+            return self.file.names(entry, key, at, known=TASKS)
         if trunk["tasks"] is not None:
             return trunk["tasks"]
         raise self.error(at, f"give '{key}' (the trunk is not in this file)")
 
     def branch_seeds(self, entry: dict, trunk: dict, at: tuple) -> tuple[list[int], int | None]:
         if "seeds" in entry:
-            seeds = self.names(entry, "seeds", at)
+            seeds = self.file.names(entry, "seeds", at)
         elif trunk["seeds"] is not None:
             seeds = trunk["seeds"]
         else:
             raise self.error(at, "give 'seeds' (the trunk is not in this file)")
         trunk_seed = entry.get("trunk_seed")
         if trunk_seed is not None:
-            self.names(entry, "trunk_seed", at)
+            self.file.names(entry, "trunk_seed", at)
         return seeds, trunk_seed
 
     def add_branches(self, entry: dict, at: tuple) -> None:
         allowed = [k.name for k in KINDS.values() if k.is_branch and k.name != "transfer"]
         if "kinds" not in entry:
             raise self.error(at, f"a branch entry needs 'kinds' (any of {', '.join(allowed)})")
-        kinds = self.names(entry, "kinds", at)
+        kinds = self.file.names(entry, "kinds", at)
         for kind in kinds:
             if kind not in allowed:
                 raise self.error(at + ("kinds",), f"branch kind must be one of {', '.join(allowed)}, got {kind!r}"
@@ -353,7 +217,7 @@ class _Builder:
     def add_transfers(self, entry: dict, at: tuple) -> None:
         if "targets" not in entry:
             raise self.error(at, "a transfer entry needs 'targets'")
-        targets = self.names(entry, "targets", at, tasks=True)
+        targets = self.file.names(entry, "targets", at, known=TASKS)
         highest = entry.get("source_levels") == deferred.HIGHEST
         own = self.run_params(entry, at, skip=ENTRY_KEYS["transfers"] + _levels(highest))
         if "mask_path" in entry and "trunk" not in entry:
@@ -399,15 +263,15 @@ class _Builder:
         if "seeds" not in entry:
             raise self.error(at, "a transfer from mask_path needs 'seeds'")
         params = {**self.defaults, **own, "mask_path": (str(mask), at + ("mask_path",))}
-        for target, seed in itertools.product(targets, self.names(entry, "seeds", at)):
-            self.add_run("transfer", target, seed, params, at, label=f"transfer {mask.name}->{target} seed {seed}")
+        for target, seed in itertools.product(targets, self.file.names(entry, "seeds", at)):
+            self.plan.add_run("transfer", target, seed, params, at, label=f"transfer {mask.name}->{target} seed {seed}")
 
     def add_analysis(self, entry: Any, at: tuple) -> None:
-        entry = self.mapping({"notebook": entry} if isinstance(entry, str) else entry, at, "an analysis entry")
+        entry = self.file.mapping({"notebook": entry} if isinstance(entry, str) else entry, at, "an analysis entry")
         nb = entry.get("notebook")
         if not isinstance(nb, str):
             raise self.error(at, "an analysis entry needs 'notebook: <name>' (a notebook in notebooks_dir)")
-        nb_path, nb_params = self.notebook(nb, at)
+        nb_path, nb_params = self.plan.notebook(nb, at)
         params = {k: v for k, v in entry.items() if k not in ENTRY_KEYS["analysis"]}
         for key, value in params.items():
             if key in ANALYSIS_PATHS:
@@ -420,13 +284,13 @@ class _Builder:
             if bad := checks.analysis_value(key, value):
                 raise self.error(at + (key,), bad)
         name = entry.get("name", nb)
-        if f"analysis:{name}" in self.jobs:
+        if f"analysis:{name}" in self.plan.jobs:
             raise self.error(at, f"two analysis entries are called {name!r}; give one a 'name'")
         given = {**params, **{k: str(v) for k, v in (("runs_root", self.output_root),
                                                         ("figures_dir", self.figures_dir)) if k in nb_params}}
         if self.n_std_given and "n_std" in nb_params and "n_std" not in params:  # the sweep's matching criterion
             given["n_std"] = self.n_std
-        self.jobs[f"analysis:{name}"] = Job(
+        self.plan.jobs[f"analysis:{name}"] = Job(
             name=f"analysis:{name}", label=f"analysis {name}", notebook=nb_path,
             output=self.output_root / ANALYSIS_DIR / f"{name}.ipynb", parameters=given, after_all=True)
 

@@ -20,8 +20,9 @@ from pathlib import Path
 
 from ..core import locks
 from ..core.fsio import atomic_write_text, partial_name, write_error
-from ..runs.store import RunPaths, run_state
-from .spec import Job
+from ..runs.paths import RunPaths
+from ..runs.status import run_state
+from .planner import Job
 
 #: Seconds an orphaned worker gives its kernel to release the run (after a Ctrl-C) before killing it.
 ORPHAN_GRACE_S = 15.0

@@ -52,3 +52,56 @@ def load_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
     if node is not None:
         walk(node, ())
     return data, lines
+
+
+class SweepFile:
+    """A parsed sweep file and the checks of its shapes, each error naming the line that set the value.
+
+    ``at`` is a key path into the file (``("trunks", 0, "tasks")``); an error at a path the file does not
+    have is reported at its closest ancestor's line.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.data, self.lines = load_yaml(self.path)
+
+    def error(self, at: tuple, msg: str) -> SweepError:
+        while at and at not in self.lines:
+            at = at[:-1]
+        return SweepError(f"{self.path}:{self.lines.get(at, 1)}: {msg}")
+
+    def mapping(self, value: Any, at: tuple, what: str) -> dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise self.error(at, f"{what} must be a mapping, got {type(value).__name__}")
+        return value
+
+    def listing(self, value: Any, at: tuple, what: str) -> list:
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise self.error(at, f"{what} must be a list, got {type(value).__name__}")
+        return value
+
+    def names(self, entry: dict, key: str, at: tuple, *, what: str | None = None,
+              known: Any = None) -> list:
+        """``entry[key]``: a name (or integer seed) or a list of them, checked; ``known``: a
+        :class:`~tickets_core.core.registry.Registry` the names must be in (its lookup error, at the line)."""
+        value, what = entry[key], what or key
+        items = value if isinstance(value, list) else [value]
+        if not items:
+            raise self.error(at + (key,), f"{what} is empty")
+        for i, item in enumerate(items):
+            where = at + (key, i) if isinstance(value, list) else at + (key,)
+            if what.startswith("seed") or what == "trunk_seed":
+                if not isinstance(item, int) or isinstance(item, bool):
+                    raise self.error(where, f"{what} must be integers, got {item!r}")
+            elif not isinstance(item, str):
+                raise self.error(where, f"{what} must be names, got {item!r}")
+            if known is not None and item not in known:
+                try:
+                    known.lookup(item)
+                except ValueError as e:
+                    raise self.error(where, str(e)) from None
+        return items

@@ -1,0 +1,77 @@
+"""Where a run's files lie: one method per artifact of a run folder.
+
+Layout (see docs/ARCHITECTURE.md)::
+
+    <output_root>/<kind>-<task>-<hash8>/
+      config.json  status.json  rewind.safetensors  run.lock  sweep.lock
+      level_00/ mask.safetensors  sparsity.json  metrics.json  carry.safetensors  weights.safetensors
+
+A level counts as done when its ``metrics.json`` exists, so a run opened
+again with the same config resumes at the first unfinished level.  What a
+level needs from the level before it (its mask, and the weights it starts
+from when it does not rewind: ``carry.safetensors``) lies in its own folder,
+written before the earlier level is marked done and never overwritten by a
+later one; a level's carry file is removed once the level is done.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+class RunPaths:
+    """One method per artifact of a run folder."""
+
+    def __init__(self, root_dir: str | Path) -> None:
+        self.root = Path(root_dir)
+
+    def config(self) -> Path:
+        return self.root / "config.json"
+
+    def status(self) -> Path:
+        return self.root / "status.json"
+
+    def rewind(self) -> Path:
+        """theta_i (base-model weights after step ``rewind_step`` of level 0)."""
+        return self.root / "rewind.safetensors"
+
+    def level_dir(self, level: int) -> Path:
+        return self.root / f"level_{level:02d}"
+
+    def mask(self, level: int) -> Path:
+        return self.level_dir(level) / "mask.safetensors"
+
+    def sparsity(self, level: int) -> Path:
+        return self.level_dir(level) / "sparsity.json"
+
+    def metrics(self, level: int) -> Path:
+        return self.level_dir(level) / "metrics.json"
+
+    def carry(self, level: int) -> Path:
+        """Weights level ``level`` starts from, left by the level before it (standard pruning; a kept head)."""
+        return self.level_dir(level) / "carry.safetensors"
+
+    def run_lock(self) -> Path:
+        """Held by the process writing the run (:mod:`tickets_core.core.locks`)."""
+        return self.root / "run.lock"
+
+    def sweep_lock(self) -> Path:
+        """Held by the sweep running the run's notebook."""
+        return self.root / "sweep.lock"
+
+    def weights(self, level: int) -> Path:
+        """The level's trained weights (whole model), written with ``save_weights``."""
+        return self.level_dir(level) / "weights.safetensors"
+
+    def levels(self) -> list[int]:
+        """Levels with a finished ``metrics.json``, ascending."""
+        out = []
+        for d in self.root.glob("level_*"):
+            if d.is_dir() and d.name[6:].isdigit() and (d / "metrics.json").is_file():
+                out.append(int(d.name[6:]))
+        return sorted(out)
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """A folder holding a run (config.json and status.json)."""
+    p = RunPaths(path)
+    return p.config().is_file() and p.status().is_file()
