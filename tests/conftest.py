@@ -85,3 +85,51 @@ def bert_base_cls():
 
     torch.manual_seed(0)
     return BertForSequenceClassification(BertConfig()).eval()
+
+
+@pytest.fixture
+def runs():
+    """A results table (the analysis tests). Task A: dense seeds 0.80/0.82/0.84 (threshold 0.80); IMP over 2 seeds; random pruning."""
+    from analysis_fixtures import row
+
+    rows = [row("A", "dense", s, 0, 0.0, v) for s, v in enumerate([0.80, 0.82, 0.84])]
+    imp = {0: (0.0, [0.83, 0.81]), 1: (0.2, [0.82, 0.80]), 2: (0.36, [0.79, 0.78]), 3: (0.488, [0.81, 0.80]),
+           4: (0.59, [0.70, 0.72])}
+    for level, (sp, scores) in imp.items():
+        rows += [row("A", "imp", s, level, sp, v) for s, v in enumerate(scores)]
+        rows += [row("A", "random_prune", s, level, sp, v - 0.05) for s, v in enumerate(scores)]
+    import pandas as pd
+
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture
+def run_root(tmp_path):
+    """Two tasks: dense (2 seeds), IMP (levels 0-2), transfers both ways at levels 1-2."""
+    from analysis_fixtures import write_run
+
+    root = tmp_path / "runs"
+    for task, dense in (("rotten_tomatoes", (0.80, 0.84)), ("imdb", (0.90, 0.90))):
+        for seed, v in enumerate(dense):
+            write_run(root, "dense", task, seed, {0: (0.0, v)})
+    write_run(root, "imp", "rotten_tomatoes", 0, {0: (0.0, 0.82), 1: (0.2, 0.81), 2: (0.36, 0.79)})
+    write_run(root, "imp", "imdb", 0, {0: (0.0, 0.90), 1: (0.2, 0.91), 2: (0.36, 0.88)})
+    write_run(root, "transfer", "imdb", 0, {1: (0.2, 0.90), 2: (0.36, 0.85)}, source_task="rotten_tomatoes")
+    write_run(root, "transfer", "rotten_tomatoes", 0, {1: (0.2, 0.80), 2: (0.36, 0.70)}, source_task="imdb")
+    return root
+
+
+@pytest.fixture
+def make_sweep(tmp_path):
+    """``make(text=BASE) -> Path``: a sweep file in tmp_path ({root}/{figs} filled in)."""
+
+    import textwrap
+
+    from sweep_fixtures import BASE
+
+    def make(text: str = BASE) -> Path:
+        p = tmp_path / "sweep.yaml"
+        p.write_text(textwrap.dedent(text).format(root=tmp_path / "runs", figs=tmp_path / "figs"))
+        return p
+
+    return make

@@ -36,8 +36,9 @@ def record_fine_tune(monkeypatch, before=None, after=None, fail_at=None):
             before(level, model)
         step_hook = on_step
         if fail_at is not None and level == fail_at:
-            def step_hook(step, m):  # a kill in the middle of the level: after its first optimizer step, before evaluation
+            def kill(step, m):  # a kill in the middle of the level: after its first optimizer step, before evaluation
                 raise KeyboardInterrupt("simulated kill")
+            step_hook = kill
         out = real(model, data, cfg, desc=desc, on_step=step_hook, **kw)
         if after:
             after(level, model)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from test_reliability import hold_lock
+from test_locks import hold_lock
 
 from tickets_core import sweep
 from tickets_core.sweep import execute

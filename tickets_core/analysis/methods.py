@@ -96,7 +96,7 @@ def _order(name: str) -> tuple:
 
 def describe_settings(config: dict, names: list[str]) -> list[str]:
     """Display parts of the settings ``names`` of one run's ``config`` ("rewind 2", "geometric 0.2")."""
-    parts, names = [], sorted(names, key=_order)
+    parts, names = [], sorted((n for n in names if n in config), key=_order)  # a setting it lacks: not described
     for name in names:
         value = config.get(name)
         if name in ("schedule", "rate"):
@@ -164,7 +164,8 @@ def _dense_methods(runs: pd.DataFrame) -> pd.Series:
     key = pd.Series({r: tuple(sorted(dense[r].items())) for r in runs.index}, dtype=object)
     cand = runs[runs["kind"].isin(["dense", "imp"])]
     names = _varying(dense, _groups(cand, ["task"])) if len(cand) else []
-    labels = {(cand.at[r, "task"], key[r]): _label("dense", cand.at[r, "config"], names) for r in cand.index}
+    labels = {(cand.at[r, "task"], key[r]): _label("dense", dense_settings(cand.at[r, "config"] or {}), names)
+              for r in cand.index}
     return pd.Series({r: labels.get((runs.at[r, "task"], key[r])) for r in runs.index}, dtype=object)
 
 
