@@ -1,6 +1,6 @@
 """Early-bird tickets vs IMP: training steps spent to reach each sparsity, and the score there.
 
-For each task and seed, three runs through the project's driver (``imp.run``;
+For each task and seed, three runs through the project's driver (``driver.run``;
 resumable: run again after an interruption and finished levels are skipped):
 
 * an IMP trunk (every level trained to the end);
@@ -49,7 +49,7 @@ def settings(quick: bool) -> tuple[dict, list[str], list[int], object]:
 
 def run_all(params: dict, tasks: list[str], seeds: list[int], root, log=print) -> None:
     """The IMP trunk, the early-bird trunk and its retrain branch for every task and seed (resumable)."""
-    from tickets_core.lottery import driver as imp
+    from tickets_core.lottery import driver
     from tickets_core.core.config import RunConfig
 
     for task in tasks:
@@ -57,11 +57,11 @@ def run_all(params: dict, tasks: list[str], seeds: list[int], root, log=print) -
             base = dict(params, task=task, seed=seed, output_root=str(root))
             for label, extra in (("IMP", {}), ("early-bird trunk", EARLY_BIRD)):
                 t0 = time.perf_counter()
-                run_dir = imp.run(RunConfig.from_flat(**base, **extra))
+                run_dir = driver.run(RunConfig.from_flat(**base, **extra))
                 log(f"{label} {task} seed {seed}: {run_dir.name} ({time.perf_counter() - t0:.0f} s)")
                 if extra:
                     t0 = time.perf_counter()
-                    retrain = imp.run(RunConfig.from_flat(**base, kind="retrain", source_run=run_dir.name))
+                    retrain = driver.run(RunConfig.from_flat(**base, kind="retrain", source_run=run_dir.name))
                     log(f"retrain {task} seed {seed}: {retrain.name} ({time.perf_counter() - t0:.0f} s)")
 
 

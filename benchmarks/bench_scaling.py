@@ -12,7 +12,7 @@ atomic writes):
 
 Each level's end time is the modification time of its ``metrics.json``;
 level k's time is the gap to the previous level's end (level 0 from the
-start of ``imp.run``, so it includes model building). The train time is
+start of ``driver.run``, so it includes model building). The train time is
 ``fine_tune``'s own ``time_s`` (which includes its final evaluation).
 Projected: a full Rotten Tomatoes level (7,678 training sentences x 3
 epochs = 720 steps) = per-level overhead + 720 x measured seconds/step.
@@ -44,7 +44,7 @@ def _models(quick: bool):
 
 
 def run_trunk(mcfg, levels: int, steps: int, root: Path) -> dict:
-    from tickets_core.lottery import driver as imp
+    from tickets_core.lottery import driver
     from tickets_core.core.config import DataConfig, PruneConfig, RunConfig, TrainConfig
     from tickets_core.models.build import build_model
     from tickets_core.models.prunable import prunable_parameters
@@ -56,7 +56,7 @@ def run_trunk(mcfg, levels: int, steps: int, root: Path) -> dict:
                     prune=PruneConfig(levels=levels), output_root=str(root))
     n_params = sum(p.numel() for p in prunable_parameters(build_model(mcfg, "classification")).values())
     t0 = time.time()
-    run_dir = imp.run(cfg)
+    run_dir = driver.run(cfg)
     ends, train_s, sparsity = [], [], []
     for k in range(levels + 1):
         f = run_dir / f"level_{k:02d}" / "metrics.json"
@@ -115,7 +115,7 @@ def plot(records: dict, path_stem: Path) -> None:
     b.set_ylabel("wall time (s)")
     b.set_yscale("log")
     b.xaxis.set_major_locator(MaxNLocator(integer=True))
-    b.set_title("Time vs number of levels (measured, imp.run)")
+    b.set_title("Time vs number of levels (measured, driver.run)")
     b.legend(fontsize=7)
     fig.tight_layout()
     path_stem.parent.mkdir(parents=True, exist_ok=True)
@@ -143,7 +143,7 @@ def run(quick: bool) -> Result:
              f"{r['projected_level_s'] * 10 / 3600:.2f}"]
             for n, r in records.items()]
     res.add("Same rotten_tomatoes examples and batch order for every model; timings from the project's "
-            "`imp.run`. s/step = (`fine_tune` time - one `evaluate`, timed separately) / steps, levels >= 1; "
+            "`driver.run`. s/step = (`fine_tune` time - one `evaluate`, timed separately) / steps, levels >= 1; "
             "'overhead' = the rest of a level (prune, rewind, evaluation on 64 examples, mask/metrics writes). Projection = overhead + 720 steps x s/step (one full-data level, 3 epochs); "
             "10 levels (0-9, the paper's 90%) = 10x that: masking keeps dense kernels, so a level costs the same "
             "at every sparsity.")

@@ -3,7 +3,7 @@
 Frankle et al. (ICML 2020): two copies of a subnetwork trained from the same
 rewind point with different data orders; the error barrier is the highest
 error on the line between them minus the mean error of the ends.  Runs (all
-through ``imp.run``, resumable):
+through ``lottery.driver.run``, resumable):
 
 * the IMP trunk of ``bench_early_bird`` (rewind to theta0; the same run folder
   when both use runs/beyond/) and an IMP trunk rewound to theta_i
@@ -33,7 +33,7 @@ REWIND = 3
 
 def run(quick: bool) -> Result:
     from tickets_core.analysis import curves
-    from tickets_core.lottery import driver as imp
+    from tickets_core.lottery import driver
     from tickets_core.core.config import RunConfig
 
     params, _, seeds, root = settings(quick)
@@ -46,7 +46,7 @@ def run(quick: bool) -> Result:
 
         def go(label, **kw):
             t0 = time.perf_counter()
-            d = imp.run(RunConfig.from_flat(**{**base, **kw}))
+            d = driver.run(RunConfig.from_flat(**{**base, **kw}))
             print(f"{label} seed {seed}: {d.name} ({time.perf_counter() - t0:.0f} s)", flush=True)
             return d.name
 

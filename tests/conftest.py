@@ -67,8 +67,8 @@ def tokenizer():
 def tiny_trunk(tiny_config_factory, tmp_path_factory) -> Path:
     """A finished tiny IMP run (levels 0-2 at 20%), shared by the whole session: read it or branch from it,
     and copy it before changing anything in it."""
-    from tickets_core.lottery import driver as imp
-    return imp.run(tiny_config_factory(tmp_path_factory.mktemp("tiny_trunk"), levels=2))
+    from tickets_core.lottery import driver
+    return driver.run(tiny_config_factory(tmp_path_factory.mktemp("tiny_trunk"), levels=2))
 
 
 @pytest.fixture

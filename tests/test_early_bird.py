@@ -12,7 +12,7 @@ from scipy.spatial.distance import hamming
 
 from tickets_core.analysis import curves
 
-from tickets_core.lottery import driver as imp
+from tickets_core.lottery import driver
 
 from tickets_core.training import loop as train
 from tickets_core.core.config import ConfigError, PruneConfig, RunConfig
@@ -86,9 +86,9 @@ def runs(tiny_config_factory, tmp_path_factory):
     """An IMP trunk, the same trunk with early-bird (weights kept), and the retrain branch of the latter."""
     root = tmp_path_factory.mktemp("eb_runs")
     base = dict(levels=2, max_steps=4)
-    imp_dir = imp.run(tiny_config_factory(root, **base))
-    eb_dir = imp.run(tiny_config_factory(root, **base, **EB, save_weights=True))
-    rt_dir = imp.run(tiny_config_factory(root, **base, kind="retrain", source_run=eb_dir.name))
+    imp_dir = driver.run(tiny_config_factory(root, **base))
+    eb_dir = driver.run(tiny_config_factory(root, **base, **EB, save_weights=True))
+    rt_dir = driver.run(tiny_config_factory(root, **base, kind="retrain", source_run=eb_dir.name))
     return root, imp_dir, eb_dir, rt_dir
 
 
@@ -119,7 +119,7 @@ def test_early_bird_levels_stop_and_leave_the_mask_of_the_weights_they_stopped_a
 
 
 def test_early_bird_waits_for_the_rewind_step(tiny_run_config):
-    d = imp.run(tiny_run_config(levels=1, max_steps=6, rewind_step=3, early_bird_every=1, early_bird_eps=0.99,
+    d = driver.run(tiny_run_config(levels=1, max_steps=6, rewind_step=3, early_bird_every=1, early_bird_eps=0.99,
                                 early_bird_window=1))
     assert metrics(d, 0)["train"]["early_bird"]["stopped_at"] == 3 and RunPaths(d).rewind().is_file()
 
@@ -134,7 +134,7 @@ def test_retrain_scores_the_found_masks_with_the_full_budget(runs, tiny_config_f
             assert all(torch.equal(a[n], b[n]) for n in a)
     assert metrics(rt_dir, 0)["eval"] == metrics(imp_dir, 0)["eval"]  # dense, same seed: IMP's level 0 exactly
     with pytest.raises(ConfigError, match="that is a transfer") as info:
-        imp.run(tiny_config_factory(root, kind="retrain", task="imdb", source_run=eb_dir.name, levels=2,
+        driver.run(tiny_config_factory(root, kind="retrain", task="imdb", source_run=eb_dir.name, levels=2,
                                     max_steps=4))
     assert "\n" not in str(info.value)
 

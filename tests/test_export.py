@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from tickets_core.lottery import driver as imp
+from tickets_core.lottery import driver
 
 from tickets_core.training import loop as train
 from tickets_core.core.config import ConfigError, RunConfig
@@ -27,7 +27,7 @@ from tickets_core.tasks import get_task
 def run(tiny_config_factory, tmp_path_factory):
     """A tiny IMP run that kept its trained weights (save_weights), levels 0 and 1."""
     cfg = tiny_config_factory(tmp_path_factory.mktemp("export_runs"), levels=1, max_steps=2, save_weights=True)
-    return cfg, imp.run(cfg)
+    return cfg, driver.run(cfg)
 
 
 def test_the_exported_ticket_loads_with_transformers_and_scores_as_the_run(run, tmp_path):

@@ -336,12 +336,12 @@ def test_imp_run_on_the_fast_path_writes_the_plain_runs_results(tiny_config_fact
     masks and prefetching writes the same masks, theta_1 and metrics as the bf16 autocast loop."""
     from safetensors.torch import load_file
 
-    from tickets_core.lottery import driver as imp
+    from tickets_core.lottery import driver
     from tickets_core.runs.paths import RunPaths
 
     common = dict(levels=2, rewind_step=1, max_steps=2, precision="bf16")
-    runs = [imp.run(tiny_config_factory(tmp_path / "plain", fast_path="off", **common)),
-            imp.run(tiny_config_factory(tmp_path / "fast", fast_path="on", pad_to_multiple_of=1, prefetch_batches=2,
+    runs = [driver.run(tiny_config_factory(tmp_path / "plain", fast_path="off", **common)),
+            driver.run(tiny_config_factory(tmp_path / "fast", fast_path="on", pad_to_multiple_of=1, prefetch_batches=2,
                                         **common))]
     assert runs[0].name == runs[1].name  # the fast-path options are not part of the run's identity
     plain, fast = (RunPaths(r) for r in runs)

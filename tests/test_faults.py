@@ -30,7 +30,7 @@ import torch
 
 from tickets_core.core import fsio
 
-from tickets_core.lottery import driver as imp
+from tickets_core.lottery import driver
 from tickets_core.core.fsio import read_json
 from tickets_core.core.kinds import KINDS
 from tickets_core.analysis.results import load_masks
@@ -111,7 +111,7 @@ def faults(monkeypatch):
 @pytest.fixture(scope="module")
 def trunk(tiny_config_factory, tmp_path_factory):
     """The source of every branch: a finished IMP trunk (levels 0 and 1)."""
-    return imp.run(tiny_config_factory(tmp_path_factory.mktemp("source"), **BASE))
+    return driver.run(tiny_config_factory(tmp_path_factory.mktemp("source"), **BASE))
 
 
 def outcome(run_dir: Path) -> dict:
@@ -203,7 +203,7 @@ def test_an_interrupted_run_resumes_to_the_same_results(kind, trunk, tiny_config
         params["source_run"] = str(trunk)
     ref_root = tmp_path / "ref"
     recorder = faults(ref_root)
-    ref = outcome(imp.run(tiny_config_factory(ref_root, **params)))
+    ref = outcome(driver.run(tiny_config_factory(ref_root, **params)))
     events = recorder.events
     monkeypatch.undo()
     assert ref["state"] == "done" and ref["carry_files"] == []
@@ -219,13 +219,13 @@ def test_an_interrupted_run_resumes_to_the_same_results(kind, trunk, tiny_config
         cfg = tiny_config_factory(root, **params)
         faults(root, at, mode)
         with pytest.raises(KeyboardInterrupt):
-            imp.run(cfg)
+            driver.run(cfg)
         monkeypatch.undo()
         where = f"{kind}: {mode} at event {at} ({events[at]})"
         run_dir = root / cfg.run_name()
         if mode == "ctrl_c" and at > events.index("write status.json"):  # the driver saw it and said so
             assert read_json(run_dir / "status.json")["state"] == "interrupted", where
-        assert_same(outcome(imp.run(cfg)), dict(ref), where)
+        assert_same(outcome(driver.run(cfg)), dict(ref), where)
     print(f"{kind}: {len(points(kind, events))} interruptions of {len(events)} events "
           f"in {time.perf_counter() - start:.1f} s")
 

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tickets_core.lottery import driver as imp
+from tickets_core.lottery import driver
 
 from tickets_core.training import loop as train
 from tickets_core.core.config import ConfigError, ModelConfig, PruneConfig
@@ -52,7 +52,7 @@ def record_fine_tune(monkeypatch, before=None, after=None, fail_at=None):
 def trunk(tiny_config_factory, tmp_path_factory):
     """An uninterrupted IMP run: 3 levels at 20% (linear)."""
     cfg = tiny_config_factory(tmp_path_factory.mktemp("trunk"))
-    return cfg, imp.run(cfg)
+    return cfg, driver.run(cfg)
 
 
 def test_imp_trunk_writes_every_level(trunk):
@@ -99,7 +99,7 @@ def test_rewinding_restores_theta0_bit_for_bit_and_resets_the_head(tiny_run_conf
         seen[level] = True
 
     record_fine_tune(monkeypatch, before=before)
-    imp.run(cfg)
+    driver.run(cfg)
     assert seen == {1: True}
 
 
@@ -131,7 +131,7 @@ def test_rewind_step_and_kept_head(tiny_run_config, monkeypatch):
         checked.append(level)
 
     record_fine_tune(monkeypatch, before=before, after=after)
-    imp.run(cfg)
+    driver.run(cfg)
     assert checked == [1]
 
 
@@ -141,13 +141,13 @@ def test_killed_run_resumes_with_the_same_masks(trunk, tiny_config_factory, tmp_
     assert cfg.run_name() == ref_cfg.run_name()
     record_fine_tune(monkeypatch, fail_at=2)
     with pytest.raises(KeyboardInterrupt):
-        imp.run(cfg)
+        driver.run(cfg)
     paths = RunPaths(tmp_path / "runs" / cfg.run_name())
     status = json.loads(paths.status().read_text())
     assert status["state"] == "interrupted" and "simulated kill" in status["error"] and status["levels_done"] == [0, 1]
     monkeypatch.undo()
     calls = record_fine_tune(monkeypatch)
-    imp.run(cfg)
+    driver.run(cfg)
     assert calls == [2, 3]  # finished levels are not redone
     assert json.loads(paths.status().read_text())["state"] == "done"
     ours, ref = load_masks(paths.root), load_masks(ref_dir)
@@ -155,7 +155,7 @@ def test_killed_run_resumes_with_the_same_masks(trunk, tiny_config_factory, tmp_
     for k in ref:
         assert all(torch.equal(ours[k][n], ref[k][n]) for n in ref[k]), k
     assert load_runs(paths.root)["score"].tolist() == load_runs(ref_dir)["score"].tolist()
-    imp.run(cfg)  # a finished run is a no-op
+    driver.run(cfg)  # a finished run is a no-op
     assert calls == [2, 3]
 
 
@@ -168,7 +168,7 @@ def test_branches_from_the_trunk(trunk, tiny_run_config, monkeypatch):
         level, {k: p.detach().clone() for k, p in prunable_parameters(model).items()}))
     name = "encoder.layer.1.intermediate.dense.weight"
 
-    d = imp.run(tiny_run_config(kind="random_prune", source_run=str(src), source_levels=[2]))
+    d = driver.run(tiny_run_config(kind="random_prune", source_run=str(src), source_levels=[2]))
     rp = load_masks(d)
     assert sorted(rp) == [2] and rp[2].layer_sparsities() == src_masks[2].layer_sparsities()
     assert rp[2].overlap(src_masks[2]) < 0.95
@@ -177,14 +177,14 @@ def test_branches_from_the_trunk(trunk, tiny_run_config, monkeypatch):
     assert df["source_level"].tolist() == [2] and set(df["source_task"]) == {"rotten_tomatoes"}
 
     starts.clear()
-    d = imp.run(tiny_run_config(kind="random_reinit", source_run=str(src), source_levels=[2]))
+    d = driver.run(tiny_run_config(kind="random_reinit", source_run=str(src), source_levels=[2]))
     assert torch.equal(load_masks(d)[2][name], src_masks[2][name])
     kept = src_masks[2][name]
     assert not torch.equal(starts[2][name][kept], theta0[name].detach()[kept])  # new random weights
     assert torch.count_nonzero(starts[2][name][~kept]) == 0
 
     starts.clear()
-    d = imp.run(tiny_run_config(kind="transfer", source_run=str(src), source_levels=[3]))
+    d = driver.run(tiny_run_config(kind="transfer", source_run=str(src), source_levels=[3]))
     assert torch.equal(load_masks(d)[3][name], src_masks[3][name])
     assert torch.equal(starts[3][name], theta0[name].detach() * src_masks[3][name])
 
@@ -192,7 +192,7 @@ def test_branches_from_the_trunk(trunk, tiny_run_config, monkeypatch):
 def test_oneshot_standard_and_dense(tiny_run_config, monkeypatch):
     fresh = build_model(ModelConfig("tiny-bert"), "classification")
     w = {k: p.detach() for k, p in prunable_parameters(fresh).items()}
-    d = imp.run(tiny_run_config(kind="oneshot", levels=2, max_steps=1))
+    d = driver.run(tiny_run_config(kind="oneshot", levels=2, max_steps=1))
     one = load_masks(d)
     schedule = PruneConfig(schedule="linear", rate=0.2, levels=2)
     for k in (1, 2):  # magnitude pruning of theta0 itself, straight to each level's sparsity
@@ -203,14 +203,14 @@ def test_oneshot_standard_and_dense(tiny_run_config, monkeypatch):
     record_fine_tune(monkeypatch,
                      before=lambda lvl, m: starts.setdefault(lvl, {k: v.detach().clone() for k, v in m.state_dict().items()}),
                      after=lambda lvl, m: ends.setdefault(lvl, {k: v.detach().clone() for k, v in m.state_dict().items()}))
-    d = imp.run(tiny_run_config(kind="standard", levels=1))
+    d = driver.run(tiny_run_config(kind="standard", levels=1))
     mask1 = load_masks(d)[1]
     for key, v in starts[1].items():  # level 1 continues from level 0's trained weights (pruned)
         name = key.split(".", 1)[1]
         expect = ends[0][key] * mask1[name] if name in mask1 else ends[0][key]
         assert torch.equal(v, expect), key
 
-    d = imp.run(tiny_run_config(kind="dense", seed=3))
+    d = driver.run(tiny_run_config(kind="dense", seed=3))
     assert load_runs(d)["level"].tolist() == [0] and load_runs(d)["seed"].tolist() == [3]
 
 
@@ -220,7 +220,7 @@ def test_transfer_of_an_mlm_mask_to_a_classifier(tiny_run_config, tmp_path):
     assert "pooler.dense.weight" not in ones
     mask = magnitude_global({k: p.detach() for k, p in prunable_parameters(mlm).items()}, ones, 0.5)
     mask.save(tmp_path / "mlm_mask.safetensors")
-    d = imp.run(tiny_run_config(kind="transfer", mask_path=str(tmp_path / "mlm_mask.safetensors")))
+    d = driver.run(tiny_run_config(kind="transfer", mask_path=str(tmp_path / "mlm_mask.safetensors")))
     used = load_masks(d)[0]
     assert bool(used["pooler.dense.weight"].all())  # the classifier keeps a dense pooler
     assert all(torch.equal(used[n], mask[n]) for n in mask)
@@ -230,7 +230,7 @@ def test_transfer_of_an_mlm_mask_to_a_classifier(tiny_run_config, tmp_path):
 
 @pytest.mark.parametrize("family", ["tiny-roberta", "tiny-distilbert", "tiny-electra"])
 def test_each_family_runs_imp(tiny_run_config, family):
-    d = imp.run(tiny_run_config(model=family, levels=1))
+    d = driver.run(tiny_run_config(model=family, levels=1))
     df = load_runs(d)
     assert df["sparsity"].tolist() == pytest.approx([0.0, 0.2], abs=1e-4)
     assert (df["state"] == "done").all()
@@ -241,14 +241,14 @@ def test_bad_input_fails_before_writing(tiny_run_config, tmp_path):
     other = build_model(ModelConfig("tiny-bert", config_overrides={"num_hidden_layers": 3}), "classification")
     Mask.ones_like(other).save(tmp_path / "deep.safetensors")
     with pytest.raises(MaskFitError, match="layer.2"):
-        imp.run(tiny_run_config(kind="transfer", mask_path=str(tmp_path / "deep.safetensors")))
+        driver.run(tiny_run_config(kind="transfer", mask_path=str(tmp_path / "deep.safetensors")))
     (tmp_path / "bad.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}garbage")
     with pytest.raises(MaskFileError):
-        imp.run(tiny_run_config(kind="transfer", mask_path=str(tmp_path / "bad.safetensors")))
+        driver.run(tiny_run_config(kind="transfer", mask_path=str(tmp_path / "bad.safetensors")))
     with pytest.raises(ConfigError, match="source run"):
-        imp.run(tiny_run_config(kind="random_prune", source_run="no-such-run"))
+        driver.run(tiny_run_config(kind="random_prune", source_run="no-such-run"))
     with pytest.raises(ConfigError, match="unknown task"):
-        imp.run(tiny_run_config(task="no_such_task"))
+        driver.run(tiny_run_config(task="no_such_task"))
     with pytest.raises(ConfigError, match="sparsity must stay below 1"):
-        imp.run(tiny_run_config(levels=10, rate=0.1))
+        driver.run(tiny_run_config(levels=10, rate=0.1))
     assert not root.exists() or not any(root.iterdir())

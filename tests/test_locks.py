@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tickets_core.core import locks
-from tickets_core.lottery import driver as imp
+from tickets_core.lottery import driver
 from tickets_core.runs.paths import RunPaths
 from tickets_core.runs.status import run_state
 
@@ -81,7 +81,7 @@ def test_a_second_writer_waits_for_the_first(tiny_run_config, holder_process, ca
 
     timer = threading.Timer(3.0, release)
     timer.start()
-    run_dir = imp.run(cfg)
+    run_dir = driver.run(cfg)
     timer.join()
     err = capsys.readouterr().err
     assert f"{run_dir.name}: waiting for pid {p.pid} on " in err and "a test holder" in err

@@ -206,14 +206,14 @@ def test_a_ticket_transferred_to_mlm_is_scored_by_the_mlm_task(tiny_config_facto
     MLM's own dense model and ticket, in the transfer matrix."""
     from glue_fixtures import write_text
 
-    from tickets_core.lottery import driver as imp
+    from tickets_core.lottery import driver
 
     from tickets_core.analysis import results
     root = tmp_path / "runs"
     mlm = {"task": "mlm", "data_dir": str(write_text(tmp_path / "txt", n_train=40, n_valid=16)), "max_seq_length": 32}
-    source = imp.run(tiny_config_factory(root, levels=1, rate=0.3))  # rotten_tomatoes, with a pooler
-    imp.run(tiny_config_factory(root, levels=1, rate=0.3, **mlm))     # MLM's own ticket (its level 0: the dense)
-    d = imp.run(tiny_config_factory(root, kind="transfer", source_run=source.name, **mlm))
+    source = driver.run(tiny_config_factory(root, levels=1, rate=0.3))  # rotten_tomatoes, with a pooler
+    driver.run(tiny_config_factory(root, levels=1, rate=0.3, **mlm))     # MLM's own ticket (its level 0: the dense)
+    d = driver.run(tiny_config_factory(root, kind="transfer", source_run=source.name, **mlm))
     runs = results.load_runs(root)
     tr = runs[runs["kind"] == "transfer"]
     assert set(tr["main_metric"]) == {"mlm_accuracy"} and (tr["score"] == tr["eval_mlm_accuracy"]).all()

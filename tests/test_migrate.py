@@ -7,7 +7,7 @@ import json
 import torch
 from safetensors.torch import save
 
-from tickets_core.lottery import driver as imp
+from tickets_core.lottery import driver
 
 from tickets_core.interop import migrate
 from tickets_core.analysis.results import load_masks, load_runs
@@ -30,8 +30,8 @@ def legacy(d, new_name, source_path=None):
 
 def test_migrate_renames_runs_and_their_references(tiny_run_config, tmp_path, capsys):
     trunk_cfg = tiny_run_config(levels=1)
-    trunk = imp.run(trunk_cfg)
-    branch = imp.run(tiny_run_config(kind="transfer", source_run=trunk.name, levels=1))
+    trunk = driver.run(trunk_cfg)
+    branch = driver.run(tiny_run_config(kind="transfer", source_run=trunk.name, levels=1))
     names, before = (trunk.name, branch.name), load_runs(trunk.parent)
     old_trunk = legacy(trunk, "imp-rotten_tomatoes-0ld0ld00")
     legacy(branch, "transfer-rotten_tomatoes-0ld0ld01", source_path=old_trunk)
@@ -53,7 +53,7 @@ def test_migrate_renames_runs_and_their_references(tiny_run_config, tmp_path, ca
     assert all(torch.equal(a, b) for a, b in zip(load_masks(trunk)[1].values(), load_masks(branch)[1].values()))
     # a finished run opened with today's config resumes as done, nothing to do
     assert not (trunk / "carry.safetensors").exists() and not RunPaths(trunk).carry(1).exists()
-    assert imp.run(trunk_cfg) == trunk and migrate.migrate(trunk.parent, log=lambda s: None) == {}
+    assert driver.run(trunk_cfg) == trunk and migrate.migrate(trunk.parent, log=lambda s: None) == {}
 
 
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):

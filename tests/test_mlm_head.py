@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from tickets_core.lottery import driver as imp
+from tickets_core.lottery import driver
 
 from tickets_core.training import loop as train
 from tickets_core.core.config import ConfigError, ModelConfig, RunConfig
@@ -114,7 +114,7 @@ def test_warmed_head_is_theta0_for_every_seed_and_level(text_dir, checkpoint_dir
         return real(model, data, cfg, **kw)
 
     monkeypatch.setattr(train, "fine_tune", spy)
-    d = imp.run(make(0, kind="imp", levels=1))
+    d = driver.run(make(0, kind="imp", levels=1))
     for desc in ("level 0", "level 1"):
         assert all(torch.equal(starts[desc][k], x0.theta0[k]) for k in x0.head_keys), desc
     record = json.loads(RunPaths(d).metrics(1).read_text())["mlm_head_warmup"]
@@ -123,7 +123,7 @@ def test_warmed_head_is_theta0_for_every_seed_and_level(text_dir, checkpoint_dir
 
 def test_warmup_is_for_mlm_tasks_only(tiny_run_config):
     with pytest.raises(ConfigError, match="^mlm_head_warmup_steps is for MLM tasks; task 'rotten_tomatoes'"):
-        imp.run(tiny_run_config(kind="dense", mlm_head_warmup_steps=3))
+        driver.run(tiny_run_config(kind="dense", mlm_head_warmup_steps=3))
     with pytest.raises(ConfigError, match="^mlm_head_warmup_lr is for the MLM head warm-up"):
         RunConfig.from_flat(mlm_head_warmup_lr=1e-2)
 

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from tickets_core.lottery import driver as imp
+from tickets_core.lottery import driver
 
 from tickets_core.training import loop as train
 from tickets_core.core.config import ConfigError, ModelConfig, RunConfig
@@ -46,7 +46,7 @@ def test_across_levels_restarts_the_reference_long_schedule_at_every_level(tiny_
     from transformers import get_linear_schedule_with_warmup
 
     lrs = record_lrs(monkeypatch)
-    imp.run(tiny_run_config(levels=2, max_steps=4, lr_schedule="across_levels"))
+    driver.run(tiny_run_config(levels=2, max_steps=4, lr_schedule="across_levels"))
     # The reference (LT_glue.py): after each pruning step a new AdamW and
     # get_linear_schedule_with_warmup(num_training_steps=t_total), t_total = all rounds' steps.
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1e-3)
@@ -62,8 +62,8 @@ def test_across_levels_restarts_the_reference_long_schedule_at_every_level(tiny_
 
 def test_lr_schedules_by_hand(tiny_run_config, monkeypatch):
     lrs = record_lrs(monkeypatch)
-    imp.run(tiny_run_config(kind="dense", max_steps=4, warmup_ratio=0.25))
-    imp.run(tiny_run_config(kind="dense", max_steps=4, warmup_ratio=0.25, lr_schedule="across_levels", levels=2))
+    driver.run(tiny_run_config(kind="dense", max_steps=4, warmup_ratio=0.25))
+    driver.run(tiny_run_config(kind="dense", max_steps=4, warmup_ratio=0.25, lr_schedule="across_levels", levels=2))
     # per level: 1 warm-up step ((s + 1) / (W + 1)), then linear decay to 0 at the level's 4th step
     assert lrs[0] == pytest.approx([1e-3 * f for f in (1 / 2, 1, 2 / 3, 1 / 3)])
     # across levels (3 levels of 4 steps): the same warm-up, then decay towards 0 at step 12
@@ -84,7 +84,7 @@ def test_random_magnitude_prunes_a_random_init_like_the_reference(tiny_run_confi
     starts = {}
     record_fine_tune(monkeypatch, before=lambda level, m: starts.setdefault(
         level, {k: p.detach().clone() for k, p in prunable_parameters(m).items()}))
-    d = imp.run(tiny_run_config(kind="random_magnitude", levels=2, seed=3))
+    d = driver.run(tiny_run_config(kind="random_magnitude", levels=2, seed=3))
     masks = load_masks(d)
     assert sorted(masks) == [1, 2] and load_runs(d)["sparsity"].tolist() == pytest.approx([0, 0.2, 0.4], abs=1e-4)
     # oneshot.py --weight rand: a BertForSequenceClassification(config) pruned by global_unstructured
@@ -111,7 +111,7 @@ def _full_starts(monkeypatch):
 
 def test_shuffled_weights_permute_each_matrix_of_theta0(tiny_trunk, tiny_run_config, monkeypatch):
     starts = _full_starts(monkeypatch)
-    d = imp.run(tiny_run_config(kind="shuffled", source_run=str(tiny_trunk), seed=1))
+    d = driver.run(tiny_run_config(kind="shuffled", source_run=str(tiny_trunk), seed=1))
     theta0 = build_model(ModelConfig("tiny-bert"), "classification", seed=1).state_dict()
     src_masks = load_masks(tiny_trunk)
     prunable = {"bert." + k for k in prunable_parameters(build_model(ModelConfig("tiny-bert"), "classification"))}
@@ -140,7 +140,7 @@ def test_shuffled_weights_permute_each_matrix_of_theta0(tiny_trunk, tiny_run_con
 
 def test_noised_weights_add_gaussian_noise_scaled_by_each_matrix_std(tiny_trunk, tiny_run_config, monkeypatch):
     starts = _full_starts(monkeypatch)
-    imp.run(tiny_run_config(kind="noised", source_run=str(tiny_trunk), source_levels=[0], noise_scale=0.5))
+    driver.run(tiny_run_config(kind="noised", source_run=str(tiny_trunk), source_levels=[0], noise_scale=0.5))
     theta0 = build_model(ModelConfig("tiny-bert"), "classification").state_dict()
     prunable = {"bert." + k for k in prunable_parameters(build_model(ModelConfig("tiny-bert"), "classification"))}
     ratios = []
@@ -156,7 +156,7 @@ def test_noised_weights_add_gaussian_noise_scaled_by_each_matrix_std(tiny_trunk,
 
 def test_weight_ablations_take_a_mask_file_and_noise_scale_belongs_to_noised(tiny_run_config, tmp_path, tiny_trunk):
     Mask.load(tiny_trunk / "level_02" / "mask.safetensors").save(tmp_path / "m.safetensors")
-    d = imp.run(tiny_run_config(kind="shuffled", mask_path=str(tmp_path / "m.safetensors")))
+    d = driver.run(tiny_run_config(kind="shuffled", mask_path=str(tmp_path / "m.safetensors")))
     assert load_runs(d)["sparsity"].tolist() == pytest.approx([0.4], abs=1e-4)
     with pytest.raises(ConfigError, match="^noise_scale is for kind 'noised'; a 'shuffled' run does not use it$"):
         tiny_run_config(kind="shuffled", source_run=str(tiny_trunk), noise_scale=0.2)
@@ -187,7 +187,7 @@ def test_reference_mask_file_imports_to_the_same_1bit_mask(tmp_path, tiny_run_co
     dp = import_reference_mask(tmp_path / "dp.pt", "tiny-bert")
     assert all(torch.equal(dp[k], expect[k]) for k in expect)
     # a published ticket, transferred here
-    d = imp.run(tiny_run_config(kind="transfer", mask_path=str(tmp_path / "t.safetensors")))
+    d = driver.run(tiny_run_config(kind="transfer", mask_path=str(tmp_path / "t.safetensors")))
     assert load_runs(d)["sparsity"].tolist() == pytest.approx([0.3], abs=1e-4)
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tickets_core.lottery import driver as imp
+from tickets_core.lottery import driver
 
 
 from tickets_core.training import loop as train
@@ -68,7 +68,7 @@ def test_a_branch_from_a_pruned_level_whose_mask_is_missing_fails(kind, tiny_tru
     missing.unlink()
     before = snapshot(tmp_path)
     with pytest.raises(RunStoreError) as e:
-        imp.run(tiny_run_config(kind=kind, source_run=src.name, source_levels=[2]))
+        driver.run(tiny_run_config(kind=kind, source_run=src.name, source_levels=[2]))
     assert str(missing) in one_line(e.value) and "was pruned" in str(e.value)
     assert snapshot(tmp_path) == before  # no branch folder: nothing trained dense and saved as done
 
@@ -109,7 +109,7 @@ def test_an_unknown_model_alias_is_named(tiny_run_config, tmp_path):
     tmp_path.joinpath("runs").mkdir()
     before = snapshot(tmp_path)
     with pytest.raises(ConfigError) as e:
-        imp.run(tiny_run_config(model="tiny-bret"))
+        driver.run(tiny_run_config(model="tiny-bret"))
     text = one_line(e.value)
     assert text.startswith("model 'tiny-bret' is neither an alias (minilm, tiny-bert") and "nor a folder" in text
     assert text.endswith("did you mean 'tiny-bert'?") and e.value.param == "model"
@@ -191,7 +191,7 @@ def test_an_edited_config_json_is_refused_naming_the_field(tiny_trunk, tmp_path,
     paths.config().write_text(json.dumps(stored))
     before = snapshot(tmp_path)
     with pytest.raises(RunStoreError) as e:
-        imp.run(cfg)
+        driver.run(cfg)
     assert one_line(e.value) == (f"{paths.config()} describes a different config than the run being started: "
                                  "levels is 4 there but 2 here")
     assert snapshot(tmp_path) == before
@@ -221,7 +221,7 @@ def test_a_corrupt_status_is_rebuilt_from_the_level_folders(tiny_trunk, tmp_path
                         "folders (levels 0-2 done of 3)")
     assert json.loads(paths.status().read_text())["state"] == "done"  # written back (nobody was writing the run)
     paths.status().write_text('{"state": "do')
-    imp.run(cfg)
+    driver.run(cfg)
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"{paths.status()} was unreadable; rebuilt it from the level folders (levels 0-2 done)"]
     status = json.loads(paths.status().read_text())
@@ -247,13 +247,13 @@ def test_a_full_disk_names_the_file_keeps_what_was_done_and_the_run_resumes(tiny
     monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(train, "fine_tune", fine_tune)
     with pytest.raises(OSError) as e:
-        imp.run(cfg)
+        driver.run(cfg)
     assert one_line(e.value) == f"[Errno 28] cannot write {paths.mask(2)}: No space left on device"
     assert not list(paths.root.rglob("*.tmp")) and paths.levels() == [0]
     # status.json could not be updated either; readers still see the truth
     assert read_status(paths.root)["levels_done"] == [0] and run_state(paths.root) == "interrupted"
     monkeypatch.undo()
-    imp.run(cfg)
+    driver.run(cfg)
     ref = load_masks(tiny_trunk)
     ours = load_masks(paths.root)
     assert all(torch.equal(ours[k][n], ref[k][n]) for k in ref for n in ref[k])
@@ -316,7 +316,7 @@ def _run_in_child(flat: dict) -> None:
     from tickets_core.core.config import RunConfig
 
     torch.set_num_threads(1)
-    imp.run(RunConfig.from_flat(**flat))
+    driver.run(RunConfig.from_flat(**flat))
 
 
 @pytest.mark.integration
@@ -372,5 +372,5 @@ def test_what_a_killed_writer_left_is_removed_when_the_run_is_opened_again(tiny_
     left = [paths.level_dir(2) / ".metrics.json.x1y2.tmp", run_dir / ".status.json.abc.tmp", paths.carry(2)]
     for p in left:
         p.write_bytes(b"half")
-    imp.run(cfg)
+    driver.run(cfg)
     assert not [p for p in left if p.exists()] and run_state(run_dir) == "done"

@@ -10,7 +10,7 @@ import torch
 
 from tickets_core.analysis import curves
 
-from tickets_core.lottery import driver as imp
+from tickets_core.lottery import driver
 
 from tickets_core.training import loop as train
 from tickets_core.core.config import ConfigError, RunConfig
@@ -62,10 +62,10 @@ def runs(tiny_config_factory, tmp_path_factory):
     """IMP (theta0 and theta_1), random pruning, and stability branches of them at level 1 (3 points each)."""
     root = tmp_path_factory.mktemp("stability_runs")
     make = lambda **kw: tiny_config_factory(root, levels=1, max_steps=2, **kw)  # noqa: E731
-    imp0 = imp.run(make())
-    impk = imp.run(make(rewind_step=1))
-    rand = imp.run(make(kind="random_prune", source_run=imp0.name))
-    st = {name: imp.run(make(kind="stability", source_run=src.name, source_levels=[1], stability_points=3, **kw))
+    imp0 = driver.run(make())
+    impk = driver.run(make(rewind_step=1))
+    rand = driver.run(make(kind="random_prune", source_run=imp0.name))
+    st = {name: driver.run(make(kind="stability", source_run=src.name, source_levels=[1], stability_points=3, **kw))
           for name, src, kw in (("imp0", imp0, {}), ("rand0", rand, {}), ("impk", impk, {"rewind_step": 1}))}
     return root, imp0, impk, rand, st
 
@@ -107,14 +107,14 @@ def test_the_rewind_point_follows_the_trunks_lr_schedule_across_levels(tiny_conf
         return tiny_config_factory(tmp_path, **{"levels": 1, "max_steps": 3, "rewind_step": 2,
                                                 "lr_schedule": "across_levels", **kw})
 
-    trunk = imp.run(make())
-    branch = imp.run(make(kind="stability", source_run=trunk.name, source_levels=[1], stability_points=3))
+    trunk = driver.run(make())
+    branch = driver.run(make(kind="stability", source_run=trunk.name, source_levels=[1], stability_points=3))
     ours, theirs = load_file(str(RunPaths(branch).rewind())), load_file(str(RunPaths(trunk).rewind()))
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
     assert metrics(branch, 1)["eval"] == metrics(trunk, 1)["eval"]  # copy A = the trunk's level 1
     for kind, kw in (("imp", {}), ("stability", dict(source_run=trunk.name, source_levels=[1]))):
         with pytest.raises(ConfigError, match="^rewind_step 4 exceeds the 3 steps of a level$"):
-            imp.run(make(kind=kind, rewind_step=4, **kw))
+            driver.run(make(kind=kind, rewind_step=4, **kw))
 
 
 def test_barriers_by_method_and_sparsity(runs):
@@ -132,7 +132,7 @@ def test_a_finished_stability_run_is_skipped(runs, tiny_config_factory, monkeypa
     root, imp0, *_ = runs
     calls = []
     monkeypatch.setattr(train, "fine_tune", lambda *a, **k: calls.append(1))
-    again = imp.run(tiny_config_factory(root, levels=1, max_steps=2, kind="stability", source_run=imp0.name,
+    again = driver.run(tiny_config_factory(root, levels=1, max_steps=2, kind="stability", source_run=imp0.name,
                                         source_levels=[1], stability_points=3))
     assert again == runs[4]["imp0"] and calls == []
 
@@ -142,7 +142,7 @@ def test_a_retrain_on_another_task_fails_before_writing_anything(runs, tiny_conf
     before = sorted(p.relative_to(root) for p in root.rglob("*"))
     with pytest.raises(ConfigError, match="^retrain fine-tunes a mask on its source's task \\('rotten_tomatoes'\\), "
                                           "not 'imdb'; that is a transfer$") as info:
-        imp.run(tiny_config_factory(root, levels=1, max_steps=2, kind="retrain", task="imdb", source_run=imp0.name))
+        driver.run(tiny_config_factory(root, levels=1, max_steps=2, kind="retrain", task="imdb", source_run=imp0.name))
     assert info.value.param == "task"
     assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # no run folder, not even config.json
 

@@ -24,7 +24,7 @@ from test_notebooks import write_reviews
 
 from tickets_core import sweep
 
-from tickets_core.lottery import driver as imp
+from tickets_core.lottery import driver
 from tickets_core.core.config import RunConfig
 from tickets_core.analysis.results import load_masks, load_runs
 from tickets_core.runs.paths import RunPaths
@@ -94,7 +94,7 @@ def the_run(path: Path) -> Path:
 
 
 def in_imp_run(run_dir: Path) -> bool:
-    """The kernel is inside imp.run, with level 0 finished and more to do."""
+    """The kernel is inside driver.run, with level 0 finished and more to do."""
     status = read_status(run_dir)
     return bool(status) and status["state"] == "running" and len(status["levels_done"]) >= 1
 
@@ -120,7 +120,7 @@ def test_ctrl_c_interrupts_the_running_notebooks_and_prints_the_summary_and_the_
     path = make_sweep()
     run_dir = the_run(path)
     proc, log = start(path)
-    wait_for(lambda: in_imp_run(run_dir), what="the run to be inside imp.run")
+    wait_for(lambda: in_imp_run(run_dir), what="the run to be inside driver.run")
     procs = descendants(proc.pid)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     assert proc.wait(timeout=60) == 130
@@ -152,7 +152,7 @@ def test_killing_only_the_sweep_stops_its_workers_and_kernels(make_sweep):
     path = make_sweep()
     run_dir = the_run(path)
     proc, log = start(path, "--workers", "1")
-    wait_for(lambda: in_imp_run(run_dir), what="the run to be inside imp.run")
+    wait_for(lambda: in_imp_run(run_dir), what="the run to be inside driver.run")
     procs = descendants(proc.pid)
     assert kernels(proc.pid)
     os.kill(proc.pid, signal.SIGKILL)  # the sweep alone: its worker and kernel are orphans now
@@ -178,13 +178,13 @@ def test_two_sweeps_on_one_folder_run_every_run_once(make_sweep, tmp_path):
 
 
 def assert_same_as_one_process(plan, ref_root: Path) -> None:
-    """Every run of ``plan``: masks bit for bit and scores equal to ``imp.run`` in this process, one thread
+    """Every run of ``plan``: masks bit for bit and scores equal to ``driver.run`` in this process, one thread
     (as the kernels: OMP_NUM_THREADS=1)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         for job in plan.jobs:
-            imp.run(RunConfig.from_flat(**{**job.parameters, "output_root": str(ref_root)}))
+            driver.run(RunConfig.from_flat(**{**job.parameters, "output_root": str(ref_root)}))
     finally:
         torch.set_num_threads(threads)
     for job in plan.jobs:

@@ -77,7 +77,7 @@ def test_stopping_ends_queued_jobs_interrupts_running_ones_and_kills_what_does_n
     stop, interrupted, killed = threading.Event(), threading.Event(), threading.Event()
 
     def runner(job):
-        if job.label.startswith("imp t0"):  # answers the interrupt, as a kernel running imp.run does
+        if job.label.startswith("imp t0"):  # answers the interrupt, as a kernel running driver.run does
             interrupted.wait(10)
             return {"ok": False, "error": "KeyboardInterrupt", "time_s": 0.1, "interrupted": True}
         killed.wait(10)                     # ignores it (a long C call): killed after the grace time

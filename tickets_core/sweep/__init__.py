@@ -84,7 +84,7 @@ branch names its trunk by run name, so a runs folder can be moved and the
 sweep rerun there),
 so: runs whose ``status.json`` says ``done`` are skipped (a killed sweep
 resumes by running the same command; a half-done run resumes inside
-``imp.run``); each executed notebook is written to ``<run_dir>/notebook.ipynb``
+``lottery.driver.run``); each executed notebook is written to ``<run_dir>/notebook.ipynb``
 (analysis notebooks to ``<output_root>/_analysis/``); branches and transfers
 start when their trunk run has finished and are skipped when it failed;
 analysis notebooks start after every run has ended.  Failures do not stop the
