@@ -7,12 +7,11 @@ import warnings
 
 import pandas as pd
 
+from ..core.settings import HIGHEST  # the ``level`` value for "each source at its own highest matching level"
 from .common import SPARSITY_TOL, AnalysisError, over_seeds, require, scores
 from .matching import baseline_of, dense_baselines, highest_matching_sparsity, is_matching
 from .methods import add_method, only_imp_method
 
-#: ``level`` value of :func:`transfer_matrix` for "each source at its own highest matching level".
-HIGHEST = "highest_matching"
 TRANSFER_COLUMNS = ["source", "source_task", "target_task", "method", "source_method", "level", "sparsity", "score",
                     "score_std", "n_seeds", "dense_method", "dense_mean", "n_dense_seeds", "threshold", "imp_score",
                     "imp_n_seeds", "vs_dense", "vs_imp", "matching"]

@@ -27,6 +27,9 @@ from .kinds import KINDS
 #: Parameters that never make two runs different methods: the seed (averaged over), the task (the tables' other
 #: axis), the kind itself, and which source run and levels a branch reads (its rows say).
 NOT_A_SETTING = ("seed", "task", "kind", "source_run", "source_levels")
+#: The value of a transfer's ``source_levels`` (sweeps) and of an analysis' ``level`` that means each source's
+#: highest matching level (the sweep resolves it with the analysis' own function).
+HIGHEST = "highest_matching"
 #: Pruning settings that change level 0 too: an early-bird trunk stops its dense level early.
 DENSE_PRUNE_SETTINGS = ("early_bird_every", "early_bird_eps", "early_bird_window")
 #: Settings that change a dense fine-tuning only under ``lr_schedule: across_levels``.

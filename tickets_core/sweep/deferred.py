@@ -27,11 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.config import RunConfig
-from ..core.settings import dense_settings
+from ..core.settings import HIGHEST, dense_settings
 from ..core.errors import RunStoreError, one_line
 
-#: The ``source_levels`` value that asks for each source's highest matching level.
-HIGHEST = "highest_matching"
 
 
 @dataclass

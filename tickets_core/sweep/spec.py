@@ -20,6 +20,7 @@ from typing import Any, Iterable
 from ..core.config import lookup
 from ..core.errors import ConfigError
 from ..core.kinds import KINDS
+from ..core.settings import HIGHEST
 from ..tasks import TASKS
 from . import checks, deferred
 from .notebook import EXPERIMENT_NOTEBOOK, NOTEBOOKS_DIR, resolve_path
@@ -206,7 +207,7 @@ class _Sections:
         trunk = self.trunk_of(entry, at)
         tasks = self.tasks_or_trunks(entry, "tasks", trunk, at)
         seeds, trunk_seed = self.branch_seeds(entry, trunk, at)
-        highest = entry.get("source_levels") == deferred.HIGHEST
+        highest = entry.get("source_levels") == HIGHEST
         params = {**trunk["params"], **self.run_params(entry, at, skip=ENTRY_KEYS["branches"] + _levels(highest))}
         if bad := checks.source_levels(trunk, params):
             raise self.error(*bad)
@@ -218,7 +219,7 @@ class _Sections:
         if "targets" not in entry:
             raise self.error(at, "a transfer entry needs 'targets'")
         targets = self.file.names(entry, "targets", at, known=TASKS)
-        highest = entry.get("source_levels") == deferred.HIGHEST
+        highest = entry.get("source_levels") == HIGHEST
         own = self.run_params(entry, at, skip=ENTRY_KEYS["transfers"] + _levels(highest))
         if "mask_path" in entry and "trunk" not in entry:
             self.add_mask_transfers(entry, targets, own, at)
