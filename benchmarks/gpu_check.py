@@ -23,7 +23,9 @@ Each entry has ``status`` pass / fail / skipped (with ``why``), a one-line ``det
   Tomatoes lengths and at 128 tokens, TFLOP/s against a bf16 matmul of the same run, cold compile
   seconds; the targets (>= 3,000 examples/s at RT lengths, >= 25% of the matmul at 128 tokens) are
   reported met/missed (a missed target is a result, not a failure);
-* ``packed_pair``: one and two eager fast-path runs sharing the GPU (separate processes), aggregate.
+* ``packed_pair``: one and two eager fast-path runs sharing the GPU (separate processes), aggregate;
+* ``cuda_tests``: the CUDA tests of tests/test_fastpath.py (pytest; they need ``datasets``, which the
+  ``.dev`` pack installs), if time is left.
 
 ``--cpu``: the same script on the CPU with a tiny BERT and Dynamo's 'eager' backend (the CUDA-only
 entries ``skipped: no CUDA``), so that it cannot rot: tests/test_gpu_check.py runs it.  Exit status 0
@@ -50,10 +52,10 @@ from .common import ROOT, offline_env
 from .gpu_common import SETUP, cpu_mode
 
 ENTRIES = ("versions", "compiled_warm", "zeros", "mask_tightened", "losses", "dropout_rng", "one_row_last_batch",
-           "prefetch", "semi_structured", "throughput", "packed_pair")
+           "prefetch", "semi_structured", "throughput", "packed_pair", "cuda_tests")
 # Seconds each phase may need on an H200 (estimates; a phase that would end past the budget is skipped).
 ESTIMATE_S = {"train": 200, "tighten": 40, "one_row": 15, "dropout": 45, "prefetch": 10, "semi_structured": 30,
-              "throughput": 60, "packed_pair": 60}
+              "throughput": 60, "packed_pair": 60, "cuda_tests": 100}
 
 
 class Report:
@@ -158,6 +160,29 @@ def run(report: Report, args) -> None:
           cuda_only=True)
     phase(report, "packed_pair", ("packed_pair",), lambda: parts.packed_pair(ctx, report, report.left()),
           cuda_only=not args.packed_on_cpu)
+    phase(report, "cuda_tests", ("cuda_tests",), lambda: cuda_tests(report), cuda_only=True)
+
+
+def cuda_tests(report: Report) -> None:
+    """tests/test_fastpath.py's CUDA tests in a subprocess, within the time left (they need ``datasets``)."""
+    import importlib.util
+    import subprocess
+
+    if importlib.util.find_spec("datasets") is None:
+        report.set("cuda_tests", "skipped", why="no datasets here (the .dev pack installs it)")
+        return
+    limit = max(30, int(report.left()) - 10)
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider", "tests/test_fastpath.py",
+           "-k", "cuda"]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=limit)
+    except subprocess.TimeoutExpired:
+        report.set("cuda_tests", "skipped", why=f"time budget: pytest did not finish in {limit} s")
+        return
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    summary = lines[-1] if lines else ""
+    report.set("cuda_tests", "pass" if proc.returncode == 0 else "fail", summary,
+               returncode=proc.returncode, tail=lines[-40:])
 
 
 def main(argv: list[str] | None = None) -> int:
