@@ -123,6 +123,23 @@ def test_sizes_equal_by_chance_do_not_recompile(monkeypatch):
     assert rec["compiled"] and (rec["graphs"], rec["recompiles"]) == (1, 0)
 
 
+def test_compile_counters_read_torchs_counters_and_callbacks():
+    """What a CUDA run would feed them, fed by hand: graph and skip counters, CUDA-graph recording callbacks."""
+    from torch._dynamo.callback import CallbackArgs, CallbackTrigger
+    from torch._dynamo.utils import counters
+
+    before = len(torch._dynamo.callback_handler.start_callbacks)
+    c = fastpath.CompileCounters(cudagraphs=True)
+    counters["stats"]["unique_graphs"] += 2
+    counters["inductor"]["cudagraph_skips"] += 1
+    for trigger in (CallbackTrigger.CUDAGRAPH_RECORDING, CallbackTrigger.DYNAMO, CallbackTrigger.CUDAGRAPH_RECORDING):
+        torch._dynamo.callback_handler.run_start_callbacks(CallbackArgs(trigger, "0/0"))
+    assert (c.graphs() - c.graphs0, c.skips(), c.recorded) == (2, 1, 2)
+    c.close()
+    assert len(torch._dynamo.callback_handler.start_callbacks) == before
+    assert fastpath.CompileCounters(cudagraphs=False).recorded is None
+
+
 # ---------------------------------------------------------------------------
 # falling back at any step
 # ---------------------------------------------------------------------------

@@ -340,8 +340,8 @@ class CompileCounters:
         trigger = getattr(getattr(torch._dynamo, "callback", None), "CallbackTrigger", None)
         trigger = getattr(trigger, "CUDAGRAPH_RECORDING", None)
         if cudagraphs and trigger is not None:
-            def count(args) -> None:
-                if args.callback_trigger == trigger:
+            def count(*args) -> None:  # never raises: it runs inside torch's own compile and capture
+                if args and getattr(args[0], "callback_trigger", None) == trigger:
                     self.recorded += 1
             self._hook = torch._dynamo.callback_handler.register_start_callback(count)
 
