@@ -161,3 +161,20 @@ def test_the_readme_table_is_the_current_grid_at_the_committed_rates(capsys):
     readme = (BENCH / "README.md").read_text()
     assert table in readme, "re-run `python -m benchmarks.gpu_hours` and paste its table into benchmarks/README.md"
     assert "| total | 2,673 |" in table
+
+
+def test_gpu_data_without_datasets(tmp_path, tokenizer):
+    """Rotten Tomatoes rows from an SST-2-layout TSV (as the device pack writes it), the 128-token rows built
+    from them, and the Table that stands in for datasets.Dataset."""
+    from benchmarks.gpu_common import LONG, Table, long_rows, rt_rows
+
+    (tmp_path / "train.tsv").write_text('sentence\tlabel\na "quoted" fine film\t1\ndull , flat and tired\t0\n')
+    rows = rt_rows(5, tokenizer, folder=tmp_path)
+    assert [r["labels"] for r in rows] == [1, 0] and rows[0]["input_ids"][0] == tokenizer.cls_token_id
+    assert tokenizer.decode(rows[0]["input_ids"], skip_special_tokens=True) == 'a " quoted " fine film'
+    assert all(r["length"] == len(r["input_ids"]) for r in rows)
+    long = long_rows(rows, 3)
+    assert [len(r["input_ids"]) for r in long] == [LONG] * 3 and long[0]["input_ids"][-1] == tokenizer.sep_token_id
+    t = Table.from_rows(rows)
+    assert len(t) == 2 and t["labels"] == [1, 0] and t[[1]]["labels"] == [0] and t[0:1]["labels"] == [1]
+    assert t.select_columns(["labels"]).to_dict() == {"labels": [1, 0]}
