@@ -69,9 +69,10 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     weights under bf16, prefetched batches and, when ``cfg.compile`` asks
     for it, a compiled model (the module the task's loss runs,
     ``task.compile_target``: the MLM encoder when the loss applies the head
-    itself; a one-row last batch then joins the batch before it).  ``on_step`` and periodic evaluations
-    always see the fp32 weights (a callback with ``reads_weights = False``,
-    such as a timer, is called without swapping them in).
+    itself; a one-row last batch then joins the batch before it).
+    ``on_step`` and periodic evaluations always see the fp32 weights (a
+    callback with ``reads_weights = False``, such as a timer, is called
+    without swapping them in).
     """
     check_vocab(model, data.tokenizer)
     _seed_everything(seed)
@@ -179,12 +180,12 @@ def _plan(data: TaskData, cfg: TrainConfig, device: torch.device, n_train: int) 
     if n_train == 0:
         raise ValueError("the training set is empty")
     per_epoch = math.ceil(n_train / cfg.batch_size)
-    steps = lambda: cfg.max_steps or max(1, math.ceil(cfg.num_epochs * per_epoch))  # noqa: E731
-    plan = fastpath.make_plan(cfg, device, total_steps=steps(), head=data.task.head,
+    total = cfg.max_steps or max(1, math.ceil(cfg.num_epochs * per_epoch))
+    plan = fastpath.make_plan(cfg, device, total_steps=total, head=data.task.head,
                               bf16=_uses_bf16(device, cfg.precision))
-    if plan.merge_single_row:
-        per_epoch -= _merges(n_train, cfg.batch_size)
-    return plan, steps()
+    if plan.merge_single_row and not cfg.max_steps:
+        total = max(1, math.ceil(cfg.num_epochs * (per_epoch - _merges(n_train, cfg.batch_size))))
+    return plan, total
 
 
 def _batches(data: TaskData, cfg: TrainConfig, plan, n_train: int, total_steps: int, order_gen, mask_gen,
