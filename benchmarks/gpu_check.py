@@ -22,7 +22,8 @@ Each entry has ``status`` pass / fail / skipped (with ``why``), a one-line ``det
 * ``throughput``: warm examples/s of the plain loop, the eager fast path and the compiled one at Rotten
   Tomatoes lengths and at 128 tokens, TFLOP/s against a bf16 matmul of the same run, cold compile
   seconds; the targets (>= 3,000 examples/s at RT lengths, >= 25% of the matmul at 128 tokens) are
-  reported met/missed (a missed target is a result, not a failure);
+  reported met/missed (a missed target is a result, not a failure); it fails when a timed compiled call
+  fell back, recompiled, compiled a graph or skipped CUDA graphs (its numbers would not be compiled ones);
 * ``packed_pair``: one and two eager fast-path runs sharing the GPU (separate processes), aggregate;
 * ``cuda_tests``: the CUDA tests of tests/test_fastpath.py (pytest; they need ``datasets``, which the
   ``.dev`` pack installs), if time is left.
