@@ -8,7 +8,8 @@ timed in rounds that alternate the variants (order rotated), medians with ranges
 
 * ``plain``: ``fine_tune`` with ``fast_path='off'`` (the loop as it was before the fast path);
 * ``fast eager``: ``fast_path='on', compile='off'``;
-* ``fast compiled``: ``fast_path='on', compile='reduce-overhead'`` (what 'auto' picks for real levels);
+* ``fast compiled``: ``fast_path='on', compile='reduce-overhead'`` (opt-in: 'auto' stays eager until a
+  committed GPU measurement, see gpu_check.py);
 * ``reference fp32`` / ``reference bf16``: ``benchmarks/reference.py`` (prune hooks, every batch
   padded to 128 tokens, plain loop).
 
@@ -19,7 +20,8 @@ compile time; peak memory; global magnitude pruning of bert-base on the GPU vs
 aggregate examples/s vs one run.
 
 ``python -m benchmarks.bench_gpu [--quick] [--out DIR]``.  Without CUDA it prints one line and
-exits 0.  Writes ``benchmarks/results/bench_gpu_<device>[_quick].md/.json`` (and into ``--out``).
+exits 0.  Longer than one device call allows with the 7-minute ``gpu_check.sh`` beside it: run it in a
+session of its own.  Shared pieces (device, model, data without ``datasets``): gpu_common.py.  Writes ``benchmarks/results/bench_gpu_<device>[_quick].md/.json`` (and into ``--out``).
 """
 
 from __future__ import annotations
@@ -35,111 +37,18 @@ from pathlib import Path
 
 import torch
 
-from .common import RESULTS_DIR, StepClock, machine, machine_line, md_table, offline_env, sync, verdict
+from .common import RESULTS_DIR, StepClock, machine, machine_line, md_table, offline_env, verdict
+from .gpu_common import (BATCH, LONG, SETUP, SPARSITY, VARIANTS, cpu_mode, device_sync, make_data, make_model,
+                         peak_gb, project_call, reset_peak)
 
 NAME = "bench_gpu"
-BATCH = 32
-SPARSITY = 0.5
-LONG = 128
 TARGETS = {"rt_examples_per_s": 3000.0, "l128_fraction_of_matmul": 0.25, "packed_over_today": 4.0}
-
-
-# --smoke (CPU, tiny model; checks this script's logic without a GPU) changes these.
-DEVICE = "cuda"
-MODEL_KW: dict = {}
-
-
-def smoke_mode() -> None:
-    """CPU and a tiny model instead of a GPU and bert-base (only to check the benchmark's own logic)."""
-    global DEVICE
-    DEVICE = "cpu"
-    MODEL_KW.update(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128)
-    VARIANTS["fast compiled"] = dict(fast_path="on", compile="aot_eager")
-
-
-def _sync() -> None:
-    sync(DEVICE)
-
-
-def _reset_peak() -> int:
-    if DEVICE != "cuda":
-        return 0
-    torch.cuda.reset_peak_memory_stats()
-    return torch.cuda.memory_allocated()
-
-
-def _peak_gb(before: int = 0) -> float:
-    return (torch.cuda.max_memory_allocated() - before) / 2 ** 30 if DEVICE == "cuda" else float("nan")
-
-
-# ---------------------------------------------------------------------------
-# setup
-# ---------------------------------------------------------------------------
-
-
-def make_data(n_rows: int):
-    """(RT TaskData, L128 TaskData) over the first ``n_rows`` RT training sentences, plus the tokenizer."""
-    import datasets
-
-    from tickets_core.core.config import ModelConfig
-    from tickets_core.models.build import load_tokenizer
-    from tickets_core.tasks.common import TaskData
-
-    from .data import rt_data
-
-    tok = load_tokenizer(ModelConfig("minilm"))  # bert-base-uncased's vocabulary
-    rt = rt_data(tok, n_rows * 6, 32)
-    rows = rt.train.select_columns(["input_ids", "labels"]).to_dict()
-    ids, labels, i = [], [], 0
-    while len(ids) < n_rows and i < len(rows["input_ids"]):
-        body, first = [], i
-        while len(body) < LONG - 2 and i < len(rows["input_ids"]):
-            body += rows["input_ids"][i][1:-1]
-            i += 1
-        ids.append([tok.cls_token_id] + body[: LONG - 2] + [tok.sep_token_id])
-        labels.append(rows["labels"][first])
-    long_ds = datasets.Dataset.from_dict({"input_ids": ids, "token_type_ids": [[0] * len(x) for x in ids],
-                                          "labels": labels, "length": [len(x) for x in ids]})
-    rt_small = TaskData(task=rt.task, tokenizer=tok, train=rt.train.select(range(n_rows)), eval=rt.eval)
-    return rt_small, TaskData(task=rt.task, tokenizer=tok, train=long_ds, eval=rt.eval), tok
-
-
-def make_model():
-    """bert-base architecture, random init (seed 0), with its 50% global-magnitude mask applied; (model, mask)."""
-    from transformers import BertConfig, BertForSequenceClassification
-
-    from tickets_core.pruning.masks import Mask
-    from tickets_core.pruning.strategies import magnitude_global
-    from tickets_core.models.prunable import prunable_parameters
-
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(BertConfig(num_labels=2, **MODEL_KW)).to(DEVICE)
-    weights = {k: p.detach() for k, p in prunable_parameters(model).items()}
-    mask = magnitude_global(weights, Mask.ones_like(model), SPARSITY)
-    mask.bind(model).apply_()
-    return model, mask
-
-
-VARIANTS = {
-    "plain": dict(fast_path="off"),
-    "fast eager": dict(fast_path="on", compile="off"),
-    "fast compiled": dict(fast_path="on", compile="reduce-overhead"),
-}
-
-
-def project_call(model, mask, data, variant: str, clock=None, max_steps=None) -> dict:
-    from tickets_core.core.config import TrainConfig
-    from tickets_core.training.loop import fine_tune
-
-    cfg = TrainConfig(batch_size=BATCH, num_epochs=1.0, max_steps=max_steps, learning_rate=2e-5, progress=False,
-                      device=DEVICE, precision="bf16", eval_batch_size=64, **VARIANTS[variant])
-    return fine_tune(model, data, cfg, seed=0, bound_mask=mask.bind(model), on_step=clock)
 
 
 def reference_call(model, rows, pad_id, dtype, clock=None) -> dict:
     from .reference import reference_fine_tune
 
-    return reference_fine_tune(model, rows, pad_id, epochs=1.0, batch_size=BATCH, device=DEVICE,
+    return reference_fine_tune(model, rows, pad_id, epochs=1.0, batch_size=BATCH, device=SETUP.device,
                                autocast_dtype=dtype, on_step=clock)
 
 
@@ -161,17 +70,17 @@ def step_flops(model, data, variant: str) -> float:
 
 
 def matmul_tflops(n: int = 8192, reps: int = 10) -> float:
-    n = n if DEVICE == "cuda" else 512
-    a = torch.randn(n, n, device=DEVICE, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=DEVICE, dtype=torch.bfloat16)
+    n = n if SETUP.cuda else 512
+    a = torch.randn(n, n, device=SETUP.device, dtype=torch.bfloat16)
+    b = torch.randn(n, n, device=SETUP.device, dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
     times = []
     for _ in range(reps):
-        _sync()
+        device_sync()
         t0 = time.perf_counter()
         a @ b
-        _sync()
+        device_sync()
         times.append(time.perf_counter() - t0)
     del a, b
     return 2 * n ** 3 / statistics.median(times) / 1e12
@@ -181,10 +90,10 @@ def profile_call(fn) -> dict:
     """Kernels, CPU-side launches and GPU time of one call of ``fn`` (returns its result's step count)."""
     from torch.profiler import ProfilerActivity, profile
 
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEVICE == "cuda" else [])
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if SETUP.cuda else [])
     with profile(activities=acts) as prof:
         out = fn()
-        _sync()
+        device_sync()
     kernels = gpu_us = launches = 0
     for e in prof.events():
         if e.device_type == torch.autograd.DeviceType.CUDA:
@@ -209,20 +118,20 @@ def pruning_times() -> dict:
     from transformers import BertConfig, BertForSequenceClassification
 
     torch.manual_seed(1)
-    model = BertForSequenceClassification(BertConfig(num_labels=2, **MODEL_KW)).to(DEVICE)
+    model = BertForSequenceClassification(BertConfig(num_labels=2, **SETUP.model_kw)).to(SETUP.device)
     weights = {k: p.detach() for k, p in prunable_parameters(model).items()}
     ones = Mask.ones_like(model)  # IMP passes the current level's mask; global_unstructured makes its own
     ours, ref = [], []
     for _ in range(4):  # first round = warm-up
-        _sync()
+        device_sync()
         t0 = time.perf_counter()
         mask = magnitude_global(weights, ones, SPARSITY)
         ours.append(time.perf_counter() - t0)
         twin = copy.deepcopy(model)
-        _sync()
+        device_sync()
         t0 = time.perf_counter()
         theirs = global_unstructured_mask(twin, SPARSITY)
-        _sync()
+        device_sync()
         ref.append(time.perf_counter() - t0)
         remove_prune_hooks(twin)
         same = sum(int((mask[k] != theirs[k].cpu()).sum()) for k in mask)
@@ -241,11 +150,12 @@ def run(quick: bool, budget_s: float, save=lambda md, info: None) -> tuple[str, 
 
     t_start = time.time()
     budget_end = t_start + budget_s
-    dev = torch.cuda.get_device_name() if DEVICE == "cuda" else "CPU smoke run (tiny model; numbers meaningless)"
-    n_rows = BATCH * (20 if quick else 40) if DEVICE == "cuda" else BATCH * 4
+    dev = torch.cuda.get_device_name() if SETUP.cuda else "CPU smoke run (tiny model; numbers meaningless)"
+    n_rows = BATCH * (20 if quick else 40) if SETUP.cuda else BATCH * 4
     rounds = 2 if quick else 3
-    rt, long, tok = make_data(n_rows)
-    info = {"device": dev, "torch": torch.__version__, "quick": quick, "rows": n_rows, "machine": machine()}
+    rt, long, tok, source = make_data(n_rows)
+    info = {"device": dev, "torch": torch.__version__, "quick": quick, "rows": n_rows, "data": source,
+            "machine": machine()}
     info["matmul_bf16_tflops"] = matmul_tflops()
     info["pruning"] = pruning_times()
 
@@ -270,10 +180,10 @@ def run(quick: bool, budget_s: float, save=lambda md, info: None) -> tuple[str, 
     warm = {}
     for v in names:  # warm-up over the same batches: compile, kernel choice per shape
         for d in datas:
-            _sync()
+            device_sync()
             t0 = time.perf_counter()
             call(v, d)
-            _sync()
+            device_sync()
             warm[(v, d)] = time.perf_counter() - t0
     times = {(v, d): [] for v in names for d in datas}
     peak = {}
@@ -281,11 +191,11 @@ def run(quick: bool, budget_s: float, save=lambda md, info: None) -> tuple[str, 
         order = names[r % len(names):] + names[: r % len(names)]
         for v in order:
             for d in datas:
-                before = _reset_peak()
-                clock = StepClock(DEVICE, skip=2)
+                before = reset_peak()
+                clock = StepClock(SETUP.device, skip=2)
                 call(v, d, clock)
                 times[(v, d)].append(clock.finish())
-                peak[(v, d)] = _peak_gb(before)
+                peak[(v, d)] = peak_gb(before)
     prof = {}
     for v in names:
         try:
@@ -315,14 +225,14 @@ def run(quick: bool, budget_s: float, save=lambda md, info: None) -> tuple[str, 
     info.update(variants=data_rows, table=rows, rounds=rounds, packed={"error": "not run yet"})
     save(report(info, t_start), info)  # in case the packed section runs out of time
     models.clear()
-    if DEVICE == "cuda":
+    if SETUP.cuda:
         torch.cuda.empty_cache()
     counts = [1, 4] if quick else [1, 2, 4, 8]
     try:
         from .gpu_packed import packed
 
         info["packed"] = packed(counts, 8.0 if quick else 15.0, "fast compiled", n_rows, budget_end,
-                                smoke=DEVICE != "cuda")
+                                smoke=not SETUP.cuda)
     except Exception as e:  # report, keep the rest
         info["packed"] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
     md = report(info, t_start)
@@ -341,7 +251,7 @@ def report(info: dict, t_start: float) -> str:
     lines = [f"## GPU: one IMP level's training loop, bert-base, batch {BATCH}, bf16 ({dev})", "",
              f"`python -m benchmarks.bench_gpu{' --quick' if quick else ''}` ({time.time() - t_start:.0f} s); "
              f"device {dev}, torch {torch.__version__}", "", machine_line(info["machine"]), "",
-             f"Data: RT = {n_rows} Rotten Tomatoes training sentences (SST-2 layout), L128 = RT sentences joined and "
+             f"Data: RT = {n_rows} rows of {info.get('data', 'Rotten Tomatoes sentences')}, L128 = RT rows joined and "
              f"cut at {LONG} tokens; bert-base architecture (random init), {SPARSITY:.0%} global-magnitude mask; "
              f"warm-up over the same batches, then {rounds} alternated rounds; ms/step median (range). bf16 matmul "
              f"8192^3 in this run: {peak_tf:.0f} TFLOP/s. TFLOP/s counts matmul FLOPs of the padded batches "
@@ -385,7 +295,7 @@ def main() -> int:
     a = p.parse_args()
     offline_env()
     if a.smoke:
-        smoke_mode()
+        cpu_mode()
     elif not torch.cuda.is_available():
         print("bench_gpu: no CUDA device here; nothing measured (run benchmarks/gpu_check.sh on a GPU machine)")
         return 0

@@ -1,6 +1,6 @@
-"""GPU-hours of a sweep grid (default: sweeps/paper.yaml) at given training rates.
+"""GPU-hours of a sweep grid (default: sweeps/paper.yaml) at training rates read from committed JSON.
 
-``python -m benchmarks.gpu_hours [SWEEP] [--rates bench_gpu_*.json] [--mlm-examples N]``
+``python -m benchmarks.gpu_hours [SWEEP] [--rates FILE ...] [--mlm-examples N]``
 
 Reads the sweep file with PyYAML (a simple reading of the sweep schema,
 so that it does not depend on the sweep runner): every trunk run fine-tunes
@@ -15,14 +15,16 @@ training examples, else ``train_size x num_epochs``; hours = examples / rate.
 Evaluation, pruning and start-up are not counted (small next to training at
 these sizes, except for the smallest tasks).
 
-Rates (training examples/s of one run, bert-base, one GPU) come in columns:
-the measured ones of issue 11 (one H200, batch 32, bf16 autocast unless
-fp32), applied to an H100 as they are (the two cards ran the same bf16
-matmul at 798 vs 788 TFLOP/s here; the loops measured are launch-bound),
-and the fast path's targets as a projection until ``--rates`` gives a
-bench_gpu result file.  Rates at other sequence lengths (SQuAD 384 tokens,
-MLM 512, batch 16) are scaled from the 128-token rate by matmul FLOPs per
-example (same TFLOP/s): an estimate, marked as such.
+Rates (training examples/s of one run, bert-base, one GPU) come only from
+JSON files, each a column of the table: ``results/gpu_rates.json`` (the
+default: the rates measured in issue 11 on an H200, and the fast path's
+targets, labelled PROJECTION), a ``gpu_check.json`` (its measured eager and
+compiled fast-path rates) or a ``bench_gpu_*.json``.  A missing file is a
+one-line error.  Rates at other lengths (SQuAD 384-token windows, MLM
+512-token blocks) are scaled from the 128-token rate by matmul FLOPs per
+example at the same FLOP/s (an estimate, marked as such); MLM counts its
+vocabulary head at the masked positions only (``mlm_probability`` of the
+tokens), as ``tickets_core.tasks.mlm.masked_logits`` computes it.
 """
 
 from __future__ import annotations
@@ -50,41 +52,30 @@ TRAIN_DEFAULTS = {"num_epochs": 3.0, "batch_size": 32, "max_seq_length": 128, "l
 HIDDEN, LAYERS, FFN, VOCAB = 768, 12, 3072, 30522
 ENCODER_WEIGHTS = LAYERS * (4 * HIDDEN * HIDDEN + 2 * HIDDEN * FFN)
 
-# One run's examples/s at (batch 32, <=128 tokens): "short" = RT-length sentences, "l128" = 128 tokens.
-COLUMNS = {
-    "reference fp32": {"short": 518.0, "l128": 518.0,
-                       "source": "issue 11, H200: prune hooks, every batch padded to 128, fp32"},
-    "reference bf16": {"short": 631.0, "l128": 631.0, "source": "issue 11, H200: the same with bf16 autocast"},
-    "project today": {"short": 930.0, "l128": 805.0,
-                      "source": "issue 11, H200: fine_tune before the fast path (850-1,010 examples/s on RT "
-                                "sentences, midpoint; 805 at 128 tokens)"},
-    "fast path (projected)": {"short": 3000.0, "l128": 0.25 * 785e12,  # l128 given as FLOP/s, converted below
-                              "source": "PROJECTION, not measured: the issue's targets (3,000 examples/s on RT "
-                                        "sentences; 25% of the 785 TFLOP/s bf16 matmul at 128 tokens)"},
-    "fast path, runs packed (projected)": {"short": 4 * 930.0, "l128": 4 * 805.0,
-                                           "source": "PROJECTION, not measured: the packing target, an aggregate of "
-                                                     "4x today's single-run rate per GPU (several runs per GPU)"},
-}
+RATES = Path(__file__).resolve().parent / "results" / "gpu_rates.json"
+MLM_PROBABILITY = 0.15  # DataConfig.mlm_probability's default: the share of tokens the MLM head runs on
 
 
-def example_flops(seq_len: int, head: str = "classification") -> float:
-    """Matmul FLOPs of one training example (forward x 3), as benchmarks/flops.py counts them."""
+def example_flops(seq_len: int, head: str = "classification", mlm_probability: float = MLM_PROBABILITY) -> float:
+    """Matmul FLOPs of one training example (forward x 3), as benchmarks/flops.py counts them.
+
+    MLM: transform + tied decoder at the masked positions only (``mlm_probability`` of the non-special
+    tokens), as the project computes its loss; other heads: pooler + classifier once per example.
+    """
     fwd = 2 * ENCODER_WEIGHTS * seq_len + LAYERS * 4 * seq_len * seq_len * HIDDEN
-    if head == "mlm":  # transform + decoder on every token
-        fwd += 2 * (HIDDEN * HIDDEN + HIDDEN * VOCAB) * seq_len
+    if head == "mlm":
+        fwd += 2 * (HIDDEN * HIDDEN + HIDDEN * VOCAB) * mlm_probability * (seq_len - 2)
     else:
         fwd += 2 * (HIDDEN * HIDDEN + HIDDEN * 2)
     return 3.0 * fwd
 
 
-def rate(column: dict, task: str, seq_len: int) -> tuple[float, bool]:
+def rate(column: dict, task: str, seq_len: int, mlm_probability: float = MLM_PROBABILITY) -> tuple[float, bool]:
     """(examples/s, estimated?) of one run of ``task`` at ``seq_len`` tokens under ``column``."""
-    l128 = column["l128"]
-    if l128 > 1e6:  # given as FLOP/s
-        l128 = l128 / example_flops(128)
+    l128 = column["l128"] if "l128" in column else column["l128_tflops"] * 1e12 / example_flops(128)
     if task in ("squad", "mlm"):
         head = "mlm" if task == "mlm" else "qa"
-        return l128 * example_flops(128) / example_flops(seq_len, head), True
+        return l128 * example_flops(128) / example_flops(seq_len, head, mlm_probability), True
     # GLUE inputs are <= 128 tokens; most are much shorter: the short-sentence rate is the optimistic
     # end, the 128-token rate the conservative one. Use the conservative one.
     return min(column["short"], l128), False
@@ -165,12 +156,30 @@ def fine_tunings(path: Path) -> list[dict]:
     return out
 
 
-def rates_from_bench(path: Path) -> dict:
-    """A 'fast path (measured)' column from a bench_gpu result file."""
+def read_rates(path: Path) -> dict:
+    """Columns ``{name: {"short", "l128" or "l128_tflops", "source", "kind"}}`` from one JSON file: a rates file
+    (``{"columns": ...}``), a gpu_check.json (its throughput entry) or a bench_gpu result."""
+    if not path.is_file():
+        raise SystemExit(f"gpu_hours: rates file {path} not found (rates come only from committed JSON: "
+                         f"{RATES.relative_to(ROOT)}, a gpu_check.json or a bench_gpu_*.json)")
     info = json.loads(path.read_text())
-    v = info["variants"]
-    return {"short": v["fast compiled | RT"]["examples_per_s"], "l128": v["fast compiled | L128"]["examples_per_s"],
-            "source": f"bench_gpu on {info['device']} ({path.name}): fast path, compiled, one run"}
+    if "columns" in info:
+        return info["columns"]
+    if "entries" in info:  # gpu_check.json
+        if info.get("mode") != "cuda":
+            raise SystemExit(f"gpu_hours: {path} is a --cpu run of gpu_check (no GPU rates in it)")
+        tp = info["entries"].get("throughput", {})
+        if tp.get("status") != "pass" or "examples_per_s" not in tp:
+            raise SystemExit(f"gpu_hours: {path} has no measured throughput (entry: {tp.get('status', 'missing')})")
+        gpu = info["entries"].get("versions", {}).get("gpu") or "no GPU"
+        r = tp["examples_per_s"]
+        return {f"{v} (measured, {gpu})": {"short": r[f"{v} | RT"], "l128": r[f"{v} | L128"], "kind": "measured",
+                                           "source": f"gpu_check on {gpu} ({path.name}): {v}, one run"}
+                for v in ("fast eager", "fast compiled")}
+    v = info["variants"]  # bench_gpu
+    return {f"fast compiled (measured, {info['device']})": {
+        "short": v["fast compiled | RT"]["examples_per_s"], "l128": v["fast compiled | L128"]["examples_per_s"],
+        "kind": "measured", "source": f"bench_gpu on {info['device']} ({path.name}): fast path, compiled, one run"}}
 
 
 def table(path: Path, columns: dict, mlm_examples: int | None) -> str:
@@ -185,10 +194,11 @@ def table(path: Path, columns: dict, mlm_examples: int | None) -> str:
         g["fine_tunings"] += r["count"]
         g["examples"] += n
         for c, col in columns.items():
-            ex_s, est = rate(col, task, seq_len(task, p))
+            ex_s, est = rate(col, task, seq_len(task, p), float(p.get("mlm_probability", MLM_PROBABILITY)))
             g["hours"][c] += n / ex_s / 3600
             g["estimated"] |= est
-    head = ["part of the grid", "fine-tunings", "training examples"] + [f"{c} (h)" for c in columns]
+    label = lambda c: f"{c}{' (PROJECTION)' if columns[c].get('kind') == 'projection' else ''} (h)"  # noqa: E731
+    head = ["part of the grid", "fine-tunings", "training examples"] + [label(c) for c in columns]
     rows, total = [], {c: 0.0 for c in columns}
     for key, g in groups.items():
         rows.append([key + (" (rates scaled by FLOPs: estimate)" if g["estimated"] else ""), f"{g['fine_tunings']:,}",
@@ -200,7 +210,9 @@ def table(path: Path, columns: dict, mlm_examples: int | None) -> str:
     lines = [f"GPU-hours of `{path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}` on one H100-class GPU "
              "(training only; one run at a time except in the packed column):", "", md_table(head, rows)]
     lines += ["", "Rates (GLUE rows use each column's 128-token rate, the conservative end: most GLUE inputs are "
-              "shorter):"] + [f"* {c}: {col['source']}" for c, col in columns.items()]
+              "shorter; SQuAD and MLM rows scale it by matmul FLOPs per example, MLM's head at the masked "
+              f"{MLM_PROBABILITY:.0%} of tokens only):"] + [f"* {c} ({col.get('kind', 'measured')}): {col['source']}"
+                                                           for c, col in columns.items()]
     mlm = int(train_examples("mlm", {"max_seq_length": 512, "num_epochs": 1}, mlm_examples))
     lines += [f"* MLM training set (when a level runs epochs, not max_steps): {mlm:,} blocks of 510 wordpieces "
               f"(wikitext-103 train, {WIKITEXT103_WORDS:,} words x {WORDPIECES_PER_WORD} wordpieces/word, an "
@@ -210,15 +222,17 @@ def table(path: Path, columns: dict, mlm_examples: int | None) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_hours", description=__doc__.splitlines()[0])
     p.add_argument("sweep", nargs="?", default=str(ROOT / "sweeps" / "paper.yaml"))
-    p.add_argument("--rates", nargs="*", default=[], help="bench_gpu_*.json files: add a measured fast-path column")
+    p.add_argument("--rates", nargs="+", default=[str(RATES)],
+                   help="JSON files, each adding columns: a rates file, a gpu_check.json or a bench_gpu_*.json "
+                        f"(default: {RATES.relative_to(ROOT)})")
     p.add_argument("--mlm-examples", type=int, default=None, help="MLM training examples (blocks) per epoch")
-    a = p.parse_args()
-    columns = dict(COLUMNS)
+    a = p.parse_args(argv)
+    columns: dict = {}
     for f in a.rates:
-        columns[f"fast path measured ({Path(f).stem})"] = rates_from_bench(Path(f))
+        columns.update(read_rates(Path(f)))
     print(table(Path(a.sweep).resolve(), columns, a.mlm_examples))
 
 

@@ -1,8 +1,8 @@
-"""Packed runs for benchmarks/bench_gpu.py: N training processes sharing one GPU, aggregate examples/s.
+"""Packed runs for bench_gpu.py and gpu_check.py: N training processes sharing one GPU, aggregate examples/s.
 
 ``packed(counts, seconds, ...)`` starts ``max(counts)`` worker processes
 (``python -m benchmarks.gpu_packed --worker I ...``), each with its own
-bert-base model, mask and data, exactly as bench_gpu's single runs.  Each
+bert-base model, mask and data, exactly as the single runs (gpu_common.py).  Each
 warms up (compilation, shapes; Inductor's on-disk cache is warm from the
 parent by then), reports ready, then trains whenever a round file lists it,
 until the round's deadline.  Rounds run 1, 2, 4, ... workers at once over the
@@ -23,15 +23,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import bench_gpu as bg
-from .common import StepClock, StopTiming
+from .common import StepClock, StopTiming, offline_env
+from .gpu_common import BATCH, SETUP, cpu_mode, make_data, make_model, peak_gb, project_call, reset_peak
 
 
 def worker(ctl: Path, wid: int, variant: str, n_rows: int) -> None:
     """One packed run: warm up, then train whenever a round file lists this worker, until its deadline."""
-    data, _, _ = bg.make_data(n_rows)
-    model, mask = bg.make_model()
-    bg.project_call(model, mask, data, variant)  # warm-up: compile, shapes
+    data = make_data(n_rows)[0]
+    model, mask = make_model()
+    project_call(model, mask, data, variant)  # warm-up: compile, shapes
     (ctl / f"ready_{wid}").write_text("1")
     k = 0
     while True:
@@ -44,15 +44,15 @@ def worker(ctl: Path, wid: int, variant: str, n_rows: int) -> None:
         spec = json.loads(f.read_text())
         if wid in spec["active"]:
             time.sleep(max(0.0, spec["start"] - time.time()))
-            bg._reset_peak()
-            clock = StepClock(bg.DEVICE, skip=2, deadline=spec["start"] + spec["seconds"])
+            reset_peak()
+            clock = StepClock(SETUP.device, skip=2, deadline=spec["start"] + spec["seconds"])
             try:
-                bg.project_call(model, mask, data, variant, clock=clock, max_steps=10 ** 7)
+                project_call(model, mask, data, variant, clock=clock, max_steps=10 ** 7)
             except StopTiming:
                 pass
-            rate = bg.BATCH / clock.finish()
+            rate = BATCH / clock.finish()
             (ctl / f"result_{k}_{wid}.json").write_text(json.dumps(
-                {"examples_per_s": rate, "peak_gb": bg._peak_gb()}))
+                {"examples_per_s": rate, "peak_gb": peak_gb()}))
         k += 1
 
 
@@ -103,12 +103,12 @@ def main() -> int:
     p.add_argument("--worker", type=int, required=True)
     p.add_argument("--ctl", required=True)
     p.add_argument("--variant", default="fast compiled")
-    p.add_argument("--rows", type=int, default=bg.BATCH * 40)
+    p.add_argument("--rows", type=int, default=BATCH * 40)
     p.add_argument("--smoke", action="store_true")
     a = p.parse_args()
-    bg.offline_env()
+    offline_env()
     if a.smoke:
-        bg.smoke_mode()
+        cpu_mode()
     worker(Path(a.ctl), a.worker, a.variant, a.rows)
     return 0
 

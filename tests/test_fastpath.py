@@ -12,9 +12,14 @@ Tolerances stated here (measured on the CPU with tiny-bert, dropout off so that 
 * bf16 (fast path) vs the fp32 plain path: mean training loss within 2% relative (measured 0.9%),
   same evaluation metric.
 * multi-tensor masking vs masked_fill: kept weights bit-identical, pruned weights == 0.
+* every training run here checks, after every step, that pruned entries are exactly 0 in the fp32
+  (master) weights, the bf16 compute copies, the gradients the optimizer steps with and its AdamW moments.
 * CUDA only (benchmarks/gpu_check.sh; not yet run on a GPU): the bf16 fast path, eager and compiled with
-  CUDA graphs, vs the fp32 CPU loop: mean training loss within 3%, same evaluation metric; GPU pruning
-  gives the CPU masks, no slower than global_unstructured (1.5x + 10 ms margin for one timed sample).
+  CUDA graphs, vs the fp32 CPU loop, dropout off: mean training loss within 3%, evaluation accuracy
+  within 2 of 32 examples, evaluation loss within 10% (bf16 on the CPU: 3.6%); with dropout on (another
+  dropout stream than the CPU's; basis measured on the CPU, see DROPOUT_TRAIN_REL): accuracy within 2
+  examples, training loss within 30%; GPU pruning gives the CPU masks, no slower than global_unstructured
+  (1.5x + 10 ms margin for one timed sample).  Compile tests on the CPU (Inductor): test_fastpath_compile.py.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import json
 import pytest
 import torch
 
-from tickets_core.training import fastpath
+from tickets_core.training import fastpath, prefetch
 from tickets_core.core.config import ConfigError, DataConfig, ModelConfig, RunConfig, TrainConfig
 from tickets_core.lottery.identity import resolve
 from tickets_core.pruning.masks import Mask
@@ -32,9 +37,9 @@ from tickets_core.models.build import build_model
 from tickets_core.models.prunable import prunable_parameters
 from tickets_core.pruning.strategies import _prune_lowest, magnitude_global
 from tickets_core.tasks import get_task
-from tickets_core.training.loop import fine_tune
 
 from glue_fixtures import write_glue, write_text
+from zero_checks import train_checked
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 TINY = ModelConfig("tiny-bert", config_overrides=NO_DROPOUT)
@@ -68,26 +73,12 @@ def _random_mask(model, seed=0, p=0.5) -> Mask:
 
 
 def _train(data, model_cfg=TINY, head="classification", labels=2, **train_kw):
-    """fine_tune a fresh tiny model under a 50% mask; checks pruned weights are 0 after every step."""
+    """fine_tune a fresh tiny model under a 50% mask, checking after every step that pruned entries are 0 in
+    the fp32 (master) weights, the bf16 compute copies, the gradients the optimizer steps with and the AdamW
+    moments (no apply_() needed for that: zero weight, gradient and moments make a zero update)."""
     model = build_model(model_cfg, head, labels, seed=0)
     mask = _random_mask(model)
-    params = dict(model.base_model.named_parameters())
-    seen = []
-
-    def on_step(step, m):
-        for k, keep in mask.items():
-            p = dict(m.base_model.named_parameters())[k]
-            assert p.dtype == torch.float32  # callbacks see the fp32 (master) weights
-            assert bool((p.detach()[~keep] == 0).all()), (step, k)
-        seen.append(step)
-
-    res = fine_tune(model, data, TrainConfig(**{**FAST, **train_kw}), seed=0, bound_mask=mask.bind(model),
-                    on_step=on_step)
-    assert seen == list(range(1, res["steps"] + 1))
-    assert all(p is dict(model.base_model.named_parameters())[k] for k, p in params.items())  # same objects back
-    assert all(p.dtype == torch.float32 and p.grad is None for p in model.parameters())
-    for k, keep in mask.items():
-        assert bool((params[k].detach()[~keep] == 0).all())
+    res, _ = train_checked(model, mask, data, TrainConfig(**{**FAST, **train_kw}))
     return res, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -100,15 +91,22 @@ def _max_diff(a: dict, b: dict) -> float:
 # ---------------------------------------------------------------------------
 
 
-def test_plan_is_plain_on_cpu_by_default_and_full_on_cuda():
+def test_plan_is_plain_on_cpu_by_default_and_the_eager_fast_path_on_cuda(monkeypatch):
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     plain = fastpath.make_plan(TrainConfig(), cpu, total_steps=10_000, head="classification", bf16=False)
     assert plain == fastpath.Plan()
     on = fastpath.make_plan(TrainConfig(), gpu, total_steps=10_000, head="classification", bf16=True)
+    # compile stays opt-in until a committed GPU measurement turns 'auto' on (fastpath.AUTO_COMPILE)
+    assert fastpath.AUTO_COMPILE is None
     assert (on.on, on.pad_multiple, on.multi_tensor_masks, on.master_weights, on.compile, on.prefetch,
-            on.pin_memory) == (True, 16, True, True, "reduce-overhead", 2, True) and on.cudagraphs
+            on.pin_memory) == (True, 16, True, True, None, 2, True) and not on.cudagraphs
+    assert not on.merge_single_row and on.as_dict()["compile"] is None
+    monkeypatch.setattr(fastpath, "AUTO_COMPILE", "reduce-overhead")  # what a measurement may set
+    long = fastpath.make_plan(TrainConfig(), gpu, total_steps=10_000, head="classification", bf16=True)
+    assert long.compile == "reduce-overhead" and long.cudagraphs and long.merge_single_row
     short = fastpath.make_plan(TrainConfig(), gpu, total_steps=fastpath.COMPILE_MIN_STEPS - 1, head="mlm", bf16=False)
     assert short.compile is None and not short.master_weights and short.on
+    monkeypatch.undo()
     assert fastpath.make_plan(TrainConfig(), gpu, total_steps=10_000, head="qa", bf16=True).pad_multiple == 1
     forced = fastpath.make_plan(TrainConfig(fast_path="on", compile="reduce-overhead", prefetch_batches=3),
                                 cpu, total_steps=5, head="classification", bf16=True)
@@ -186,17 +184,17 @@ def test_prefetcher_same_sequence_errors_and_early_close():
     def draws(seed):
         gen = torch.Generator().manual_seed(seed)
         return (torch.randperm(10, generator=gen).tolist() for _ in range(7))
-    pf = fastpath.Prefetcher(draws(0), 2)
+    pf = prefetch.Prefetcher(draws(0), 2)
     assert list(pf) == list(draws(0)) and list(pf) == []
 
     def boom():
         yield 1
         raise RuntimeError("collate failed")
-    pf = fastpath.Prefetcher(boom(), 2)
+    pf = prefetch.Prefetcher(boom(), 2)
     assert next(pf) == 1
     with pytest.raises(RuntimeError, match="collate failed"):
         next(pf)
-    endless = fastpath.Prefetcher(iter(int, 1), 2)  # never ends
+    endless = prefetch.Prefetcher(iter(int, 1), 2)  # never ends
     assert next(endless) == 0
     endless.close()
     assert not endless._thread.is_alive()
@@ -269,10 +267,40 @@ def test_mlm_fast_path_with_a_tied_decoder(mlm_data):
 # ---------------------------------------------------------------------------
 
 
+# Across devices (and bf16 vs fp32) numbers agree within tolerances, not bit for bit: the evaluation accuracy
+# within EVAL_SLACK of the 32 evaluation examples, losses within a relative tolerance.
+EVAL_SLACK = 2
+
+
+# Dropout on, 48 steps (both runs reach accuracy 1.0 on the fixture): two dropout streams' mean training losses
+# differed by 5-21% relative over seeds 0-3 on the CPU (the plain loop vs the fast path, whose padding to 16
+# draws other masks; fp32 and bf16 alike); evaluation losses near 0 by then differed by 15-70%, so they are
+# not compared.
+DROPOUT = dict(max_steps=48)
+DROPOUT_TRAIN_REL = 0.3
+
+
+def _close_across_devices(fast: dict, ref: dict, train_rel: float, eval_rel: float | None, n_eval: int = 32) -> None:
+    assert fast["train_loss"] == pytest.approx(ref["train_loss"], rel=train_rel)
+    assert abs(fast["eval"]["accuracy"] - ref["eval"]["accuracy"]) * n_eval <= EVAL_SLACK + 1e-9
+    if eval_rel is not None:
+        assert fast["eval"]["loss"] == pytest.approx(ref["eval"]["loss"], rel=eval_rel)
+
+
+def test_two_dropout_streams_agree_within_the_cuda_tolerances(sst2):
+    """The CPU basis of test_cuda_fast_path_with_dropout_tracks_the_cpu_loop: another dropout stream (the fast
+    path pads to 16, so its dropout draws differ) stays within its tolerances, and does differ."""
+    plain, _ = _train(sst2, ModelConfig("tiny-bert"), fast_path="off", **DROPOUT)
+    other, _ = _train(sst2, ModelConfig("tiny-bert"), fast_path="on", **DROPOUT)
+    assert other["train_loss"] != plain["train_loss"]
+    _close_across_devices(other, plain, train_rel=DROPOUT_TRAIN_REL, eval_rel=None)
+
+
 @cuda
 @pytest.mark.parametrize("compile_mode,pad", [("off", None), ("reduce-overhead", 2)])
 def test_cuda_fast_path_keeps_pruned_weights_zero_and_tracks_fp32(sst2, plain_fp32, compile_mode, pad):
-    """bf16 fast path on CUDA (pad 2: several shapes, so several CUDA graphs) vs the fp32 CPU loop."""
+    """bf16 fast path on CUDA (pad 2: several shapes, so several CUDA graphs) vs the fp32 CPU loop, dropout off:
+    pruned entries exactly 0 after every step (weights, compute copies, gradients, moments: see _train)."""
     import warnings
 
     ref, _ = plain_fp32
@@ -280,8 +308,21 @@ def test_cuda_fast_path_keeps_pruned_weights_zero_and_tracks_fp32(sst2, plain_fp
         warnings.simplefilter("error", RuntimeWarning)  # a compile fallback fails the test
         fast, _ = _train(sst2, fast_path="on", device="cuda", precision="bf16", compile=compile_mode,
                          pad_to_multiple_of=pad)
-    assert fast["train_loss"] == pytest.approx(ref["train_loss"], rel=0.03)
-    assert fast["eval"] == ref["eval"]
+    _close_across_devices(fast, ref, train_rel=0.03, eval_rel=0.1)
+    rec = fast["fast_path"]
+    assert rec["device"].startswith("cuda") and rec["fell_back_at_step"] is None
+    if compile_mode != "off":
+        assert rec["compiled"] and rec["recompiles"] == 0 and rec["cudagraph_skips"] == 0
+        assert rec["graphs"] <= 2 and (rec["cudagraphs"] is None or rec["cudagraphs"] >= 1)
+
+
+@cuda
+def test_cuda_fast_path_with_dropout_tracks_the_cpu_loop(sst2):
+    """Dropout on: CUDA draws other dropout masks than the CPU, so the runs agree as two dropout streams do.
+    Tolerances from the CPU (test_two_dropout_streams_agree_within_the_cuda_tolerances)."""
+    cpu, _ = _train(sst2, ModelConfig("tiny-bert"), fast_path="off", **DROPOUT)
+    gpu, _ = _train(sst2, ModelConfig("tiny-bert"), fast_path="on", device="cuda", precision="bf16", **DROPOUT)
+    _close_across_devices(gpu, cpu, train_rel=DROPOUT_TRAIN_REL, eval_rel=None)
 
 
 @cuda
@@ -295,6 +336,7 @@ def test_cuda_compiled_mlm(mlm_data):
         fast, _ = _train(data, head="mlm", labels=0, fast_path="on", device="cuda", precision="bf16",
                          compile="reduce-overhead", max_steps=6)
     assert fast["train_loss"] == pytest.approx(ref["train_loss"], rel=0.03)
+    assert fast["fast_path"]["compiled"] and fast["fast_path"]["recompiles"] == 0
 
 
 @cuda

@@ -53,7 +53,8 @@ def test_fine_tune_learns_and_repeats_bit_for_bit(glue_root, tokenizer, cache):
     assert r0["eval"]["accuracy"] >= 0.9
     assert (r0["steps"], r0["examples"]) == (24, 24 * 8)
     assert [h["step"] for h in r0["history"]] == [12, 24] and r0["history"][-1]["accuracy"] == r0["eval"]["accuracy"]
-    assert set(r0) == {"train_loss", "steps", "examples", "time_s", "eval", "history"}
+    assert set(r0) == {"train_loss", "steps", "examples", "time_s", "eval", "history", "fast_path"}
+    assert r0["fast_path"]["describe"].startswith("plain loop") and r0["fast_path"]["compiled"] is False
     # same seed: identical weights and metrics; another seed: different weights
     assert all(torch.equal(sd0[k], sd1[k]) for k in sd0)
     assert r0["train_loss"] == r1["train_loss"] and r0["history"] == r1["history"]

@@ -139,7 +139,8 @@ class TrainConfig(_Checked):
         help="GPU fast path of the training loop: 'auto' (on for CUDA, off on the CPU, where it was measured not "
              "to pay), 'on', 'off' (the plain loop). On: batches padded to a multiple of pad_to_multiple_of, masks "
              "applied with multi-tensor ops, bf16 copies of the Linear weights (fp32 master weights in the "
-             "optimizer) instead of per-step autocast casts, prefetched pinned batches, torch.compile per `compile`.")
+             "optimizer) instead of per-step autocast casts, prefetched pinned batches, torch.compile only if "
+             "`compile` asks for it.")
     pad_to_multiple_of: int | None = param(
         None, hashed=False,
         help="Pad each training batch's width up to a multiple of N so that few shapes recur (not QA, whose loss "
@@ -148,10 +149,11 @@ class TrainConfig(_Checked):
         "auto", hashed=False,
         choices=("auto", "off", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs",
                  "aot_eager", "eager"),
-        help="torch.compile the training forward/backward: 'auto' ('reduce-overhead' = Inductor + CUDA graphs, "
-             "with the fast path on CUDA for levels of at least fastpath.COMPILE_MIN_STEPS steps; else off), "
-             "'off', 'default', 'reduce-overhead', 'max-autotune', 'max-autotune-no-cudagraphs', or the debug "
-             "backends 'aot_eager' / 'eager'.")
+        help="torch.compile is opt-in until a committed GPU measurement shows it correct and faster. "
+             "torch.compile of the training forward/backward: 'auto' (off until then: fastpath.AUTO_COMPILE), "
+             "'off', 'default' (Inductor), 'reduce-overhead' (Inductor + CUDA graphs), 'max-autotune', "
+             "'max-autotune-no-cudagraphs', or the debug backends 'aot_eager' / 'eager'. A step that fails to "
+             "compile continues eagerly; each level's metrics.json records what ran (fast_path).")
     master_weights: str = param(
         "auto", hashed=False, choices=("auto", "on", "off"),
         help="Under bf16: keep bf16 copies of the Linear weights for compute and fp32 master weights in the "

@@ -58,6 +58,9 @@ def run(cfg: RunConfig) -> Path:
         run_ = exp.run = Run.open(cfg, levels_planned=len(plan))
         try:
             todo = [item for item in plan if not run_.level_done(item.level)]
+            finished = [item.level for item in plan if run_.level_done(item.level)]
+            if todo and finished and (note := exp.plan_change(finished)):
+                say(note)  # a resumed run whose fast path (or torch) changed says so in one line
             with tqdm(total=len(plan), initial=len(plan) - len(todo), desc=cfg.run_name(),
                       disable=not cfg.train.progress, unit="level") as bar:
                 for item in todo:

@@ -292,10 +292,30 @@ class Experiment:
             "main_metric": main,
             "score": ev[main],
             "eval": ev,
-            "train": {k: v for k, v in result.items() if k != "eval"},
+            "train": {k: v for k, v in result.items() if k not in ("eval", "fast_path")},
+            "fast_path": result.get("fast_path"),
             "source": source,
             "seed": self.cfg.seed,
             "task": self.task.name,
             "kind": self.cfg.kind,
             **({"mlm_head_warmup": self.head_warmup} if self.head_warmup else {}),
         }
+
+    def plan_change(self, finished: list[int]) -> str | None:
+        """One line when this process would train with another fast-path plan or torch than the ``finished``
+        levels recorded (their ``metrics.json`` ``fast_path``; levels from before it was recorded are left out)."""
+        from ..training.fastpath import Plan
+
+        now = {"plan": train.plan_for(self.data, self.cfg.train).as_dict(), "torch": torch.__version__}
+        other: dict[str, list[int]] = {}
+        for k in finished:
+            rec = read_json(self.paths.metrics(k)).get("fast_path") or {}
+            was = {"plan": rec.get("plan"), "torch": rec.get("torch")}
+            if rec.get("plan") and was != now:
+                other.setdefault(f"{Plan(**was['plan']).describe()} (torch {was['torch']})", []).append(k)
+        if not other:
+            return None
+        before = "; ".join(f"level{'s' if len(ks) > 1 else ''} {', '.join(map(str, ks))} with {d}"
+                           for d, ks in other.items())
+        return (f"{self.cfg.run_name()}: finished {before}; the rest now trains with "
+                f"{Plan(**now['plan']).describe()} (torch {now['torch']}): its levels mix the two")

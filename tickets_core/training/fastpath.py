@@ -21,37 +21,45 @@ strings them together:
   bit-identical losses and weights against the autocast path on the CPU).
 * multi-tensor masking: ``BoundMask.apply_/mask_grads_(multi_tensor=True)``
   (in :mod:`tickets_core.pruning.masks`).
-* :class:`Prefetcher`: batches collated (and pinned, on CUDA) on a
-  background thread, ``depth`` batches ahead; same batches, same order.
-* :func:`compile_model`: ``torch.compile(module, dynamic=True)``, by default
-  in 'reduce-overhead' mode (Inductor kernels replayed as CUDA graphs, one
-  graph per recurring shape); the module is the one the task's loss runs
-  (``Task.compile_target``: the model, or the MLM encoder).
+* :class:`~tickets_core.training.prefetch.Prefetcher`: batches collated
+  (and pinned, on CUDA) on a background thread, ``depth`` batches ahead; same
+  batches, same order.
+* :func:`compile_model`: ``torch.compile(module, dynamic=True)`` in a
+  ``TrainConfig.compile`` mode ('reduce-overhead': Inductor kernels replayed
+  as CUDA graphs, one graph per recurring shape); the module is the one the
+  task's loss runs (``Task.compile_target``: the model, or the MLM encoder).
+  :class:`Steps` runs each step's forward and backward compiled, and eagerly
+  from the first step on which compiling or graph capture fails; its
+  :meth:`Steps.record` (the plan, whether every step ran compiled, the
+  Dynamo/Inductor counters) goes into each level's ``metrics.json``.
 
-:func:`make_plan` decides which pieces run: all of them with the fast path on
-CUDA, none on the CPU unless asked for (measured on a 2-core CPU: none of
+:func:`make_plan` decides which pieces run: with the fast path on CUDA all of
+them except ``torch.compile``, which stays opt-in (:data:`AUTO_COMPILE`) until
+a committed GPU measurement (``benchmarks/gpu_check.sh``) shows it correct and
+faster; none on the CPU unless asked for (measured on a 2-core CPU: none of
 them paid there; see benchmarks/README.md).  CUDA-only code is limited to
-pinning, the CUDA-graph step marker and the defaults; everything else runs
-(and is tested) on the CPU.
+pinning, the CUDA-graph step marker, its counter and the defaults; everything
+else runs (and is tested) on the CPU.
 """
 
 from __future__ import annotations
 
 import contextlib
-import queue
-import threading
+import warnings
 import weakref
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import torch
 from torch import nn
 
 DEFAULT_PAD_MULTIPLE = 16
 DEFAULT_PREFETCH = 2
-# 'auto' compiles only levels this long: compiling bert-base took ~116 s cold on an H200 (issue 11),
-# repaid after a few thousand steps per process; a run compiles once for all of its levels, and
-# Inductor's on-disk cache shortens later compiles. An estimate: benchmarks/bench_gpu.py measures it.
+# What `compile: auto` turns on with the fast path on CUDA: nothing (eager) until a committed GPU measurement
+# (benchmarks/gpu_check.sh, benchmarks/results/gpu_check/) shows a compiled mode correct and faster on the
+# pinned torch; only such a measurement may set it (e.g. to 'reduce-overhead').
+AUTO_COMPILE: str | None = None
+# ... and then only for levels this long: compiling bert-base took ~116 s cold on an H200 (issue 11), paid
+# per process (a sweep runs one process per run), so short levels would not pay it back. An estimate.
 COMPILE_MIN_STEPS = 500
 INDUCTOR_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CUDAGRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -76,6 +84,15 @@ class Plan:
     def cudagraphs(self) -> bool:
         return self.compile in CUDAGRAPH_MODES
 
+    @property
+    def merge_single_row(self) -> bool:
+        """Compiled: a one-row last batch joins the batch before it (a one-row batch forces a recompile)."""
+        return self.compile is not None
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in ("on", "pad_multiple", "multi_tensor_masks", "master_weights",
+                                              "compile", "prefetch", "pin_memory")}
+
     def describe(self) -> str:
         parts = [f"pad x{self.pad_multiple}" if self.pad_multiple > 1 else "no extra padding",
                  "multi-tensor masks" if self.multi_tensor_masks else "per-matrix masks",
@@ -88,7 +105,8 @@ class Plan:
 def make_plan(cfg, device: torch.device, *, total_steps: int, head: str, bf16: bool) -> Plan:
     """The pieces ``fine_tune`` uses for ``cfg`` (a TrainConfig) on ``device``.
 
-    ``fast_path='auto'`` is on for CUDA and off elsewhere; explicit
+    ``fast_path='auto'`` is on for CUDA and off elsewhere; ``compile='auto'``
+    is :data:`AUTO_COMPILE` (None: eager) with the fast path on CUDA; explicit
     ``pad_to_multiple_of`` / ``compile`` / ``master_weights`` /
     ``prefetch_batches`` values apply whatever ``fast_path`` says.
     """
@@ -99,7 +117,7 @@ def make_plan(cfg, device: torch.device, *, total_steps: int, head: str, bf16: b
         pad = 1  # the span loss covers padded positions: extra padding would change it
     master = bf16 and (cfg.master_weights == "on" or (cfg.master_weights == "auto" and on))
     if cfg.compile == "auto":
-        mode = "reduce-overhead" if (on and cuda and total_steps >= COMPILE_MIN_STEPS) else None
+        mode = AUTO_COMPILE if (on and cuda and total_steps >= COMPILE_MIN_STEPS) else None
     else:
         mode = None if cfg.compile == "off" else cfg.compile
     if mode in CUDAGRAPH_MODES and not cuda:
@@ -245,82 +263,14 @@ class MasterWeights:
             c.grad = None
 
 
+def compute_copies(model: nn.Module) -> dict[str, nn.Parameter]:
+    """The bf16 compute copies :class:`MasterWeights` made for ``model``, by parameter name ({}: none yet)."""
+    return dict(_COMPUTE_CACHE.get(model, {}))
+
+
 def exposed(masters: MasterWeights | None):
     """``masters.exposed()``, or a no-op context without master weights."""
     return masters.exposed() if masters is not None else contextlib.nullcontext()
-
-
-# ---------------------------------------------------------------------------
-# Collation off the critical path
-# ---------------------------------------------------------------------------
-
-_END = object()
-
-
-class _Failure:
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-
-class Prefetcher:
-    """Iterate ``items`` on a background thread, at most ``depth`` items ahead of the consumer.
-
-    The producer is the only user of whatever generators ``items`` draws
-    from, so the sequence is the same as iterating inline.  Errors in the
-    producer are raised in the consumer; :meth:`close` stops the thread
-    (call it when leaving the loop early).
-    """
-
-    def __init__(self, items: Iterable, depth: int) -> None:
-        self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._produce, args=(iter(items),), daemon=True,
-                                        name="tickets-core-prefetch")
-        self._thread.start()
-
-    def _put(self, item) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._q.put(item, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self, items: Iterator) -> None:
-        try:
-            for item in items:
-                if not self._put(item):
-                    return
-            self._put(_END)
-        except BaseException as e:  # handed to the consumer
-            self._put(_Failure(e))
-
-    def __iter__(self) -> "Prefetcher":
-        return self
-
-    def __next__(self):
-        item = self._q.get()
-        if item is _END:
-            self._q.put(_END)  # stay exhausted
-            raise StopIteration
-        if isinstance(item, _Failure):
-            raise item.error
-        return item
-
-    def close(self) -> None:
-        self._stop.set()
-        try:
-            while True:
-                self._q.get_nowait()
-        except queue.Empty:
-            pass
-        self._thread.join(timeout=5)
-
-
-def pin(batch: dict) -> dict:
-    """Page-locked copies of a batch's tensors (so that host-to-GPU copies can be asynchronous)."""
-    return {k: v.pin_memory() for k, v in batch.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -331,10 +281,12 @@ def pin(batch: dict) -> dict:
 def compile_model(model: nn.Module, mode: str) -> nn.Module:
     """``torch.compile(model, dynamic=True)`` in Inductor ``mode``, or with a debug backend.
 
-    ``dynamic=True``: one compiled graph for every batch width (and the
-    short last batch); 'reduce-overhead' still records one CUDA graph per
-    distinct shape, which bucketing keeps to a handful.  The returned module
-    shares parameters with ``model``; evaluation keeps using ``model``.
+    ``dynamic=True``: one compiled graph for every batch width and batch size
+    of 2 or more (a one-row batch is specialized: see
+    :attr:`Plan.merge_single_row`); 'reduce-overhead' still records one CUDA
+    graph per distinct shape, which bucketing keeps to a handful.  The
+    returned module shares parameters with ``model``; evaluation keeps using
+    ``model``.
     """
     if mode in DEBUG_BACKENDS:
         return torch.compile(model, backend=mode, dynamic=True)
@@ -346,3 +298,152 @@ def compile_model(model: nn.Module, mode: str) -> nn.Module:
 def mark_step() -> None:
     """Tell CUDA-graph trees that a new training iteration starts (outputs of the last one are consumed)."""
     torch.compiler.cudagraph_mark_step_begin()
+
+
+def distinct_sizes():
+    """While compiled code traces, sizes equal by chance stay distinct symbols (no "duck sizing").
+
+    By default Dynamo gives dimensions of equal size one symbol: a first batch of 32 rows padded to 32
+    tokens compiles a graph guarded on ``rows == width``, and the next width recompiles it.  The switch
+    (``torch.fx.experimental._config.use_duck_shape``) is read when a compilation starts.
+    """
+    from torch.fx.experimental import _config
+
+    return _config.patch(use_duck_shape=False) if hasattr(_config, "use_duck_shape") else contextlib.nullcontext()
+
+
+# compile target -> the first line of the error its compiled step failed with in this process: later levels
+# of the run train it eagerly at once instead of paying for another compile that fails.
+_BROKEN: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()
+# compile targets whose first compiled step (the warm-up: compiling, first CUDA graphs) is done in this process.
+_WARM: "weakref.WeakSet[nn.Module]" = weakref.WeakSet()
+
+
+class CompileCounters:
+    """Dynamo graphs, CUDA graphs recorded and CUDA-graph skips since construction (torch's own counters).
+
+    ``torch._dynamo.utils.counters["stats"]["unique_graphs"]`` counts every
+    graph Dynamo compiles (a recompile adds one);
+    ``counters["inductor"]["cudagraph_skips"]`` every compiled graph Inductor
+    runs without CUDA graphs; CUDA graph recordings are counted through
+    Dynamo's compilation callbacks (``CallbackTrigger.CUDAGRAPH_RECORDING``).
+    """
+
+    def __init__(self, cudagraphs: bool) -> None:
+        from torch._dynamo.utils import counters
+
+        self._counters = counters
+        self.graphs0 = self.graphs()
+        self.skips0 = counters["inductor"]["cudagraph_skips"]
+        self.recorded = 0 if cudagraphs else None
+        self._hook = None
+        trigger = getattr(getattr(torch._dynamo, "callback", None), "CallbackTrigger", None)
+        trigger = getattr(trigger, "CUDAGRAPH_RECORDING", None)
+        if cudagraphs and trigger is not None:
+            def count(*args) -> None:  # never raises: it runs inside torch's own compile and capture
+                if args and getattr(args[0], "callback_trigger", None) == trigger:
+                    self.recorded += 1
+            self._hook = torch._dynamo.callback_handler.register_start_callback(count)
+
+    def graphs(self) -> int:
+        return self._counters["stats"]["unique_graphs"]
+
+    def skips(self) -> int:
+        return self._counters["inductor"]["cudagraph_skips"] - self.skips0
+
+    def close(self) -> None:
+        if self._hook is not None:
+            torch._dynamo.callback_handler.remove_start_callback(self._hook)
+            self._hook = None
+
+
+class Steps:
+    """Each training step's forward and backward (``task.loss``): compiled while that works, eagerly after.
+
+    With ``plan.compile`` the task's :meth:`compile_target` is compiled once
+    (:func:`compile_model`).  If compiling, running or capturing a CUDA graph
+    fails on any step, that step's partial gradients are dropped, the same
+    batch runs eagerly (the optimizer has not stepped on it), a one-line
+    ``RuntimeWarning`` says so, and the rest of the fine-tuning (and every
+    later one of this model in this process) trains eagerly.  Call
+    :meth:`close` when the loop ends; :meth:`record` says what happened.
+    """
+
+    def __init__(self, task, model: nn.Module, plan: Plan, device: torch.device | None = None) -> None:
+        self.task, self.model, self.plan = task, model, plan
+        self.device = str(device) if device is not None else None
+        self.fn = None
+        self.fell_back_at: int | None = None
+        self.error: str | None = None
+        self.counters = CompileCounters(plan.cudagraphs) if plan.compile else None
+        self.warm_graphs: int | None = None  # Dynamo graphs compiled up to the end of the warm-up step
+        if plan.compile:
+            self.target = task.compile_target(model)
+            if self.target in _BROKEN:
+                self.fell_back_at, self.error = 1, f"failed earlier in this process: {_BROKEN[self.target]}"
+                warnings.warn(f"torch.compile(mode={plan.compile!r}) {self.error}; training eagerly",
+                              RuntimeWarning, stacklevel=3)
+            else:
+                self.fn = compile_model(self.target, plan.compile)
+                if self.target in _WARM:
+                    self.warm_graphs = self.counters.graphs0
+
+    def __call__(self, batch: dict, autocast, step: int) -> torch.Tensor:
+        """The loss of ``batch`` after its backward pass; ``step``: the 1-based number of the step it makes."""
+        if self.fn is not None:
+            try:
+                loss = self._run(self.fn, batch, autocast)
+            except Exception as e:  # any compiler, runtime or capture failure: carry on eagerly
+                self._fall_back(step, e)
+            else:
+                if self.warm_graphs is None:
+                    self.warm_graphs = self.counters.graphs()
+                    _WARM.add(self.target)
+                return loss
+        return self._run(None, batch, autocast)
+
+    def _run(self, compiled, batch: dict, autocast) -> torch.Tensor:
+        if compiled is not None and self.plan.cudagraphs:
+            mark_step()
+        with autocast, (distinct_sizes() if compiled is not None else contextlib.nullcontext()):
+            loss = self.task.loss(self.model, batch, compiled=compiled)
+        loss.backward()
+        return loss
+
+    def _fall_back(self, step: int, error: Exception) -> None:
+        from ..core.errors import first_line
+
+        self.fn, self.fell_back_at = None, step
+        self.error = f"{type(error).__name__}: {first_line(error)}"
+        _BROKEN[self.target] = self.error
+        warnings.warn(f"torch.compile(mode={self.plan.compile!r}) failed at step {step} ({self.error}); "
+                      "training eagerly from this step on", RuntimeWarning, stacklevel=3)
+        self.model.zero_grad(set_to_none=True)  # whatever the failed backward left
+
+    def close(self) -> None:
+        if self.counters is not None:
+            self.counters.close()
+
+    def record(self) -> dict:
+        """What a level's ``metrics.json`` keeps of its fast path (``fast_path``).
+
+        ``plan``: the resolved :class:`Plan`; ``compiled``: every step ran the
+        compiled code; ``fell_back_at_step``: the first step that ran eagerly
+        after a failure (None: none failed); ``graphs``: Dynamo graphs
+        compiled during this fine-tuning; ``recompiles``: those compiled after
+        the compile target's warm-up step (its first compiled step in this
+        process); ``cudagraphs``: CUDA graphs recorded; ``cudagraph_skips``:
+        compiled graphs Inductor ran without CUDA graphs.  Counters are None
+        without compiling (``cudagraphs`` also without a CUDA-graph mode).
+        """
+        c = self.counters
+        out = {"plan": self.plan.as_dict(), "describe": self.plan.describe(), "torch": torch.__version__,
+               "device": self.device, "compiled": self.plan.compile is not None and self.fell_back_at is None,
+               "fell_back_at_step": self.fell_back_at, "error": self.error,
+               "graphs": None, "recompiles": None, "cudagraphs": None, "cudagraph_skips": None}
+        if c is not None:
+            now = c.graphs()
+            out.update(graphs=now - c.graphs0, recompiles=now - (self.warm_graphs if self.warm_graphs is not None
+                                                                 else now),
+                       cudagraphs=c.recorded, cudagraph_skips=c.skips() if self.plan.cudagraphs else None)
+        return out

@@ -18,8 +18,10 @@ same call on CPU repeats bit for bit.
 Fast path: ``TrainConfig.fast_path`` ('auto': on for CUDA, off on the CPU)
 runs the same steps with the pieces of :mod:`tickets_core.training.fastpath` (length
 bucketing, multi-tensor masking, bf16 compute weights with fp32 master
-weights, prefetched pinned batches, torch.compile); ``fastpath.make_plan``
-decides which.  With it off (the CPU default) the loop is the plain one.
+weights, prefetched pinned batches, opt-in torch.compile); ``fastpath.make_plan``
+decides which, and ``fastpath.Steps`` runs each forward/backward (compiled
+until a step fails, then eagerly).  With it off (the CPU default) the loop is
+the plain one.
 """
 
 from __future__ import annotations
@@ -29,13 +31,12 @@ import inspect
 import math
 import random
 import time
-import warnings
 from typing import Callable
 
 import numpy as np
 import torch
 
-from . import fastpath
+from . import fastpath, prefetch
 from ..core.config import TrainConfig
 from ..core.errors import first_line
 from ..core.seeds import derived_seed
@@ -57,19 +58,23 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     across_levels``, the reference code's per-level restart of one long
     schedule); 1: the learning rate reaches 0 at the call's last step.
 
-    Returns ``{"train_loss", "steps", "examples", "time_s", "eval", "history"}``:
+    Returns ``{"train_loss", "steps", "examples", "time_s", "eval", "history", "fast_path"}``:
     mean training loss, optimizer steps, training examples seen, wall time,
-    final evaluation metrics and the periodic evaluations
-    (``[{"step": s, **metrics}]``, empty without ``eval_every``).
+    final evaluation metrics, the periodic evaluations
+    (``[{"step": s, **metrics}]``, empty without ``eval_every``) and what
+    the fast path did (``fastpath.Steps.record``: plan, compiled or not,
+    fall-back step, recompiles, graphs).
 
     With the fast path (``cfg.fast_path``, on by default on CUDA; see
     :mod:`tickets_core.training.fastpath`) the same steps run with padded-to-a-multiple
     batches, multi-tensor masking, bf16 compute weights with fp32 master
-    weights under bf16, prefetched batches and a compiled model (the module
-    the task's loss runs, ``task.compile_target``: the MLM encoder when the
-    loss applies the head itself).  ``on_step`` and periodic evaluations
-    always see the fp32 weights (a callback with ``reads_weights = False``,
-    such as a timer, is called without swapping them in).
+    weights under bf16, prefetched batches and, when ``cfg.compile`` asks
+    for it, a compiled model (the module the task's loss runs,
+    ``task.compile_target``: the MLM encoder when the loss applies the head
+    itself; a one-row last batch then joins the batch before it).
+    ``on_step`` and periodic evaluations always see the fp32 weights (a
+    callback with ``reads_weights = False``, such as a timer, is called
+    without swapping them in).
     """
     check_vocab(model, data.tokenizer)
     _seed_everything(seed)
@@ -79,12 +84,7 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     forward_keys = _forward_keys(model)
 
     n_train = len(data.train)
-    if n_train == 0:
-        raise ValueError("the training set is empty")
-    batches_per_epoch = math.ceil(n_train / cfg.batch_size)
-    total_steps = cfg.max_steps or max(1, math.ceil(cfg.num_epochs * batches_per_epoch))
-    plan = fastpath.make_plan(cfg, device, total_steps=total_steps, head=data.task.head,
-                              bf16=_uses_bf16(device, cfg.precision))
+    plan, total_steps = _plan(data, cfg, device, n_train)
 
     optimizer = make_optimizer(model, cfg)
     warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
@@ -109,24 +109,15 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     batches = _batches(data, cfg, plan, n_train, total_steps, order_gen, mask_gen, lengths, forward_keys,
                        _pad_cap(model))
     if plan.prefetch:
-        batches = fastpath.Prefetcher(batches, plan.prefetch)
+        batches = prefetch.Prefetcher(batches, plan.prefetch)
     masters = fastpath.MasterWeights(model) if plan.master_weights else None
-    # The task names the module its loss runs (MLM: the encoder), so the compiled code is what runs.
-    compiled = fastpath.compile_model(data.task.compile_target(model), plan.compile) if plan.compile else None
+    # Forward and backward, compiled per the plan (the task's compile_target) until a step fails, then eagerly.
+    steps = fastpath.Steps(data.task, model, plan, device)
     expose_to_callback = getattr(on_step, "reads_weights", True)
     try:
         for n_rows, batch in batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            try:
-                loss = _forward_backward(data.task.loss, model, compiled, batch, autocast, plan.cudagraphs)
-            except Exception as e:  # a compiler failure on the first step: carry on eagerly
-                if compiled is None or step > 0:
-                    raise
-                warnings.warn(f"torch.compile(mode={plan.compile!r}) failed ({type(e).__name__}: "
-                              f"{first_line(e)}); training eagerly", RuntimeWarning)
-                compiled = None
-                model.zero_grad(set_to_none=True)
-                loss = _forward_backward(data.task.loss, model, None, batch, autocast, False)
+            loss = steps(batch, autocast, step + 1)
             if masters is not None:
                 masters.grads_to_master()
             if bound_mask is not None:
@@ -159,7 +150,8 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
                     history.append({"step": step, **evaluate(model, data, cfg)})
                 model.train()
     finally:
-        if isinstance(batches, fastpath.Prefetcher):
+        steps.close()
+        if isinstance(batches, prefetch.Prefetcher):
             batches.close()
         if masters is not None:
             masters.close()
@@ -176,21 +168,26 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
         "time_s": time.perf_counter() - start,
         "eval": final,
         "history": history,
+        "fast_path": steps.record(),
     }
 
 
-def _forward_backward(task_loss, model, compiled, batch: dict, autocast, cudagraphs: bool) -> torch.Tensor:
-    """One forward and backward pass; the task computes the loss (MLM: vocabulary logits at masked positions only).
+def plan_for(data: TaskData, cfg: TrainConfig) -> "fastpath.Plan":
+    """The fast-path plan :func:`fine_tune` would use for ``data`` and ``cfg`` on this machine."""
+    return _plan(data, cfg, resolve_device(cfg.device), len(data.train))[0]
 
-    ``compiled``: the compiled ``task.compile_target(model)``, which the task's loss runs in that module's
-    place (None: eager).
-    """
-    if cudagraphs:
-        fastpath.mark_step()
-    with autocast:
-        loss = task_loss(model, batch, compiled=compiled)
-    loss.backward()
-    return loss
+
+def _plan(data: TaskData, cfg: TrainConfig, device: torch.device, n_train: int) -> tuple["fastpath.Plan", int]:
+    """(plan, total steps) of a fine-tuning: compiled, an epoch has no one-row last batch (it is merged)."""
+    if n_train == 0:
+        raise ValueError("the training set is empty")
+    per_epoch = math.ceil(n_train / cfg.batch_size)
+    total = cfg.max_steps or max(1, math.ceil(cfg.num_epochs * per_epoch))
+    plan = fastpath.make_plan(cfg, device, total_steps=total, head=data.task.head,
+                              bf16=_uses_bf16(device, cfg.precision))
+    if plan.merge_single_row and not cfg.max_steps:
+        total = max(1, math.ceil(cfg.num_epochs * (per_epoch - _merges(n_train, cfg.batch_size))))
+    return plan, total
 
 
 def _batches(data: TaskData, cfg: TrainConfig, plan, n_train: int, total_steps: int, order_gen, mask_gen,
@@ -198,7 +195,7 @@ def _batches(data: TaskData, cfg: TrainConfig, plan, n_train: int, total_steps: 
     """``(rows, batch)`` for each of the ``total_steps`` steps: epochs of :func:`batch_order`, collated."""
     step = 0
     while step < total_steps:
-        for indices in batch_order(n_train, cfg.batch_size, order_gen, lengths):
+        for indices in batch_order(n_train, cfg.batch_size, order_gen, lengths, plan.merge_single_row):
             batch = data.collate(data.train[indices], generator=mask_gen)
             batch = {k: v for k, v in batch.items() if k in keys}
             if plan.pad_multiple > 1:
@@ -283,24 +280,41 @@ def make_optimizer(model, cfg: TrainConfig) -> torch.optim.AdamW:
 _FUSED_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-def batch_order(n: int, batch_size: int, generator: torch.Generator, lengths=None) -> list[list[int]]:
+def batch_order(n: int, batch_size: int, generator: torch.Generator, lengths=None,
+                merge_single_row: bool = False) -> list[list[int]]:
     """One epoch of batches (lists of row indices) in a seeded random order.
 
     With ``lengths``, each chunk of :data:`GROUP_CHUNK` batches of the shuffled
     rows is sorted by length before being cut into batches, and the batches
     are then shuffled: rows of similar length share a batch (little padding)
-    while the order stays random.
+    while the order stays random.  ``merge_single_row`` (compiled training):
+    a one-row last batch joins the batch cut before it, since a one-row batch
+    makes torch.compile specialize and recompile.
     """
     perm = torch.randperm(n, generator=generator).tolist()
     if lengths is None:
-        return [perm[i: i + batch_size] for i in range(0, n, batch_size)]
+        batches = [perm[i: i + batch_size] for i in range(0, n, batch_size)]
+        return _merge_last(batches) if merge_single_row else batches
     chunk = batch_size * GROUP_CHUNK
     batches = []
     for lo in range(0, n, chunk):
         rows = sorted(perm[lo: lo + chunk], key=lambda i: -lengths[i])
         batches.extend(rows[i: i + batch_size] for i in range(0, len(rows), batch_size))
+    if merge_single_row:
+        batches = _merge_last(batches)
     shuffle = torch.randperm(len(batches), generator=generator).tolist()
     return [batches[i] for i in shuffle]
+
+
+def _merges(n: int, batch_size: int) -> int:
+    """1 when an epoch ends in a one-row batch that ``merge_single_row`` joins to the one before, else 0."""
+    return int(batch_size > 1 and n > batch_size and n % batch_size == 1)
+
+
+def _merge_last(batches: list[list[int]]) -> list[list[int]]:
+    if len(batches) > 1 and len(batches[-1]) == 1 and len(batches[-2]) > 1:
+        batches[-2:] = [batches[-2] + batches[-1]]
+    return batches
 
 
 def resolve_device(name: str) -> torch.device:
