@@ -38,7 +38,6 @@ import torch
 
 from . import fastpath, prefetch
 from ..core.config import TrainConfig
-from ..core.errors import first_line
 from ..core.seeds import derived_seed
 from ..models.heads import get_head
 from ..models.build import check_vocab
