@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -24,6 +25,9 @@ from typing import Any
 from .errors import ConfigError
 
 _NO_DEFAULT = dataclasses.MISSING
+#: A number written as text where a float is expected: ``3e-4``, ``1.5``, ``-2E+3`` (YAML 1.1 reads ``3e-4`` as a
+#: string; so do papermill's raw parameters).
+FLOAT_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
 def param(default: Any = _NO_DEFAULT, *, help: str, factory: Any = _NO_DEFAULT, hashed: bool = True,
@@ -146,6 +150,8 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
     elif hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is float:
+        if isinstance(value, str) and FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)  # "3e-4": PyYAML, papermill's -r/-y and command lines give numbers as text
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
     elif hint is str:
