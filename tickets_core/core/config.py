@@ -354,6 +354,10 @@ class RunConfig(_Checked):
         """The inverse of :meth:`from_flat`: every flat parameter and its value."""
         return {p.name: p.value(self) for p in PARAMS.values()}
 
+    def changed(self) -> dict[str, Any]:
+        """The flat parameters not at their declared defaults (a preset's values included)."""
+        return {name: value for name, value in self.flat().items() if value != PARAMS[name].default}
+
     # -- identity ---------------------------------------------------------------
 
     @property

@@ -114,13 +114,13 @@ def flat_params(root_cls, sections: dict[str, type]) -> dict[str, Param]:
 # ---------------------------------------------------------------------------
 
 
-def _type_name(hint: Any) -> str:
+def type_name(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
-        return " or ".join(_type_name(a) for a in inner) + " or None"
+        return " or ".join(type_name(a) for a in inner) + " or None"
     if origin is list:
-        return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+        return f"a list of {type_name(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
             dict: "a mapping"}.get(origin or hint, getattr(hint, "__name__", str(hint)))
 
@@ -138,10 +138,10 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
                 return coerce(name, value, a)
             except ConfigError:
                 pass
-        raise ConfigError(f"{name} must be {_type_name(hint)}, got {value!r}", param=name)
+        raise ConfigError(f"{name} must be {type_name(hint)}, got {value!r}", param=name)
     if origin is list or hint is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name} must be {_type_name(hint)}, got {value!r}", param=name)
+            raise ConfigError(f"{name} must be {type_name(hint)}, got {value!r}", param=name)
         return [coerce(name, v, args[0]) for v in value] if args else list(value)
     if origin is dict or hint is dict:
         ok = isinstance(value, dict)
@@ -159,7 +159,7 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
     else:  # nested dataclasses are built by their owner
         return value
     if not ok:
-        raise ConfigError(f"{name} must be {_type_name(hint)}, got {value!r}", param=name)
+        raise ConfigError(f"{name} must be {type_name(hint)}, got {value!r}", param=name)
     return value
 
 

@@ -69,6 +69,8 @@ def run(cfg: RunConfig) -> Path:
                     metrics = exp.metrics(item.level, mask, result, item.source)
                     run_.write_level(item.level, mask, metrics)
                     trackers.end_level(item.level, metrics)
+                    bar.write(f"level {item.level}: sparsity {metrics['sparsity']:.1%}, {metrics['main_metric']} "
+                              f"{metrics['score']:.4f} ({result.get('time_s', 0.0):.0f} s)")
                     bar.update(1)
             run_.set_state("done")
         except BaseException as e:
