@@ -113,22 +113,30 @@ def pick_seeds(df: pd.DataFrame, sparsity: float, *, kind: str = "imp", method: 
     return pd.concat(picks, ignore_index=True) if picks else pd.DataFrame(columns=["task", "method", "seed"])
 
 
-def check_comparable(picked: pd.DataFrame, per_seed: pd.DataFrame | None = None) -> None:
-    """A one-line :class:`AnalysisError`, before anything is drawn, when the masks cannot answer the mask-overlap
-    question: a single mask (nothing to compare it with), or (``per_seed`` given, :func:`pick_seeds`) no task with
-    two seeds, without which the IoU between tasks cannot be told from seed noise."""
+def check_comparable(picked: pd.DataFrame, per_seed: pd.DataFrame | None = None, *,
+                     require_seeds: bool = False) -> str | None:
+    """Before anything is drawn: can these masks answer the mask-overlap question?
+
+    A single mask (one task, one method) is a one-line :class:`AnalysisError`: there is nothing to compare it
+    with.  Without two seeds of a task (``per_seed``, :func:`pick_seeds`) the IoU between tasks cannot be told
+    from seed noise: an error when ``require_seeds``, else the returned one-line note (None: comparable).
+    """
     at = f"{float(picked['sparsity'].mean()):.0%}" if len(picked) else "that sparsity"
     if picked["label"].nunique() < 2:
         raise AnalysisError(f"mask overlap: only one mask to compare ({picked['label'].iloc[0]} at {at}); it compares "
                             "tasks, or methods of one kind: run the method on a second task (and keep tasks=None)")
     if per_seed is None:
-        return
+        return None
     counts = per_seed.groupby(["task", "method"])["seed"].nunique() if len(per_seed) else pd.Series(dtype=int)
-    if len(counts) == 0 or counts.max() < 2:
-        seeds = ", ".join(str(int(s)) for s in sorted(per_seed["seed"].unique())) if len(per_seed) else "none"
-        raise AnalysisError(f"mask overlap: one seed per task at {at} (seeds: {seeds}); the IoU between tasks means "
-                            "something only beside the IoU between two seeds of one task: run a second seed, or set "
-                            "compare_seeds=False to draw the task overlap alone")
+    if len(counts) and counts.max() >= 2:
+        return None
+    seeds = ", ".join(str(int(s)) for s in sorted(per_seed["seed"].unique())) if len(per_seed) else "none"
+    why = (f"one seed per task at {at} (seeds: {seeds}), so the IoU between tasks cannot be told from the IoU "
+           "between two seeds of one task")
+    if require_seeds:
+        raise AnalysisError(f"mask overlap: {why}: run a second seed, or set compare_seeds=None to draw the task "
+                            "overlap alone")
+    return f"seeds vs tasks: not compared: {why} (run a second seed)"
 
 
 def seeds_vs_tasks(picked: pd.DataFrame, masks: Mapping[tuple, Any]) -> pd.DataFrame:

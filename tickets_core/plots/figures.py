@@ -94,7 +94,8 @@ def _heatmap(ax, table: pd.DataFrame, *, fmt: str, cmap: str, vmin=None, vmax=No
                 cbar_kws={"label": cbar_label} if cbar and cbar_label else None,
                 annot_kws={"fontsize": MIN_FONT_PT})
     ax.grid(False)
-    ax.tick_params(axis="x", labelrotation=45)
+    for tick in ax.get_xticklabels():  # rotated, anchored at their tick: neighbours never overlap
+        tick.set(rotation=45, ha="right", rotation_mode="anchor")
     ax.tick_params(axis="y", labelrotation=0)
 
 

@@ -58,6 +58,8 @@ def analysis_value(key: str, value: Any) -> str | None:
     if key == "tasks" and value is not None and not (isinstance(value, (list, tuple)) and value
                                                       and all(isinstance(t, str) for t in value)):
         return f"tasks must be a list of task names or None, got {value!r}"
+    if key == "compare_seeds" and value is not None and not isinstance(value, bool):
+        return f"compare_seeds must be true, false or None, got {value!r}"
     if key == "seed" and value is not None and type(value) is not int:
         return f"seed must be an integer or None, got {value!r}"
     return None
