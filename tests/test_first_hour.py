@@ -113,13 +113,13 @@ def test_the_quick_preset_sets_what_is_still_at_its_default():
 def test_every_run_prints_its_plan_line_before_training(tiny_run_config, capsys):
     from tickets_core.lottery import driver
 
-    run_dir = driver.run(tiny_run_config(levels=2, max_steps=3))
+    run_dir = driver.run(tiny_run_config(levels=1, max_steps=3))
     out = capsys.readouterr().out
     plan = [line for line in out.splitlines() if line.startswith("plan: ")]
-    assert len(plan) == 1 and plan[0].startswith(f"plan: {run_dir.name}: 3 levels x 3 steps (batch 8) + 3 evaluations")
+    assert len(plan) == 1 and plan[0].startswith(f"plan: {run_dir.name}: 2 levels x 3 steps (batch 8) + 2 evaluations")
     assert " on cpu about " in plan[0] and "timed warm-up step" in plan[0]
-    assert out.index("plan: ") < out.index("level 0: sparsity 0.0%")
-    driver.run(tiny_run_config(levels=2, max_steps=3))  # done: nothing to plan
+    assert out.index("plan: ") < out.index("level 0: sparsity 0.0%") < out.index("level 1: sparsity 20.0%")
+    driver.run(tiny_run_config(levels=1, max_steps=3))  # done: nothing to plan
     assert "plan: " not in capsys.readouterr().out
 
 
@@ -182,7 +182,8 @@ def test_tensorboard_and_mlflow_get_every_step_and_every_level(tiny_run_config):
     (mlrun,) = client.search_runs([client.get_experiment_by_name("tickets_core").experiment_id])
     assert mlrun.info.run_name == run_dir.name and mlrun.data.params["learning_rate"] == "0.001"
     history = client.get_metric_history(mlrun.info.run_id, "train/loss")
-    assert [(m.step, m.value) for m in history] == pytest.approx([(e.step, e.value) for e in loss])
+    assert [m.step for m in history] == [e.step for e in loss]
+    assert [m.value for m in history] == pytest.approx([e.value for e in loss])
 
 
 def test_a_failing_tracker_is_one_warning_line_and_the_run_goes_on(tiny_run_config, monkeypatch, capsys):
@@ -286,12 +287,12 @@ def test_tickets_run_plans_what_a_sweep_plans(make_sweep, tmp_path, capsys, monk
     args = ["model=tiny-bert", "learning_rate=3e-4", "levels=2", f"data_dir={movie_csv_dir}", "--seed", "1"]
     assert run.main([*args, "--dry-run"]) == 0
     out = capsys.readouterr().out
-    path = make_sweep(f"""\
+    path = make_sweep("""\
         output_root: runs
-        defaults: {{model: tiny-bert, learning_rate: 3e-4, levels: 2, data_dir: {movie_csv_dir}}}
+        defaults: {{model: tiny-bert, learning_rate: 3e-4, levels: 2, data_dir: DATA}}
         trunks:
           - {{name: imp, kind: imp, tasks: [rotten_tomatoes], seeds: [1]}}
-        """)
+        """.replace("DATA", str(movie_csv_dir)))
     job = plan_sweep(path).jobs[0]
     assert f"run {job.name}: imp rotten_tomatoes seed 1; folder {tmp_path / 'runs' / job.name}" in out
     assert run.main(["learning_rat=3e-4"]) == 2

@@ -284,6 +284,8 @@ class RunConfig(_Checked):
                 setattr(self, name, from_dict(cls, value, prefix=name + "."))
             elif not isinstance(value, cls):
                 raise ConfigError(f"{name} must be a {cls.__name__} or a mapping, got {type(value).__name__}")
+        if isinstance(self.report_to, str):  # report_to: tensorboard, as the Trainer takes it
+            self.report_to = [] if self.report_to == "none" else [self.report_to]
         self._apply_preset()
         super().__post_init__()
 
