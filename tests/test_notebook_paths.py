@@ -44,6 +44,7 @@ def execute(name: str, tmp_path: Path, **params):
                                cwd=str(ROOT / "notebooks"))
 
 
+@pytest.mark.slow
 def test_experiment_paths_mean_the_same_from_the_repository_root_and_from_notebooks(tmp_path, movie_csv_dir):
     """The same relative paths (relative to the repository root) typed in both places name the same run folder:
     the second execution finds the run done and writes nothing anywhere else."""
