@@ -16,7 +16,8 @@ from matplotlib.patches import Rectangle
 
 from ..analysis import AnalysisError
 from .names import label, metric_name, metric_names, task_name
-from .style import MIN_FONT_PT, _grid, _method_order, figure_width, legend_below, method_styles, seeds_text, set_style
+from .style import (MIN_FONT_PT, _grid, _method_order, figure_width, legend_below, method_styles, panel_title,
+                    seeds_text, set_style)
 
 
 def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.DataFrame | None = None, *,
@@ -63,7 +64,7 @@ def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.Dat
             ax.plot([x], [h.score], marker="*", ms=9, color=color, zorder=5, ls="none")
         # the highest matching sparsity in the title: a label inside the panel would collide with the curves
         found = sorted({f"{100 * float(h.sparsity):.0f}%" for h in task_best.itertuples()}) if len(task_best) else []
-        ax.set_title(task_name(task) + (f"\nmatching up to {', '.join(found)}" if found else ""))
+        panel_title(ax, task_name(task) + (f"\nmatching up to {', '.join(found)}" if found else ""), width)
         ax.set_xlabel("sparsity (%)")
         if metric_label is None and metric == "score" and "main_metric" in d.columns and d["main_metric"].notna().any():
             ax.set_ylabel(metric_names(sorted(d["main_metric"].dropna().unique())))
@@ -136,7 +137,8 @@ def layer_profile_heatmaps(profiles: Mapping[str, pd.DataFrame], *, seeds: Mappi
         last = i == len(keys) - 1
         _heatmap(ax, profiles[key] * 100, fmt=".0f", cmap="rocket_r", vmin=0, vmax=100, cbar=last,
                  cbar_label="sparsity (%)" if last else None)
-        ax.set_title(f"{label(key)} (seed {seeds[key]})" if seeds and key in seeds else f"{label(key)} (one seed)")
+        panel_title(ax, f"{label(key)} (seed {seeds[key]})" if seeds and key in seeds else f"{label(key)} (one seed)",
+                    width)
     return fig
 
 

@@ -95,6 +95,14 @@ def save_figure(fig, name: str, figures_dir: str | Path = "figures", *, dpi: int
     return paths
 
 
+def panel_title(ax, text: str, width: str | float) -> None:
+    """``ax``'s title, each line wrapped to the panel's share of the figure width (titles never run into the
+    next panel's)."""
+    cols = ax.get_subplotspec().get_gridspec().ncols if ax.get_subplotspec() is not None else 1
+    chars = max(12, int(figure_width(width) / cols * 72 / (0.6 * 9)))  # 9 pt titles
+    ax.set_title("\n".join(textwrap.fill(line, chars) for line in text.split("\n")))
+
+
 def legend_below(fig, handles: list, width: str | float, *, max_cols: int = 4):
     """The figure's legend under its panels, in as many columns (at most ``max_cols``) as fit inside the figure's
     width, measured on the drawn legend; labels too long for one column are wrapped."""
