@@ -334,3 +334,16 @@ def test_figures_use_display_names_and_keep_the_legend_inside_the_width(tmp_path
         assert legend.get_window_extent().width <= fig.bbox.width
         paths = plots.save_figure(fig, f"curves_{width}", tmp_path, formats=["svg", "png"])
         assert [p.suffix for p in paths] == [".svg", ".png"] and paths[0].read_text().lstrip().startswith("<?xml")
+
+
+def test_the_quick_preset_is_the_demos_rotten_tomatoes_imp_trunk(tmp_path, monkeypatch):
+    """`tickets-run preset=quick` runs exactly the demo's IMP trunk on Rotten Tomatoes, seed 0 (same run folder
+    name), so its time is the one measured for that run in the demo (tests/test_demo_budget.py)."""
+    from tickets_core.lottery.identity import resolve
+    from tickets_core.sweep import plan_sweep
+    from tickets_core.sweep.notebook import NOTEBOOKS_DIR
+
+    monkeypatch.chdir(tmp_path)
+    plan = plan_sweep(NOTEBOOKS_DIR.parent / "sweeps" / "demo.yaml")
+    demo = next(j for j in plan.jobs if j.label == "imp rotten_tomatoes seed 0")
+    assert resolve(RunConfig.from_flat(preset="quick")).run_name() == demo.name
