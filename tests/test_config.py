@@ -67,7 +67,9 @@ def test_fields_that_do_not_change_results_do_not_change_the_hash():
         "mask_path", "data_dir", "cache_dir", "eval_batch_size", "device", "progress", "output_root",
         # the GPU fast path: speed only (its tolerances against the plain loop: tests/test_fastpath.py)
         "fast_path", "pad_to_multiple_of", "compile", "master_weights", "prefetch_batches",
-        "save_weights"}
+        "save_weights",
+        # a preset sets other parameters (which are hashed); the CPU time limit and the trackers change nothing
+        "preset", "max_cpu_hours", "report_to"}
 
 
 def test_where_files_lie_never_names_a_run(tmp_path, movie_csv_dir):

@@ -70,19 +70,27 @@ def test_a_held_lock_names_its_holder_and_a_dead_holders_lock_is_taken_over(tmp_
     assert path.read_bytes() == b"" and locks.Lock(path, "me").acquire(wait=False).previous is None
 
 
-def test_a_second_writer_waits_for_the_first(tiny_run_config, holder_process, capsys):
+def test_a_second_writer_waits_for_the_first(tiny_run_config, holder_process, capsys, monkeypatch):
     cfg = tiny_run_config(levels=1)
     lock_path = RunPaths(Path(cfg.output_root) / cfg.run_name()).run_lock()
     p = holder_process(lock_path)
+    released = threading.Event()
 
     def release() -> None:
-        p.stdin.write("go\n")
-        p.stdin.flush()
+        if not released.is_set():
+            released.set()
+            p.stdin.write("go\n")
+            p.stdin.flush()
 
-    timer = threading.Timer(3.0, release)
+    def say_then_release(line: str) -> None:  # the holder lets go once the run says it waits (after its plan line)
+        locks.say(line)
+        threading.Timer(0.5, release).start()
+
+    monkeypatch.setattr(driver, "say", say_then_release)
+    timer = threading.Timer(120.0, release)  # never hang
     timer.start()
     run_dir = driver.run(cfg)
-    timer.join()
+    timer.cancel()
     err = capsys.readouterr().err
     assert f"{run_dir.name}: waiting for pid {p.pid} on " in err and "a test holder" in err
     assert run_state(run_dir) == "done"

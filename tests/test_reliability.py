@@ -163,7 +163,8 @@ analysis:
 
 
 @pytest.mark.parametrize("old,new,line,message", [
-    ("    sparsity: 0.5", "    sparsity: 1.5", 15, "'sparsity' must be in [0, 1), got 1.5"),
+    ("    sparsity: 0.5", "    sparsity: 1.5", 15, "sparsity must be a fraction in [0, 1) (e.g. 0.6 for 60%) or None, "
+                                                    "got 1.5"),
     ("    source_levels: [1, 4]", "    source_levels: [1,\n      7]", 13,
      "source_levels: the trunk (imp) has no level 7; its levels are 0-4"),
 ])

@@ -23,13 +23,13 @@ from .matching import (BASELINE_COLUMNS, HIGHEST_COLUMNS, DenseBaseline, baselin
                        is_matching)
 from .methods import (NOT_A_SETTING, add_method, describe_settings, method_label, only_imp_method,
                       run_methods)
-from .overlap import (layer_profile, matrix_rows, overlap_matrix, pick_levels, random_iou, random_overlap_matrix,
-                      seeds_vs_tasks)
+from .overlap import (check_comparable, layer_profile, matrix_rows, overlap_matrix, pick_levels, pick_seeds, random_iou,
+                      random_overlap_matrix, seeds_vs_tasks)
 from .transfer import HIGHEST, TRANSFER_COLUMNS, transfer_matrix
 
 __all__ = ["SPARSITY_TOL", "AnalysisError", "filter_runs", "over_seeds", "BASELINE_COLUMNS", "HIGHEST_COLUMNS",
            "DenseBaseline", "baseline_of", "curve_table", "dense_baseline", "dense_baselines", "dense_rows",
            "dense_threshold", "dense_variant", "highest_matching_sparsity", "is_matching", "NOT_A_SETTING",
            "add_method", "describe_settings", "method_label", "only_imp_method", "run_methods",
-           "layer_profile", "matrix_rows", "overlap_matrix", "pick_levels", "random_iou", "random_overlap_matrix",
-           "seeds_vs_tasks", "HIGHEST", "TRANSFER_COLUMNS", "transfer_matrix"]
+           "check_comparable", "layer_profile", "matrix_rows", "overlap_matrix", "pick_levels", "pick_seeds",
+           "random_iou", "random_overlap_matrix", "seeds_vs_tasks", "HIGHEST", "TRANSFER_COLUMNS", "transfer_matrix"]

@@ -14,6 +14,10 @@ SPARSITY_TOL = 0.01
 class AnalysisError(ValueError):
     """The inputs cannot give the requested analysis (one-line message)."""
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython (notebooks, papermill) shows it as its one line, not as a traceback."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 def require(df: pd.DataFrame, columns: Iterable[str], what: str) -> None:
     """Fail with one line when ``df`` is empty or lacks ``columns``."""

@@ -96,6 +96,49 @@ def pick_levels(df: pd.DataFrame, sparsity: float | None = None, *, kind: str = 
     return pd.DataFrame(out)
 
 
+def pick_seeds(df: pd.DataFrame, sparsity: float, *, kind: str = "imp", method: str | None = None,
+               tasks: Iterable[str] | None = None) -> pd.DataFrame:
+    """:func:`pick_levels` for every seed of the compared runs: one row per task, method and seed at
+    ``sparsity`` (the input of :func:`seeds_vs_tasks`)."""
+    df = add_method(df)
+    rows = df[df["method"] == method] if method is not None else df[df["kind"] == kind]
+    with warnings.catch_warnings():  # a seed that lacks the level is simply not compared
+        warnings.simplefilter("ignore")
+        picks = []
+        for s in sorted(rows["seed"].unique()):
+            try:
+                picks.append(pick_levels(df, sparsity, kind=kind, method=method, seed=int(s), tasks=tasks))
+            except AnalysisError:
+                pass
+    return pd.concat(picks, ignore_index=True) if picks else pd.DataFrame(columns=["task", "method", "seed"])
+
+
+def check_comparable(picked: pd.DataFrame, per_seed: pd.DataFrame | None = None, *,
+                     require_seeds: bool = False) -> str | None:
+    """Before anything is drawn: can these masks answer the mask-overlap question?
+
+    A single mask (one task, one method) is a one-line :class:`AnalysisError`: there is nothing to compare it
+    with.  Without two seeds of a task (``per_seed``, :func:`pick_seeds`) the IoU between tasks cannot be told
+    from seed noise: an error when ``require_seeds``, else the returned one-line note (None: comparable).
+    """
+    at = f"{float(picked['sparsity'].mean()):.0%}" if len(picked) else "that sparsity"
+    if picked["label"].nunique() < 2:
+        raise AnalysisError(f"mask overlap: only one mask to compare ({picked['label'].iloc[0]} at {at}); it compares "
+                            "tasks, or methods of one kind: run the method on a second task (and keep tasks=None)")
+    if per_seed is None:
+        return None
+    counts = per_seed.groupby(["task", "method"])["seed"].nunique() if len(per_seed) else pd.Series(dtype=int)
+    if len(counts) and counts.max() >= 2:
+        return None
+    seeds = ", ".join(str(int(s)) for s in sorted(per_seed["seed"].unique())) if len(per_seed) else "none"
+    why = (f"one seed per task at {at} (seeds: {seeds}), so the IoU between tasks cannot be told from the IoU "
+           "between two seeds of one task")
+    if require_seeds:
+        raise AnalysisError(f"mask overlap: {why}: run a second seed, or set compare_seeds=None to draw the task "
+                            "overlap alone")
+    return f"seeds vs tasks: not compared: {why} (run a second seed)"
+
+
 def seeds_vs_tasks(picked: pd.DataFrame, masks: Mapping[tuple, Any]) -> pd.DataFrame:
     """IoU between seeds of one task next to IoU between tasks at the same seed.
 

@@ -26,14 +26,23 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import ConfigError
+from .registry import unknown
 from .kinds import KINDS, get_kind
 from .strategies import STRATEGY_SPECS, strategies_help
 from .params import Param, check_fields, describe, flat_params, hashed_view, param, require
 
 __all__ = ["ConfigError", "ModelConfig", "DataConfig", "TrainConfig", "PruneConfig", "RunConfig", "PARAMS",
-           "SCHEDULES", "LR_SCHEDULES", "describe", "from_dict"]
+           "SCHEDULES", "LR_SCHEDULES", "PRESETS", "TRACKERS", "describe", "from_dict"]
 
 SCHEDULES = ("linear", "geometric")
+#: ``preset``: named budgets; each sets these parameters where they are still at their defaults.  ``quick`` is
+#: the offline demo's classification budget (sweeps/demo.yaml): minutes per run on a laptop-class CPU.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": {"max_train_samples": 1024, "max_eval_samples": 400, "max_seq_length": 64, "num_epochs": 1.0,
+              "learning_rate": 3e-4, "warmup_ratio": 0.1, "include_pooler": False, "levels": 3, "rate": 0.2},
+}
+#: ``report_to``: the experiment trackers :mod:`tickets_core.training.tracking` knows.
+TRACKERS = ("tensorboard", "mlflow", "wandb")
 LR_SCHEDULES = ("per_level", "across_levels")
 MLM_HEAD_WARMUP_LR = 1e-3
 
@@ -250,6 +259,20 @@ class RunConfig(_Checked):
                                     "whole model), e.g. for tickets_core.interop.export.")
     stability_points: int = param(11, help="stability: points evaluated on the line between the two copies "
                                            "(ends included).")
+    preset: str | None = param(
+        None, hashed=False, choices=tuple(PRESETS),
+        help="A named budget that sets the parameters still at their defaults: 'quick' = the offline demo's "
+             "(1,024 training examples, 400 for evaluation, 64 tokens, 1 epoch per level, lr 3e-4, 10% warm-up, "
+             "pooler dense, 3 levels of 20%): minutes per run on a laptop CPU. None: every default as declared.")
+    max_cpu_hours: float | None = param(
+        1.0, hashed=False,
+        help="On a CPU, a run whose estimated time (the plan line printed before training: step count x a "
+             "short measured warm-up) exceeds this many hours stops before training. None: no limit.")
+    report_to: list[str] = param(
+        factory=list, hashed=False,
+        help="Experiment trackers, e.g. ['tensorboard']: 'tensorboard', 'mlflow' (a local file store) and 'wandb' "
+             "(offline) log per-step loss and learning rate and per-level metrics under the run folder "
+             "(tracking/). A tracker that fails warns once and never fails the run.")
     model: ModelConfig = param(factory=ModelConfig, help="The model.")
     data: DataConfig = param(factory=DataConfig, help="The task and its data.")
     train: TrainConfig = param(factory=TrainConfig, help="Fine-tuning, the same at every level.")
@@ -263,7 +286,23 @@ class RunConfig(_Checked):
                 setattr(self, name, from_dict(cls, value, prefix=name + "."))
             elif not isinstance(value, cls):
                 raise ConfigError(f"{name} must be a {cls.__name__} or a mapping, got {type(value).__name__}")
+        if isinstance(self.report_to, str):  # report_to: tensorboard, as the Trainer takes it
+            self.report_to = [] if self.report_to == "none" else [self.report_to]
+        self._apply_preset()
         super().__post_init__()
+
+    def _apply_preset(self) -> None:
+        """``preset``: its values for every parameter still at its declared default (idempotent)."""
+        if self.preset is None:
+            return
+        if self.preset not in PRESETS:
+            raise unknown("preset", self.preset, PRESETS, param="preset")
+        for name, value in PRESETS[self.preset].items():
+            p = PARAMS[name]
+            if p.value(self) == p.default:
+                setattr(getattr(self, p.section) if p.section else self, p.field, value)
+        for section in _SECTIONS:  # the sections' own checks, with the preset's values
+            getattr(self, section).__post_init__()
 
     def check(self) -> None:
         kind = get_kind(self.kind)
@@ -271,6 +310,11 @@ class RunConfig(_Checked):
                 f"applies to kinds whose levels read the next mask off the weights they train "
                 f"({', '.join(k.name for k in KINDS.values() if k.early_bird)}); {self.kind!r} has no next mask")
         require(self.stability_points >= 3, "stability_points", f"must be >= 3, got {self.stability_points}")
+        require(self.max_cpu_hours is None or self.max_cpu_hours > 0, "max_cpu_hours",
+                f"must be > 0 or None, got {self.max_cpu_hours}")
+        for name in self.report_to:
+            if name not in TRACKERS:
+                raise unknown("tracker", name, TRACKERS, param="report_to")
         if kind.source == "none":
             require(self.source_run is None and self.mask_path is None, "source_run",
                     f"is for branches; a {self.kind!r} run reads no source")
@@ -313,6 +357,10 @@ class RunConfig(_Checked):
     def flat(self) -> dict[str, Any]:
         """The inverse of :meth:`from_flat`: every flat parameter and its value."""
         return {p.name: p.value(self) for p in PARAMS.values()}
+
+    def changed(self) -> dict[str, Any]:
+        """The flat parameters not at their declared defaults (a preset's values included)."""
+        return {name: value for name, value in self.flat().items() if value != PARAMS[name].default}
 
     # -- identity ---------------------------------------------------------------
 

@@ -33,6 +33,8 @@ class RunKind:
     leaves: str = ""           # what a level writes for the next one, before it counts as done
     params: tuple[str, ...] = ()  # flat parameters only this kind reads (every other kind leaves them at default)
     early_bird: bool = False   # its levels honour the early_bird_* options (they prune the weights they trained)
+    copies: int = 1            # fine-tunings per level (the plan line's estimate; stability trains two)
+    line_points: bool = False  # each level also evaluates stability_points points on a line (the estimate)
 
     @property
     def is_branch(self) -> bool:
@@ -122,7 +124,7 @@ register(RunKind(
     "stability", "stability", "branch",
     "linear mode connectivity: per source level, two copies trained from the rewind point under the source mask "
     "with different data orders, evaluated along the line between them",
-    levels="source", source="run",
+    levels="source", source="run", copies=2, line_points=True,
     starts_from="the source level's mask on theta0 (rewind_step 0) or theta_i (this run's own first i steps of "
                 "dense fine-tuning, as an imp trunk with that rewind_step and seed computes them)",
 ))

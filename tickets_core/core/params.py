@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -24,6 +25,9 @@ from typing import Any
 from .errors import ConfigError
 
 _NO_DEFAULT = dataclasses.MISSING
+#: A number written as text where a float is expected: ``3e-4``, ``1.5``, ``-2E+3`` (YAML 1.1 reads ``3e-4`` as a
+#: string; so do papermill's raw parameters).
+FLOAT_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 
 
 def param(default: Any = _NO_DEFAULT, *, help: str, factory: Any = _NO_DEFAULT, hashed: bool = True,
@@ -110,13 +114,13 @@ def flat_params(root_cls, sections: dict[str, type]) -> dict[str, Param]:
 # ---------------------------------------------------------------------------
 
 
-def _type_name(hint: Any) -> str:
+def type_name(hint: Any) -> str:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in args if a is not type(None)]
-        return " or ".join(_type_name(a) for a in inner) + " or None"
+        return " or ".join(type_name(a) for a in inner) + " or None"
     if origin is list:
-        return f"a list of {_type_name(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
+        return f"a list of {type_name(args[0]).removeprefix('a ').removeprefix('an ')}s" if args else "a list"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string",
             dict: "a mapping"}.get(origin or hint, getattr(hint, "__name__", str(hint)))
 
@@ -134,10 +138,10 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
                 return coerce(name, value, a)
             except ConfigError:
                 pass
-        raise ConfigError(f"{name} must be {_type_name(hint)}, got {value!r}", param=name)
+        raise ConfigError(f"{name} must be {type_name(hint)}, got {value!r}", param=name)
     if origin is list or hint is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{name} must be {_type_name(hint)}, got {value!r}", param=name)
+            raise ConfigError(f"{name} must be {type_name(hint)}, got {value!r}", param=name)
         return [coerce(name, v, args[0]) for v in value] if args else list(value)
     if origin is dict or hint is dict:
         ok = isinstance(value, dict)
@@ -146,6 +150,8 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
     elif hint is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif hint is float:
+        if isinstance(value, str) and FLOAT_TEXT.fullmatch(value.strip()):
+            value = float(value)  # "3e-4": PyYAML, papermill's -r/-y and command lines give numbers as text
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
     elif hint is str:
@@ -153,7 +159,7 @@ def coerce(name: str, value: Any, hint: Any) -> Any:
     else:  # nested dataclasses are built by their owner
         return value
     if not ok:
-        raise ConfigError(f"{name} must be {_type_name(hint)}, got {value!r}", param=name)
+        raise ConfigError(f"{name} must be {type_name(hint)}, got {value!r}", param=name)
     return value
 
 

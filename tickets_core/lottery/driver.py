@@ -25,6 +25,7 @@ from ..runs.plan import find_source, level_numbers, source_candidates
 from ..runs.paths import RunPaths
 from ..runs.store import Run
 from ..tasks import get_task
+from ..training.tracking import Trackers
 
 
 def run(cfg: RunConfig) -> Path:
@@ -51,6 +52,7 @@ def run(cfg: RunConfig) -> Path:
 
     # Only one process writes a run folder at a time: another one waits here, saying for whom.
     root = Run.check(cfg).root
+    announce(exp, kind, [item.level for item in plan if not RunPaths(root).metrics(item.level).is_file()])
     with Lock(RunPaths(root).run_lock(), "writing the run").acquire(
             on_wait=lambda h: say(f"{root.name}: waiting for {describe(h)}, which is writing it")) as lock:
         if lock.previous:
@@ -62,10 +64,16 @@ def run(cfg: RunConfig) -> Path:
             if todo and finished and (note := exp.plan_change(finished)):
                 say(note)  # a resumed run whose fast path (or torch) changed says so in one line
             with tqdm(total=len(plan), initial=len(plan) - len(todo), desc=cfg.run_name(),
-                      disable=not cfg.train.progress, unit="level") as bar:
+                      disable=not cfg.train.progress, unit="level") as bar, \
+                    Trackers(cfg.report_to, run_.root, cfg.run_name(), cfg.flat()) as trackers:
                 for item in todo:
+                    trackers.start_level(item.level)
                     mask, result = level_fn(exp, item)
-                    run_.write_level(item.level, mask, exp.metrics(item.level, mask, result, item.source))
+                    metrics = exp.metrics(item.level, mask, result, item.source)
+                    run_.write_level(item.level, mask, metrics)
+                    trackers.end_level(item.level, metrics)
+                    bar.write(f"level {item.level}: sparsity {metrics['sparsity']:.1%}, {metrics['main_metric']} "
+                              f"{metrics['score']:.4f} ({result.get('time_s', 0.0):.0f} s)")
                     bar.update(1)
             run_.set_state("done")
         except BaseException as e:
@@ -76,6 +84,25 @@ def run(cfg: RunConfig) -> Path:
                 pass
             raise
     return run_.root
+
+
+def announce(exp: Experiment, kind: RunKind, todo: list[int]) -> None:
+    """Print the plan line (the levels still to run and their estimated time on this device,
+    :mod:`tickets_core.training.estimate`); on a CPU, a run estimated over ``max_cpu_hours`` stops here with that
+    line, before anything is written."""
+    if not todo:
+        return
+    from ..training.estimate import estimate
+
+    cfg = exp.cfg
+    est = estimate(exp.model, exp.data, cfg.train, levels=len(todo), copies=kind.copies,
+                   line_points=cfg.stability_points if kind.line_points else 0, seed=cfg.seed)
+    line = est.line(cfg.run_name())
+    if est.device.startswith("cpu") and cfg.max_cpu_hours is not None and est.total_s > 3600 * cfg.max_cpu_hours:
+        quick = " or preset to 'quick' (a demo-sized budget)" if cfg.preset != "quick" else ""
+        raise ConfigError(f"{line}; stopped: over max_cpu_hours ({cfg.max_cpu_hours:g} h on a CPU): set "
+                          f"max_cpu_hours to None (null in YAML) to run it anyway{quick}", param="max_cpu_hours")
+    print(line, flush=True)
 
 
 # ---------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import pandas as pd
 import seaborn as sns
 
 from ..analysis import AnalysisError
-from .style import _grid, figure_width, method_styles, seeds_text, set_style
+from .names import label, metric_name, task_name
+from .style import _grid, figure_width, legend_below, method_styles, panel_title, seeds_text, set_style
 
 
 def _styles(methods):
@@ -21,9 +22,7 @@ def _styles(methods):
 
 
 def _legend(fig, handles, width) -> None:
-    long = max(len(h.get_label()) for h in handles) > 28
-    fig.legend(handles=handles, loc="outside lower center", frameon=False,
-               ncol=min(len(handles), 2 if figure_width(width) < 4 or long else 3))
+    legend_below(fig, handles, width, max_cols=3)
 
 
 def barrier_plot(table: pd.DataFrame, *, barrier: str = "error_barrier", width: str | float = "double"):
@@ -47,12 +46,12 @@ def barrier_plot(table: pd.DataFrame, *, barrier: str = "error_barrier", width: 
             ax.plot(x, y, color=palette[m], marker=markers[m])
             ax.fill_between(x, y - e, y + e, color=palette[m], alpha=0.15, lw=0)
         ax.axhline(0.0, color="0.35", lw=0.8, ls=":")
-        ax.set_title(task)
+        panel_title(ax, task_name(task), width)
         ax.set_xlabel("sparsity (%)")
-        ax.set_ylabel("error barrier" if barrier == "error_barrier" else "loss barrier")
+        ax.set_ylabel(metric_name(barrier))
     n = table.groupby("method")["n_seeds"].apply(seeds_text)
-    _legend(fig, [plt.Line2D([], [], color=palette[m], marker=markers[m], label=f"{m} ({n[m]})") for m in methods],
-            width)
+    _legend(fig, [plt.Line2D([], [], color=palette[m], marker=markers[m], label=f"{label(m)} ({n[m]})")
+                  for m in methods], width)
     return fig
 
 
@@ -73,9 +72,10 @@ def interpolation_plot(curves: pd.DataFrame, *, value: str = "error", width: str
         for (run, level), c in d.groupby(["run", "level"]):
             c = c.sort_values("alpha")
             ax.plot(c["alpha"], c[value], color=cmap[round(c["sparsity"].iat[0], 3)], lw=0.9, marker=".")
-        ax.set_title(f"{task}\n{method} ({seeds_text(d.groupby('level')['seed'].nunique())})")
+        panel_title(ax, f"{task_name(task)}\n{label(method)} ({seeds_text(d.groupby('level')['seed'].nunique())})",
+                    width)
         ax.set_xlabel("interpolation alpha")
-        ax.set_ylabel(value)
+        ax.set_ylabel(metric_name(value))
     _legend(fig, [plt.Line2D([], [], color=cmap[s], label=f"{100 * s:.0f}% sparse") for s in sparsities], width)
     return fig
 
@@ -106,7 +106,7 @@ def mask_distance_plot(checks: pd.DataFrame, *, width: str | float = "double"):
             ax.set_yscale("log")
         else:  # identical successive masks (distance 0) cannot sit on a log axis
             ax.set_yscale("symlog", linthresh=float(positive.min()) if len(positive) else 1e-6)
-        ax.set_title(f"{task} ({seeds_text(d.groupby('level')['seed'].nunique())} per level)")
+        panel_title(ax, f"{task_name(task)} ({seeds_text(d.groupby('level')['seed'].nunique())} per level)", width)
         ax.set_xlabel("training step within the level")
         ax.set_ylabel("mask distance to the previous check")
     handles = [plt.Line2D([], [], color=cmap[k], marker=".", label=f"level {k} -> mask of level {k + 1}")
@@ -142,10 +142,10 @@ def early_bird_plot(summary: pd.DataFrame, *, width: str | float = "double"):
         right.set_xlabel("training steps spent to reach it")
         for ax in (left, right):
             ax.set_ylabel("score")
-            ax.set_title(task if several[task] == 1 else f"{task} [{key}]")
+            panel_title(ax, task_name(task) if several[task] == 1 else f"{task_name(task)} [{key}]", width)
     n = summary.groupby("method")["n_seeds"].apply(seeds_text)
-    _legend(fig, [plt.Line2D([], [], color=palette[m], marker=markers[m], label=f"{m} ({n[m]})") for m in methods],
-            width)
+    _legend(fig, [plt.Line2D([], [], color=palette[m], marker=markers[m], label=f"{label(m)} ({n[m]})")
+                  for m in methods], width)
     return fig
 
 

@@ -15,7 +15,9 @@ import seaborn as sns
 from matplotlib.patches import Rectangle
 
 from ..analysis import AnalysisError
-from .style import MIN_FONT_PT, _grid, _method_order, figure_width, method_styles, seeds_text, set_style
+from .names import label, metric_name, metric_names, task_name
+from .style import (MIN_FONT_PT, _grid, _method_order, figure_width, legend_below, method_styles, panel_title,
+                    seeds_text, set_style)
 
 
 def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.DataFrame | None = None, *,
@@ -53,30 +55,30 @@ def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.Dat
             ax.axhline(b.mean, color="0.35", lw=0.9, ls="-", zorder=1)
             ax.axhline(b.threshold, color="0.35", lw=0.9, ls=":", zorder=1)
             if len(task_base) > 1:  # several dense variants: say which line is which
-                ax.annotate(b.method, (1.0, b.mean), xycoords=("axes fraction", "data"), xytext=(-2, 2),
+                ax.annotate(label(b.method), (1.0, b.mean), xycoords=("axes fraction", "data"), xytext=(-2, 2),
                             textcoords="offset points", ha="right", fontsize=MIN_FONT_PT, color="0.35")
         task_best = best[(best["task"] == task) & best["sparsity"].notna()] if best is not None else []
         for h in (task_best.itertuples() if len(task_best) else ()):
             x, color = 100 * float(h.sparsity), palette.get(h.method, "k") if len(task_best) > 1 else "k"
             ax.axvline(x, color=color, lw=0.8, ls="--", zorder=1)
             ax.plot([x], [h.score], marker="*", ms=9, color=color, zorder=5, ls="none")
-            ax.annotate(f"{x:.0f}%", (x, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10),
-                        textcoords="offset points", fontsize=MIN_FONT_PT, color=color)
-        ax.set_title(task)
+        # the highest matching sparsity in the title: a label inside the panel would collide with the curves
+        found = sorted({f"{100 * float(h.sparsity):.0f}%" for h in task_best.itertuples()}) if len(task_best) else []
+        panel_title(ax, task_name(task) + (f"\nmatching up to {', '.join(found)}" if found else ""), width)
         ax.set_xlabel("sparsity (%)")
         if metric_label is None and metric == "score" and "main_metric" in d.columns and d["main_metric"].notna().any():
-            ax.set_ylabel(" / ".join(sorted(d["main_metric"].dropna().unique())))
+            ax.set_ylabel(metric_names(sorted(d["main_metric"].dropna().unique())))
         else:
-            ax.set_ylabel(metric_label or metric)
-    handles = [plt.Line2D([], [], color=palette[m], marker=markers[m], label=f"{m} ({seeds[m]})") for m in methods]
+            ax.set_ylabel(metric_label or metric_name(metric))
+    handles = [plt.Line2D([], [], color=palette[m], marker=markers[m], label=f"{label(m)} ({seeds[m]})")
+               for m in methods]
     shown = base.loc[base["task"].isin(tasks), "n_seeds"] if base is not None else []
     dense = f" ({seeds_text(shown)})" if len(shown) else ""
     handles += [plt.Line2D([], [], color="0.35", ls="-", label="dense mean" + dense),
                 plt.Line2D([], [], color="0.35", ls=":", label="matching threshold" + dense)]
     if best is not None:
         handles.append(plt.Line2D([], [], color="k", ls="--", marker="*", ms=7, label="highest matching"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4 if figure_width(width) > 4 else 2),
-               frameon=False)
+    legend_below(fig, handles, width, max_cols=4 if figure_width(width) > 4 else 2)
     return fig
 
 
@@ -87,12 +89,14 @@ def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.Dat
 
 def _heatmap(ax, table: pd.DataFrame, *, fmt: str, cmap: str, vmin=None, vmax=None, center=None, cbar=True,
              cbar_label: str | None = None):
+    table = table.rename(index=label, columns=label)  # display names; the tables keep the registry names
     sns.heatmap(table.astype(float), ax=ax, annot=True, fmt=fmt, cmap=cmap, vmin=vmin, vmax=vmax, center=center,
                 square=False, linewidths=0.5, linecolor="white", cbar=cbar,
                 cbar_kws={"label": cbar_label} if cbar and cbar_label else None,
                 annot_kws={"fontsize": MIN_FONT_PT})
     ax.grid(False)
-    ax.tick_params(axis="x", labelrotation=45)
+    for tick in ax.get_xticklabels():  # rotated, anchored at their tick: neighbours never overlap
+        tick.set(rotation=45, ha="right", rotation_mode="anchor")
     ax.tick_params(axis="y", labelrotation=0)
 
 
@@ -127,13 +131,14 @@ def layer_profile_heatmaps(profiles: Mapping[str, pd.DataFrame], *, seeds: Mappi
     if not profiles:
         raise AnalysisError("layer profile: nothing to plot")
     set_style()
-    labels = list(profiles)
-    fig, axes = _grid(len(labels), width, panel_aspect=1.1)
-    for i, (ax, label) in enumerate(zip(axes, labels)):
-        last = i == len(labels) - 1
-        _heatmap(ax, profiles[label] * 100, fmt=".0f", cmap="rocket_r", vmin=0, vmax=100, cbar=last,
+    keys = list(profiles)
+    fig, axes = _grid(len(keys), width, panel_aspect=1.1)
+    for i, (ax, key) in enumerate(zip(axes, keys)):
+        last = i == len(keys) - 1
+        _heatmap(ax, profiles[key] * 100, fmt=".0f", cmap="rocket_r", vmin=0, vmax=100, cbar=last,
                  cbar_label="sparsity (%)" if last else None)
-        ax.set_title(f"{label} (seed {seeds[label]})" if seeds and label in seeds else f"{label} (one seed)")
+        panel_title(ax, f"{label(key)} (seed {seeds[key]})" if seeds and key in seeds else f"{label(key)} (one seed)",
+                    width)
     return fig
 
 
@@ -149,6 +154,7 @@ def transfer_heatmaps(table: pd.DataFrame, *, values: Iterable[str] = ("vs_dense
         raise AnalysisError("transfer matrix: nothing to plot")
     set_style()
     values = list(values)
+    metric_label = metric_name(metric_label)
     titles = {"vs_dense": f"{metric_label} - dense", "vs_imp": f"{metric_label} - own IMP ticket",
               "score": metric_label}
     fig, axes = _grid(len(values), width, panel_aspect=0.9, max_cols=len(values) if figure_width(width) > 4 else 1)

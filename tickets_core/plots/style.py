@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import textwrap
 from pathlib import Path
 from typing import Iterable
 
@@ -66,24 +67,56 @@ def _grid(n: int, width: str | float, panel_aspect: float = 0.8, max_cols: int |
     return fig, flat[:n]
 
 
-def save_figure(fig, name: str, figures_dir: str | Path = "figures", *, dpi: int = 300) -> list[Path]:
-    """Write ``fig`` as ``<figures_dir>/<name>.png`` and ``.pdf``; returns both paths.
+#: The formats :func:`save_figure` writes (``formats``).
+FORMATS = ("png", "pdf", "svg")
+
+
+def save_figure(fig, name: str, figures_dir: str | Path = "figures", *, dpi: int = 300,
+                formats: Iterable[str] = ("png", "pdf")) -> list[Path]:
+    """Write ``fig`` as ``<figures_dir>/<name>.<format>`` for each of ``formats`` (png, pdf, svg); returns the paths.
 
     The folder is created when missing; each file is written to a temporary
     name and renamed, so a crash leaves no half-written figure.
     """
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
         raise AnalysisError(f"figure name must be a plain file name (letters, digits, _ . -), got {name!r}")
+    formats = [formats] if isinstance(formats, str) else list(formats)
+    if not formats or any(f not in FORMATS for f in formats):
+        raise AnalysisError(f"figure formats must be some of {', '.join(FORMATS)}, got {formats!r}")
     folder = Path(figures_dir)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for ext in ("png", "pdf"):
+    for ext in dict.fromkeys(formats):
         final = folder / f"{name}.{ext}"
         tmp = folder / f".{name}.tmp.{ext}"
         fig.savefig(tmp, format=ext, dpi=dpi)
         tmp.replace(final)
         paths.append(final)
     return paths
+
+
+def panel_title(ax, text: str, width: str | float) -> None:
+    """``ax``'s title, each line wrapped to the panel's share of the figure width (titles never run into the
+    next panel's)."""
+    cols = ax.get_subplotspec().get_gridspec().ncols if ax.get_subplotspec() is not None else 1
+    chars = max(12, int(figure_width(width) / cols * 72 / (0.6 * 9)))  # 9 pt titles
+    ax.set_title("\n".join(textwrap.fill(line, chars) for line in text.split("\n")))
+
+
+def legend_below(fig, handles: list, width: str | float, *, max_cols: int = 4):
+    """The figure's legend under its panels, in as many columns (at most ``max_cols``) as fit inside the figure's
+    width, measured on the drawn legend; labels too long for one column are wrapped."""
+    inches = figure_width(width)
+    chars = max(20, int(inches * 72 / (0.62 * MIN_FONT_PT)) - 6)  # a label's width in characters of 8 pt text
+    for h in handles:
+        h.set_label(textwrap.fill(h.get_label(), chars))
+    renderer = fig.canvas.get_renderer()
+    for ncol in range(min(len(handles), max_cols), 0, -1):
+        legend = fig.legend(handles=handles, loc="outside lower center", ncol=ncol, frameon=False)
+        if ncol == 1 or legend.get_window_extent(renderer).width <= inches * fig.dpi:
+            return legend
+        legend.remove()
+    return None
 
 
 def _method_order(rows: pd.DataFrame) -> list[str]:

@@ -18,7 +18,7 @@ Sweep file
 ::
 
     output_root: runs            # run folders; relative paths are relative to the current directory
-    figures_dir: figures         # where the analysis notebooks write figures
+    figures_dir: figures         # optional: where the analysis notebooks write figures (default: <output_root>/figures)
     notebooks_dir: notebooks     # optional; default: this checkout's notebooks/
     data_dirs:                   # optional: local data folder per task (sets data_dir)
       sst2: data/glue/SST-2
@@ -62,7 +62,8 @@ notebook's parameters cell: ``learning_rate``, ``levels``, ``model``, ...;
 ``train.weight_decay`` spellings work too); the config checks their values
 and an error names the line that set the value.  ``task``, ``seed``,
 ``kind``, ``source_run`` and ``output_root`` are set by the sweep.  Relative
-paths are relative to the current directory.  A transfer's data are the
+paths are relative to the current directory.  Numbers may be written ``3e-4``
+(read as YAML 1.2 does).  A transfer's data are the
 target's (a trunk's ``data_dir`` is not inherited).  A transfer whose source
 and target are the same task is skipped (that is the IMP run itself).
 ``params_from: target`` gives a transfer the parameters of its target task's
@@ -115,7 +116,8 @@ _EXPORTS = {
         "process_engine", "process_executor", "report", "run_plan", "select")},
 }
 __all__ = list(_EXPORTS)
-_SUBMODULES = ("checks", "cli", "cluster", "deferred", "execute", "notebook", "planner", "spec", "worker", "yamlfile")
+_SUBMODULES = ("checks", "cli", "cluster", "deferred", "execute", "notebook", "parameters", "planner", "run", "spec",
+               "worker", "yamlfile")
 
 
 def __getattr__(name: str):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
 import textwrap
 from pathlib import Path
 from typing import Any, Mapping
@@ -26,11 +27,14 @@ from typing import Any, Mapping
 from ..core.config import PARAMS, RunConfig
 from ..core.errors import ConfigError
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
+_CHECKOUT_NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+#: The notebooks: the checkout's notebooks/, or (a non-editable install) the copy shipped in the package.
+NOTEBOOKS_DIR = _CHECKOUT_NOTEBOOKS if _CHECKOUT_NOTEBOOKS.is_dir() else Path(__file__).resolve().parents[1] / "notebooks"
 #: The notebook that runs every run kind.
 EXPERIMENT_NOTEBOOK = "experiment"
-#: Where the notebook's defaults differ from the config's: a notebook runs in notebooks/, runs live beside it.
-NOTEBOOK_DEFAULTS: dict[str, Any] = {"output_root": "../runs"}
+#: Where the notebook's defaults differ from the config's (none: relative paths are relative to the checkout,
+#: :func:`tickets_core.sweep.parameters.project_root`, so the config's ``runs`` is the checkout's runs/).
+NOTEBOOK_DEFAULTS: dict[str, Any] = {}
 _SECTION_TITLES = {None: "run", "model": "model", "data": "task and data", "train": "fine-tuning (every level)",
                    "prune": "pruning"}
 
@@ -39,7 +43,8 @@ def parameters_source() -> str:
     """The experiment notebook's ``parameters`` cell: every flat parameter, its default and its help."""
     lines = ["# Parameters (papermill overrides them in a cell inserted below this one). Generated from",
              "# tickets_core.core.config by `python -m tickets_core.sweep.notebook --sync`; full help:",
-             "# tickets_core.core.config.describe(...). Relative paths are relative to this notebook's folder."]
+             "# tickets_core.core.config.describe(...) or `tickets-run --help`. Relative paths are relative to the",
+             "# repository root (the folder holding notebooks/), whatever the working directory."]
     section = object()
     for p in PARAMS.values():
         if p.section != section:
@@ -56,11 +61,22 @@ def parameters_source() -> str:
 def experiment_config(namespace: Mapping[str, Any]) -> RunConfig:
     """The resolved RunConfig of an experiment notebook's parameters (names of :data:`PARAMS`).
 
-    ``namespace`` may be the notebook's ``globals()``: only parameter names are read.
+    ``namespace`` may be the notebook's ``globals()``: only parameter names are read, and a name papermill
+    injected that is not a parameter is a one-line error naming the closest one.  Relative paths are made
+    absolute against :func:`~tickets_core.sweep.parameters.project_root` (the same folder from Jupyter,
+    papermill in any directory, a sweep or ``tickets-run``).
     """
     from ..lottery.identity import resolve
+    from .parameters import anchored, check_injected
 
-    return resolve(RunConfig.from_flat(**{k: v for k, v in namespace.items() if k in PARAMS}))
+    check_injected(namespace, PARAMS)
+    flat = {k: v for k, v in namespace.items() if k in PARAMS}
+    for name, value in flat.items():
+        if PARAMS[name].path and isinstance(value, str) and value:
+            flat[name] = str(anchored(value))
+    if isinstance(flat.get("source_run"), str) and ("/" in flat["source_run"] or os.sep in flat["source_run"]):
+        flat["source_run"] = str(anchored(flat["source_run"]))  # a folder; a bare run name is looked up
+    return resolve(RunConfig.from_flat(**flat))
 
 
 def _load(path: str | Path):

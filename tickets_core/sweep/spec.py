@@ -98,7 +98,9 @@ class _Sections:
             if key not in TOP_KEYS:
                 raise self.error((key,), f"unknown key {key!r}; expected one of {', '.join(TOP_KEYS)}")
         self.output_root = self.path_value(top.get("output_root", "runs"), ("output_root",), "output_root")
-        self.figures_dir = self.path_value(top.get("figures_dir", "figures"), ("figures_dir",), "figures_dir")
+        figures = top.get("figures_dir")  # default: beside the runs (only the demo and paper sweeps name figures/)
+        self.figures_dir = (self.path_value(figures, ("figures_dir",), "figures_dir") if figures is not None
+                            else self.output_root / "figures")
         nb_dir = top.get("notebooks_dir")
         self.notebooks_dir = self.notebooks_dir_override or (
             self.path_value(nb_dir, ("notebooks_dir",), "notebooks_dir") if nb_dir else NOTEBOOKS_DIR)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -47,11 +48,12 @@ def ensure_importable() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([root, *parts])
 
 
-def execute_job(job: Job) -> dict:
+def execute_job(job: Job, *, stream: bool = False) -> dict:
     """Run one job's notebook through papermill (in whatever process the executor chose).
 
     Never raises: returns ``{"ok": bool, "error": str | None, "time_s": float,
     "interrupted": bool}`` (``interrupted``: the notebook stopped on a Ctrl-C).
+    ``stream``: show what the notebook prints on this process's stdout and stderr as it comes (``tickets-run``).
     """
     start = time.perf_counter()
     tmp = partial_name(job.output)
@@ -62,8 +64,9 @@ def execute_job(job: Job) -> dict:
         ensure_importable()
         job.output.parent.mkdir(parents=True, exist_ok=True)
         try:
+            streams = {"stdout_file": sys.stdout, "stderr_file": sys.stderr} if stream else {}
             pm.execute_notebook(str(job.notebook), str(tmp), parameters=job.parameters, kernel_name="python3",
-                                progress_bar=False, log_output=False, cwd=str(job.notebook.parent),
+                                progress_bar=False, log_output=False, cwd=str(job.notebook.parent), **streams,
                                 # keep the kernels' start-up warnings out of the sweep's terminal
                                 extra_arguments=["--IPKernelApp.log_level=ERROR"])
         except OSError as e:  # papermill writing the executed notebook: name the file

@@ -5,7 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import re
+
 import yaml
+
+
+class Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading numbers as YAML 1.2 does: ``3e-4`` is a float (YAML 1.1, PyYAML's default,
+    needs ``3.0e-4`` and reads ``3e-4`` as a string)."""
+
+
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)[eE][-+]?[0-9]+$"),
+    list("-+.0123456789"))
 
 
 class SweepError(ValueError):
@@ -22,7 +34,7 @@ def load_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
         text = path.read_text()
     except OSError as e:
         raise SweepError(f"{path}: cannot read sweep file ({e.strerror})") from None
-    loader = yaml.SafeLoader(text)
+    loader = Loader(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

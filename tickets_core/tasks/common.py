@@ -71,6 +71,23 @@ def pad(rows: list[list[int]], value: int, width: int | None = None):
     return out
 
 
+#: The tasks that need no hub (the packages of requirements.txt), named in the offline error.
+OFFLINE_TASKS = ("rotten_tomatoes", "imdb", "tweet_sentiment", "ptb_mlm")
+
+
+def hub_dataset(task: str, args: tuple[str, ...], local: str):
+    """``datasets.load_dataset(*args)``; the hub not reachable (offline, no cached copy) is a one-line
+    :class:`DataError` that points at ``data_dir`` (``local``: the layout it takes)."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(*args)
+    except OSError as e:  # ConnectionError, offline mode, an incomplete cache
+        raise DataError(f"task {task!r} needs {'/'.join(args)} from the Hugging Face hub, not reachable here "
+                        f"({type(e).__name__}): set data_dir to {local}, or use an offline task "
+                        f"({', '.join(OFFLINE_TASKS)})", param="data_dir") from None
+
+
 @dataclass
 class TaskData:
     """Tokenized data of one task for one tokenizer.

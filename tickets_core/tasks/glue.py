@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ..core.config import DataConfig
 from ..core.fsio import read_text
-from .common import DataError, Source, file_fingerprint
+from .common import DataError, Source, file_fingerprint, hub_dataset
 from .sequence import SequenceTask
 
 HUB_DATASET = "nyu-mll/glue"
@@ -161,9 +161,8 @@ def glue_source(name: str):
 
 
 def _read_hub(name: str, spec: GlueSpec) -> dict[str, dict[str, list]]:
-    import datasets
-
-    ds = datasets.load_dataset(HUB_DATASET, name)
+    dev = ", ".join(f for _, f in spec.dev_files)
+    ds = hub_dataset(name, (HUB_DATASET, name), f"a GLUE folder ({spec.folder}/train.tsv, {dev})")
     out = {}
     for split, hub_split in (("train", "train"), *spec.hub_eval_splits):
         d = ds[hub_split]

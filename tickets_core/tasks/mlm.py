@@ -42,8 +42,8 @@ from typing import Any, Callable
 
 from ..core.config import DataConfig
 from ..core.seeds import SPLIT_SEED
-from .common import (DataError, Evaluator, Source, Task, TaskData, file_fingerprint, limit_eval, limit_train,
-                     package_version, pad)
+from .common import (DataError, Evaluator, Source, Task, TaskData, file_fingerprint, hub_dataset, limit_eval,
+                     limit_train, package_version, pad)
 
 HUB_DATASET = ("Salesforce/wikitext", "wikitext-103-raw-v1")
 MIN_BLOCK = 8
@@ -181,9 +181,7 @@ def text_folder_source(cfg: DataConfig) -> Source:
 
 
 def _read_hub() -> dict[str, dict[str, list]]:
-    import datasets
-
-    ds = datasets.load_dataset(*HUB_DATASET)
+    ds = hub_dataset("mlm", HUB_DATASET, "a folder with train.txt and validation.txt")
     return {"train": {"text": list(ds["train"]["text"])}, "eval": {"text": list(ds["validation"]["text"])}}
 
 

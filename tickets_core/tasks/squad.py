@@ -28,7 +28,8 @@ import numpy as np
 
 from ..core.config import DataConfig
 from .metrics import squad_scores
-from .common import DataError, Evaluator, Source, Task, TaskData, file_fingerprint, limit_eval, limit_train
+from .common import (DataError, Evaluator, Source, Task, TaskData, file_fingerprint, hub_dataset, limit_eval,
+                     limit_train)
 
 HUB_DATASET = "rajpurkar/squad"
 DEFAULT_MAX_LENGTH, DEFAULT_STRIDE = 384, 128
@@ -195,9 +196,7 @@ def postprocess(examples, features, start_logits: list[np.ndarray], end_logits: 
 
 
 def _read_hub() -> dict[str, dict[str, list]]:
-    import datasets
-
-    ds = datasets.load_dataset(HUB_DATASET)
+    ds = hub_dataset("squad", (HUB_DATASET,), "a folder with train-v1.1.json and dev-v1.1.json")
     out = {}
     for split, hub_split in (("train", "train"), ("eval", "validation")):
         d = ds[hub_split]

@@ -36,7 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import fastpath, prefetch
+from . import fastpath, prefetch, tracking
 from ..core.config import TrainConfig
 from ..core.seeds import derived_seed
 from ..models.heads import get_head
@@ -85,6 +85,7 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     n_train = len(data.train)
     plan, total_steps = _plan(data, cfg, device, n_train)
 
+    track = tracking.step_logger(total_steps)  # report_to: None when the run tracks nothing
     optimizer = make_optimizer(model, cfg)
     warmup = int(math.ceil(cfg.warmup_ratio * total_steps))
     schedule_steps = total_steps * schedule_span
@@ -124,6 +125,8 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
             if cfg.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
+            if track is not None:
+                track(step + 1, loss, scheduler.get_last_lr()[0])
             scheduler.step()
             if masters is not None:
                 model.zero_grad(set_to_none=True)  # compute and other grads; master grads are overwritten
