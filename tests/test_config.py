@@ -69,7 +69,9 @@ def test_fields_that_do_not_change_results_do_not_change_the_hash():
         "fast_path", "pad_to_multiple_of", "compile", "master_weights", "prefetch_batches",
         "save_weights",
         # a preset sets other parameters (which are hashed); the CPU time limit and the trackers change nothing
-        "preset", "max_cpu_hours", "report_to"}
+        "preset", "max_cpu_hours", "report_to",
+        # a dense level copied from the run that trained it (tickets_core/lottery/reuse.py): the same fine-tuning
+        "dense_level_from", "save_dense_weights"}
 
 
 def test_where_files_lie_never_names_a_run(tmp_path, movie_csv_dir):

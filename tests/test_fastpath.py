@@ -38,7 +38,7 @@ from tickets_core.models.prunable import prunable_parameters
 from tickets_core.pruning.strategies import _prune_lowest, magnitude_global
 from tickets_core.tasks import get_task
 
-from glue_fixtures import write_glue, write_text
+from tickets_core.tasks.fixtures import write_glue, write_text
 from zero_checks import train_checked
 
 NO_DROPOUT = {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}

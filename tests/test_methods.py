@@ -204,7 +204,7 @@ def test_labels_name_any_parameter():
 def test_a_ticket_transferred_to_mlm_is_scored_by_the_mlm_task(tiny_config_factory, tmp_path):
     """MLM as a target: a classifier's ticket fine-tuned on MLM is scored with masked-token accuracy, against
     MLM's own dense model and ticket, in the transfer matrix."""
-    from glue_fixtures import write_text
+    from tickets_core.tasks.fixtures import write_text
 
     from tickets_core.lottery import driver
 

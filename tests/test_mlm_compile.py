@@ -21,7 +21,7 @@ from tickets_core.tasks import get_task
 from tickets_core.tasks.masking import mlm_head
 from tickets_core.training.loop import fine_tune
 
-from glue_fixtures import write_text
+from tickets_core.tasks.fixtures import write_text
 
 TINY = ModelConfig("tiny-bert", config_overrides={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
 FAST = dict(progress=False, batch_size=8, learning_rate=3e-3, max_steps=4, device="cpu", fast_path="on")

@@ -18,7 +18,7 @@ from tickets_core.runs.paths import RunPaths
 from tickets_core.tasks import get_task
 from tickets_core.tasks import masking as mlm_mod
 
-from glue_fixtures import write_text
+from tickets_core.tasks.fixtures import write_text
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,7 @@ def test_a_branch_from_a_pruned_level_whose_mask_is_missing_fails(kind, tiny_tru
 
 
 def test_non_utf8_bytes_in_a_glue_tsv_name_the_file_and_line(tmp_path):
-    from glue_fixtures import write_glue
+    from tickets_core.tasks.fixtures import write_glue
     from tickets_core.core.config import DataConfig
     from tickets_core.tasks import get_task
 

@@ -10,7 +10,7 @@ from tickets_core.tasks.metrics import normalize_answer, squad_exact, squad_f1, 
 from tickets_core.tasks import DataError, get_task
 from tickets_core.tasks.squad import postprocess, window
 
-from glue_fixtures import write_squad
+from tickets_core.tasks.fixtures import write_squad
 
 
 @pytest.mark.parametrize("raw, norm", [

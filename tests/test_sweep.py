@@ -191,9 +191,12 @@ def test_main_runs_and_reports_with_exit_status(make_sweep, monkeypatch, capsys)
 def test_dry_run_and_only(make_sweep, capsys):
     path = make_sweep()
     assert sweep.main([str(path), "--dry-run", "--only", "random_prune imdb seed 1"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    # the selected branch and the unfinished trunk it needs, trunk first
+    out = capsys.readouterr().out
+    lines, cost = out.split("\n\nCost")[0].splitlines(), out.split("\n\nCost")[1].splitlines()
+    # the selected branch and the unfinished trunk it needs, trunk first; then their cost (sweep/estimate.py)
     assert len(lines) == 2 and "imp imdb seed 1" in lines[0] and "random_prune imdb seed 1" in lines[1]
+    # 2 runs, 5 fine-tunings: IMP's levels 0-2, random pruning's 1-2; its level 0 is IMP's, copied
+    assert cost[-2].split()[:4] == ["total", "2", "5", "1"]
     assert "[   todo]" in lines[0] and "after imp-imdb-" in lines[1]
     assert sweep.main([str(path), "--dry-run", "--only", "nothing*"]) == 2
 

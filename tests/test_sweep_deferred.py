@@ -170,8 +170,13 @@ def test_the_papers_grid_plans_offline():
     for kind in ("imp", "dense", "oneshot", "standard", "random_prune", "random_reinit"):
         assert {t for k, t in seeds if k == kind} == tasks, kind
         assert all(len(s) >= 3 for (k, _), s in seeds.items() if k == kind), kind
-    pairs = Counter((j.label.split()[1], j.resolver is not None) for j in runs if j.parameters["kind"] == "transfer")
+    transfers = [j for j in runs if j.parameters["kind"] == "transfer"]
+    imp = [j for j in transfers if j.parameters["source_run"].startswith("imp-")]
+    pairs = Counter((j.label.split()[1], j.resolver is not None) for j in imp)
     assert len(pairs) == 2 * 110 and set(pairs.values()) == {3}  # every pair, both ways, over 3 seeds
+    ref = Counter((j.label.split()[1], j.resolver is not None) for j in transfers if j not in imp)
+    assert len(ref) == 2 * 10 and set(ref.values()) == {3}  # the reference-style MLM ticket (standard pruning)
+    assert all(j.parameters["source_run"].startswith("standard-mlm-") for j in transfers if j not in imp)
     budget = {"mlm": {"max_steps": 10000, "batch_size": 16, "learning_rate": 5e-5},
               "squad": {"num_epochs": 4, "batch_size": 16, "learning_rate": 3e-5, "max_steps": None},
               "sst2": {"num_epochs": 3, "batch_size": 32, "learning_rate": 2e-5, "max_steps": None}}
@@ -181,7 +186,11 @@ def test_the_papers_grid_plans_offline():
             assert {k: j.parameters.get(k) for k in want} == want, j.label
     fixed = [j for j in runs if j.parameters["kind"] == "transfer" and j.resolver is None]
     assert {tuple(j.parameters["source_levels"]) for j in fixed} == {(5, 7)}
-    deferred = next(j for j in runs if j.label.startswith("transfer mlm->squad seed 1") and j.resolver is not None)
+    deferred = next(j for j in imp if j.label.startswith("transfer mlm->squad seed 1") and j.resolver is not None)
     assert sorted(d.split("-")[0] for d in deferred.deps) == ["dense"] * 3 + ["imp"] * 3
+    # from standard pruning: its runs and the dense seeds of its baseline (the dense runs and IMP's level 0)
+    deferred = next(j for j in transfers if j not in imp and j.label.startswith("transfer mlm->squad seed 1")
+                    and j.resolver is not None)
+    assert sorted(d.split("-")[0] for d in deferred.deps) == ["dense"] * 3 + ["imp"] * 3 + ["standard"] * 3
     assert {a.parameters.get("level") for a in plan.jobs if a.notebook.stem == "transfer_matrix"} == {
         "highest_matching", 5, 7}

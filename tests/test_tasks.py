@@ -10,7 +10,7 @@ from tickets_core.models.build import build_model, check_vocab
 from tickets_core.tasks import TASKS, DataError, UnknownTaskError, get_task
 from tickets_core.tasks.glue import SPECS
 
-from glue_fixtures import write_glue, write_text
+from tickets_core.tasks.fixtures import write_glue, write_text
 
 GLUE = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte", "wnli"]
 

@@ -11,7 +11,7 @@ from tickets_core.models.build import build_model, load_tokenizer
 from tickets_core.tasks import get_task
 from tickets_core.training.loop import batch_order, evaluate, fine_tune, linear_schedule, make_optimizer
 
-from glue_fixtures import write_glue, write_squad, write_text
+from tickets_core.tasks.fixtures import write_glue, write_squad, write_text
 
 TINY = ModelConfig("tiny-bert")
 FAST = dict(progress=False, batch_size=8, learning_rate=3e-3)

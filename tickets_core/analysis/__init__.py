@@ -20,16 +20,17 @@ Every table is per method and says over how many seeds it averages
 from .common import SPARSITY_TOL, AnalysisError, filter_runs, over_seeds
 from .matching import (BASELINE_COLUMNS, HIGHEST_COLUMNS, DenseBaseline, baseline_of, curve_table, dense_baseline,
                        dense_baselines, dense_rows, dense_threshold, dense_variant, highest_matching_sparsity,
-                       is_matching)
+                       is_matching, matching_rules)
 from .methods import (NOT_A_SETTING, add_method, describe_settings, method_label, only_imp_method,
                       run_methods)
-from .overlap import (check_comparable, layer_profile, matrix_rows, overlap_matrix, pick_levels, pick_seeds, random_iou,
-                      random_overlap_matrix, seeds_vs_tasks)
-from .transfer import HIGHEST, TRANSFER_COLUMNS, transfer_matrix
+from .overlap import (check_comparable, common_set_note, expected_overlap_matrix, layer_profile, matrix_rows,
+                      overlap_matrix, pick_levels, pick_seeds, random_iou, random_overlap_matrix, seeds_vs_tasks)
+from .transfer import HIGHEST, TRANSFER_COLUMNS, transfer_matrix, transfer_note
 
 __all__ = ["SPARSITY_TOL", "AnalysisError", "filter_runs", "over_seeds", "BASELINE_COLUMNS", "HIGHEST_COLUMNS",
            "DenseBaseline", "baseline_of", "curve_table", "dense_baseline", "dense_baselines", "dense_rows",
-           "dense_threshold", "dense_variant", "highest_matching_sparsity", "is_matching", "NOT_A_SETTING",
-           "add_method", "describe_settings", "method_label", "only_imp_method", "run_methods",
-           "check_comparable", "layer_profile", "matrix_rows", "overlap_matrix", "pick_levels", "pick_seeds",
-           "random_iou", "random_overlap_matrix", "seeds_vs_tasks", "HIGHEST", "TRANSFER_COLUMNS", "transfer_matrix"]
+           "dense_threshold", "dense_variant", "highest_matching_sparsity", "is_matching", "matching_rules",
+           "NOT_A_SETTING", "add_method", "describe_settings", "method_label", "only_imp_method", "run_methods",
+           "check_comparable", "common_set_note", "expected_overlap_matrix", "layer_profile", "matrix_rows",
+           "overlap_matrix", "pick_levels", "pick_seeds", "random_iou", "random_overlap_matrix", "seeds_vs_tasks",
+           "HIGHEST", "TRANSFER_COLUMNS", "transfer_matrix", "transfer_note"]

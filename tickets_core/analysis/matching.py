@@ -244,3 +244,37 @@ def highest_matching_sparsity(df: pd.DataFrame, *, kind: str = "imp", method: st
     if orphans:
         warnings.warn(f"no dense baseline trained like {', '.join(orphans)}: no matching threshold", stacklevel=2)
     return pd.DataFrame(out, columns=HIGHEST_COLUMNS)
+
+
+def matching_rules(df: pd.DataFrame, n_stds: Iterable[float] = (1.0, 0.0), *, kinds: Iterable[str] | None = None,
+                   metric: str = "score", ddof: int = 1) -> pd.DataFrame:
+    """The highest matching sparsity per task and method under several matching rules, side by side.
+
+    ``n_stds``: the rules (1: the paper's, dense mean - 1 std; 0: its Table 4 rule, mean at or above the
+    dense mean).  One row per task and method of ``kinds`` (default: every kind with a curve of its own task,
+    i.e. not dense and not transfer): ``task, method, n_seeds`` (the method's seeds), ``dense_mean,
+    dense_std, n_dense_seeds``, then per rule ``n`` the columns ``threshold (n_std n)`` and ``highest
+    matching (n_std n)`` (a sparsity; NaN when no level matches), as :func:`highest_matching_sparsity` computes
+    them.
+    """
+    df = add_method(df)
+    present = [k for k in dict.fromkeys(df["kind"]) if k not in ("dense", "transfer")]
+    out = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for n in n_stds:
+            parts = [highest_matching_sparsity(df, kind=k, metric=metric, n_std=n, ddof=ddof)
+                     for k in (present if kinds is None else kinds)]
+            t = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=HIGHEST_COLUMNS)
+            rule = t[["task", "method", "threshold", "sparsity"]].rename(
+                columns={"threshold": f"threshold (n_std {n:g})", "sparsity": f"highest matching (n_std {n:g})"})
+            if out is None:
+                seeds = df.groupby(["task", "method"])["seed"].nunique().rename("n_seeds")
+                out = t[["task", "method", "dense_mean", "dense_std", "n_dense_seeds"]].join(
+                    seeds, on=["task", "method"]).merge(rule, on=["task", "method"])
+            else:
+                out = out.merge(rule, on=["task", "method"])
+    if out is None:
+        raise AnalysisError("matching rules: give at least one n_std")
+    cols = ["task", "method", "n_seeds", "dense_mean", "dense_std", "n_dense_seeds"]
+    return out[cols + [c for c in out.columns if c not in cols]].sort_values(["task", "method"], ignore_index=True)

@@ -3,6 +3,12 @@
 Functions on :class:`tickets_core.pruning.masks.Mask` objects the caller loaded
 (:func:`tickets_core.analysis.results.load_masks`) and on the per-matrix table of
 :func:`tickets_core.analysis.results.load_sparsity`; nothing here loads torch.
+
+Masks of models with and without a pooler (a BERT classifier's have a pooler
+entry, its MLM and QA models' do not) are compared on the matrices both have
+(:meth:`~tickets_core.pruning.masks.Mask.common`): the IoU, the random masks'
+IoU it is set beside, and :func:`seeds_vs_tasks`; :func:`common_set_note` says
+so in a sentence for the figure.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..models.components import COMPONENTS
+from ..models.components import COMPONENTS, is_pooler
 from .common import AnalysisError, require
 from .methods import add_method
 
@@ -41,6 +47,36 @@ def overlap_matrix(masks: Mapping[str, Any]) -> pd.DataFrame:
         for b in labels[i + 1:]:
             m.loc[a, b] = m.loc[b, a] = masks[a].overlap(masks[b])
     return m
+
+
+def expected_overlap_matrix(masks: Mapping[str, Any]) -> pd.DataFrame:
+    """Label x label expected IoU of independent random masks with the densities each pair of ``masks`` has on
+    the matrices both have: the reference for :func:`overlap_matrix` (equal to :func:`random_overlap_matrix` of
+    the masks' densities when every mask has the same matrices)."""
+    if not masks:
+        raise AnalysisError("mask overlap: no masks given")
+
+    def cell(a: str, b: str) -> float:
+        x, y = masks[a].common(masks[b])
+        return random_iou(x.density, y.density)
+
+    labels = list(masks)
+    return pd.DataFrame([[cell(a, b) for b in labels] for a in labels], index=labels, columns=labels)
+
+
+def _with_pooler(masks: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    has = [label for label, m in masks.items() if any(is_pooler(k) for k in m)]
+    return has, [label for label in masks if label not in has]
+
+
+def common_set_note(masks: Mapping[str, Any]) -> str | None:
+    """One sentence for a figure or table when some masks have a pooler entry and others none (say which pairs
+    were compared without the pooler); None when every mask has the same matrices."""
+    has, lacks = _with_pooler(masks)
+    if not has or not lacks:
+        return None
+    return (f"IoU over the matrices both masks have: {', '.join(map(str, lacks))} (no pooler) against "
+            f"{', '.join(map(str, has))} leaves their pooler out")
 
 
 def random_overlap_matrix(densities: Mapping[str, float]) -> pd.DataFrame:
@@ -148,9 +184,10 @@ def seeds_vs_tasks(picked: pd.DataFrame, masks: Mapping[tuple, Any]) -> pd.DataF
     ``(task, method, seed)`` to that level's loaded mask.  Returns one row per
     pair: ``method, pair`` ("within" = two seeds of ``task_a``; "between" =
     ``task_a`` vs ``task_b`` at equal seeds), ``task_a, task_b, n_seeds,
-    n_pairs, iou_mean, iou_min, iou_max``; ``n_seeds`` is how many seeds of each
-    task the row uses (all of ``task_a``'s; the seeds both tasks have).  Only a
-    gap between the two is task structure.
+    n_pairs, iou_mean, iou_min, iou_max, matrices``; ``n_seeds`` is how many seeds of each
+    task the row uses (all of ``task_a``'s; the seeds both tasks have); ``matrices`` says
+    "without the pooler" for two tasks of which one has none (the IoU is over the matrices
+    both have), else "all".  Only a gap between the two is task structure.
     """
     require(picked, ("task", "method", "seed"), "seed and task overlap")
     rows = []
@@ -166,10 +203,12 @@ def seeds_vs_tasks(picked: pd.DataFrame, masks: Mapping[tuple, Any]) -> pd.DataF
             for u in tasks[i + 1:]:
                 for s in sorted(set(seeds[t]) & set(seeds[u])):
                     pairs.setdefault(("between", t, u), []).append(masks[(t, name, s)].overlap(masks[(u, name, s)]))
+        pooler = {t: _with_pooler({t: masks[(t, name, seeds[t][0])]})[0] != [] for t in tasks}
         rows += [{"method": name, "pair": pair, "task_a": a, "task_b": b,
                   "n_seeds": len(seeds[a]) if pair == "within" else len(v),  # between: one pair per common seed
                   "n_pairs": len(v), "iou_mean": float(np.mean(v)), "iou_min": float(np.min(v)),
-                  "iou_max": float(np.max(v))}
+                  "iou_max": float(np.max(v)),
+                  "matrices": "all" if pooler[a] == pooler[b] else "without the pooler"}
                  for (pair, a, b), v in pairs.items()]
     if not rows:
         raise AnalysisError("seed and task overlap: need two seeds of a task or two tasks with a common seed")

@@ -109,7 +109,7 @@ def transfer_section(df: pd.DataFrame, n_std: float, level: int | str | None) ->
     for source, g in table.groupby("source", sort=True):
         cells = g.set_index("target_task")
         off = g[g["source_task"] != g["target_task"]]
-        row = [source, _pct(off["sparsity"].mean() if len(off) else g["sparsity"].mean())]
+        row = [source, _pct(off["source_sparsity"].mean() if len(off) else g["sparsity"].mean())]  # the ticket's
         for t in targets:
             if t not in cells.index:
                 row.append("")
@@ -123,7 +123,9 @@ def transfer_section(df: pd.DataFrame, n_std: float, level: int | str | None) ->
     head = (f"Transfers at {where}; each cell: the target's score, mean over seeds (difference to the target's "
             f"dense mean, number of seeds); ✓ = matching (at least dense mean - {n_std:g} std). Diagonal: the "
             "target's own ticket.")
-    return head + "\n\n" + md_table(["source \\ target", "source sparsity"] + targets, rows)
+    note = analysis.transfer_note(table)  # masks across the pooler divide; standard-pruning tickets
+    return head + "\n\n" + md_table(["source \\ target", "source sparsity"] + targets, rows) + (
+        f"\n\n{note[0].upper() + note[1:]}." if note else "")
 
 
 def report(root: str, n_std: float = 1.0, level: int | str | None = None) -> str:

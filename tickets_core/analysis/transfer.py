@@ -1,4 +1,13 @@
-"""Transfer: the mask found on a source task, fine-tuned on a target task, against the target's own results."""
+"""Transfer: the mask found on a source task, fine-tuned on a target task, against the target's own results.
+
+A mask moves between models with and without a pooler (a BERT classifier's
+masks have a pooler entry, its MLM and QA models' do not): on a target without
+one the entry is dropped, on a target with one its pooler stays dense.  So a
+transferred subnetwork's sparsity over the *target's* prunable weights can
+differ a little from the ticket's own (``source_sparsity``); each cell is
+compared with the target's own ticket at the source ticket's sparsity, and
+:func:`transfer_note` says so in a sentence for the figure.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +16,7 @@ import warnings
 
 import pandas as pd
 
+from ..core.kinds import KINDS
 from ..core.settings import HIGHEST  # the ``level`` value for "each source at its own highest matching level"
 from .common import SPARSITY_TOL, AnalysisError, over_seeds, require, scores
 from .matching import baseline_of, dense_baselines, highest_matching_sparsity, is_matching
@@ -14,7 +24,7 @@ from .methods import add_method, only_imp_method
 
 TRANSFER_COLUMNS = ["source", "source_task", "target_task", "method", "source_method", "level", "sparsity", "score",
                     "score_std", "n_seeds", "dense_method", "dense_mean", "n_dense_seeds", "threshold", "imp_score",
-                    "imp_n_seeds", "vs_dense", "vs_imp", "matching"]
+                    "imp_n_seeds", "vs_dense", "vs_imp", "matching", "source_sparsity"]
 
 
 def _at_sparsity(rows: pd.DataFrame, sparsity: float, tol: float) -> pd.DataFrame:
@@ -60,10 +70,12 @@ def transfer_matrix(df: pd.DataFrame, *, sparsity: float | None = None, level: i
     score, score_std, n_seeds, dense_method, dense_mean, n_dense_seeds, threshold,
     imp_score, imp_n_seeds, vs_dense, vs_imp, matching``
 
-    ``score`` is the mean over seeds (``n_seeds``; ``score_std`` their spread),
+    ``sparsity`` is over the target's prunable weights, ``source_sparsity`` the
+    ticket's own (they differ when a pooler entry was dropped or added, see the
+    module docstring).  ``score`` is the mean over seeds (``n_seeds``; ``score_std`` their spread),
     ``vs_dense = score - dense_mean`` (the target's dense variant trained like
     the transfer, over ``n_dense_seeds`` seeds; 0 without one), ``vs_imp = score - imp_score`` (the target's own ticket of
-    the source method at the same sparsity), ``matching`` is ``score >=
+    the source method at the source ticket's sparsity), ``matching`` is ``score >=
     threshold`` (False without a dense baseline).  With ``include_diagonal``
     the diagonal (source = target) is the target's own ticket itself.
     """
@@ -104,9 +116,14 @@ def transfer_matrix(df: pd.DataFrame, *, sparsity: float | None = None, level: i
         warnings.simplefilter("ignore")
         base = dense_baselines(df, n_std, metric=metric, ddof=ddof)
 
+    found_at = df.set_index(["run", "level"])["sparsity"].to_dict()  # a source run's level -> its sparsity
+
     def cell(source: str, source_task: str, target: str, rows: pd.DataFrame, source_method) -> dict:
         stats = over_seeds(rows.assign(_all=0), ["_all"], metric, ddof).iloc[0]
-        own = _at_sparsity(_own(scored, target, source_method), float(stats["sparsity"]), tol)
+        nominal = [found_at.get((r, lv)) for r, lv in zip(rows.get("source_run", ()), rows.get("source_level", ()))]
+        nominal = [x for x in nominal if x is not None and not pd.isna(x)]
+        ticket = float(sum(nominal) / len(nominal)) if nominal else float(stats["sparsity"])
+        own = _at_sparsity(_own(scored, target, source_method), ticket, tol)
         own_stats = over_seeds(own.assign(_all=0), ["_all"], metric, ddof).iloc[0] if len(own) else None
         dense_method = rows["dense_method"].dropna().iloc[0] if rows["dense_method"].notna().any() else None
         b = baseline_of(base, target, dense_method)
@@ -120,7 +137,8 @@ def transfer_matrix(df: pd.DataFrame, *, sparsity: float | None = None, level: i
                 "n_seeds": int(stats["n_seeds"]), "dense_method": dense_method, "dense_mean": dense_mean,
                 "n_dense_seeds": int(b["n_seeds"]) if b is not None else 0, "threshold": thr, "imp_score": imp_score,
                 "imp_n_seeds": int(own_stats["n_seeds"]) if own_stats is not None else 0,
-                "vs_dense": score - dense_mean, "vs_imp": score - imp_score, "matching": bool(is_matching(score, thr))}
+                "vs_dense": score - dense_mean, "vs_imp": score - imp_score, "matching": bool(is_matching(score, thr)),
+                "source_sparsity": ticket}
 
     out, suffixes = [], set()
     for (src, target, method), g in sel.groupby(["source_task", "task", "method"], sort=True):
@@ -130,14 +148,46 @@ def transfer_matrix(df: pd.DataFrame, *, sparsity: float | None = None, level: i
         out.append(cell(src + suffix, src, target, g, source_method))
     if include_diagonal:
         done = {(r["source"], r["target_task"]) for r in out}
+        # one diagonal cell per task and source method: in the task's row of that method when the table has one
+        # (its suffix may be another transfer's: "mlm (of IMP)" beside "sst2"), else in a row of its own
+        row_of = {}
+        for r in out:
+            row_of.setdefault((r["source_task"], r["source_method"]), r["source"])
+        first_suffix = {}
         for suffix, source_method in sorted(suffixes, key=str):
+            first_suffix.setdefault(source_method, suffix)
+        for source_method, suffix in first_suffix.items():
             for task in sorted(set(sel["source_task"]) | set(sel["task"])):
+                name = row_of.get((task, source_method), task + suffix)
                 own = _own(scored, task, source_method)
                 if level == HIGHEST:
                     own = own[own["level"] == highest.get((task, source_method), -1)]
                 else:
                     own = _at_sparsity(own, float(sel["sparsity"].mean()), tol)
-                if (task + suffix, task) not in done and len(own):
+                if (name, task) not in done and len(own):
                     own = own[own["level"] == own["level"].iloc[0]]  # the diagonal cell's sparsity is its own
-                    out.append(cell(task + suffix, task, task, own, source_method))
+                    out.append(cell(name, task, task, own, source_method))
     return pd.DataFrame(out, columns=TRANSFER_COLUMNS).sort_values(["source", "target_task"], ignore_index=True)
+
+
+def transfer_note(table: pd.DataFrame, tol: float = SPARSITY_TOL / 10) -> str | None:
+    """The sentences a transfer figure needs under it (None: none): cells whose sparsity on the target differs
+    from the ticket's own (masks moved between models with and without a pooler), and rows of standard-pruning
+    tickets (no rewind: how the reference code made the MLM tickets it published, docs/paper-grid.md)."""
+    if len(table) == 0:
+        return None
+    notes = []
+    if "source_sparsity" in table.columns:
+        off = table[(table["sparsity"] - table["source_sparsity"]).abs() > tol]
+        if len(off):
+            eg = off.iloc[0]
+            notes.append(f"sparsity over each target's prunable weights: a mask from a model without a pooler leaves "
+                         f"the target's pooler dense, a pooler entry is dropped on a target without one (e.g. "
+                         f"{eg['source']} -> {eg['target_task']}: {100 * eg['source_sparsity']:.1f}% -> "
+                         f"{100 * eg['sparsity']:.1f}%); cells are compared with the target's own ticket at the "
+                         "source ticket's sparsity")
+    standard = KINDS["standard"].label
+    if table["source_method"].astype(str).str.startswith(standard).any():
+        notes.append(f"'{standard}' tickets: the fine-tuned model pruned with its weights kept (no rewind), the "
+                     "way the reference code made the MLM tickets it published")
+    return "; ".join(notes) or None

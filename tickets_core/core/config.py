@@ -273,6 +273,17 @@ class RunConfig(_Checked):
         help="Experiment trackers, e.g. ['tensorboard']: 'tensorboard', 'mlflow' (a local file store) and 'wandb' "
              "(offline) log per-step loss and learning rate and per-level metrics under the run folder "
              "(tracking/). A tracker that fails warns once and never fails the run.")
+    dense_level_from: str | None = param(
+        None, hashed=False,
+        help="A run (its run name or folder, found like source_run) whose level 0 this run's dense level repeats: "
+             "an imp or dense run of the same task and seed trained alike (tickets_core.core.settings.dense_settings). "
+             "That level is copied from it (metrics with 'reused_from'; for standard pruning its trained weights, "
+             "which it keeps with save_dense_weights), not trained again. Kinds whose dense level is the dense "
+             "fine-tuning from theta0 only; the sweep sets it.")
+    save_dense_weights: bool = param(False, hashed=False,
+                                     help="Write the dense level's trained weights (level_00/weights.safetensors, the "
+                                          "whole model) for a run that continues from them (standard pruning with "
+                                          "dense_level_from); the sweep sets it.")
     model: ModelConfig = param(factory=ModelConfig, help="The model.")
     data: DataConfig = param(factory=DataConfig, help="The task and its data.")
     train: TrainConfig = param(factory=TrainConfig, help="Fine-tuning, the same at every level.")
@@ -324,6 +335,9 @@ class RunConfig(_Checked):
         else:
             require(bool(self.source_run) != bool(self.mask_path), "source_run",
                     f"or mask_path (exactly one) is required: a {self.kind!r} run reads a source run or a mask file")
+        require(self.dense_level_from is None or kind.dense_level, "dense_level_from",
+                f"is for kinds whose dense level is the dense fine-tuning from theta0 "
+                f"({', '.join(k.name for k in KINDS.values() if k.dense_level)}), not {self.kind!r}")
         for other in KINDS.values():  # parameters that only some kinds read stay at their defaults elsewhere
             for name in set(other.params) - set(kind.params):
                 p = lookup(name)

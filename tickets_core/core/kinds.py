@@ -35,6 +35,8 @@ class RunKind:
     early_bird: bool = False   # its levels honour the early_bird_* options (they prune the weights they trained)
     copies: int = 1            # fine-tunings per level (the plan line's estimate; stability trains two)
     line_points: bool = False  # each level also evaluates stability_points points on a line (the estimate)
+    dense_level: bool = False  # a level under the dense mask is the dense fine-tuning from theta0 with the run seed
+                               # (what level 0 of an imp trunk trains): dense_level_from may copy it from one
 
     @property
     def is_branch(self) -> bool:
@@ -68,15 +70,18 @@ register(RunKind(
 register(RunKind(
     "dense", "dense", "trunk", "level 0 only: the dense fine-tuning (a seed of the matching baseline)",
     levels="single", starts_from="theta0, dense",
+    dense_level=True,
 ))
 register(RunKind(
     "oneshot", "one-shot", "trunk", "prune theta0 itself to each level's sparsity (no training before pruning)",
     starts_from="theta0 pruned by prune.strategy to the level's sparsity",
+    dense_level=True,
 ))
 register(RunKind(
     "standard", "standard pruning", "trunk", "prune the fine-tuned model and keep its weights (no rewind)",
     starts_from="level 0: theta0, dense; level k: the weights level k-1 trained, pruned by the mask it left",
     leaves="the next level's mask and the trained weights (whole model)",
+    dense_level=True,
 ))
 register(RunKind(
     "random_magnitude", "random pruning (random-init magnitude)", "trunk",
@@ -84,11 +89,13 @@ register(RunKind(
     "fine-tune theta0 under that mask",
     starts_from="theta0 and the mask prune.strategy gives the architecture's own random init at the level's "
                 "sparsity (one-shot, seeded by the run seed)",
+    dense_level=True,
 ))
 register(RunKind(
     "random_prune", "random pruning", "branch",
     "random masks with the source mask's per-matrix sparsities, from theta0",
     levels="source", source="run", starts_from="theta0 and a random mask with the source level's per-matrix sparsities",
+    dense_level=True,
 ))
 register(RunKind(
     "random_reinit", "random re-init", "branch", "the source mask on freshly initialised weights",
@@ -112,6 +119,7 @@ register(RunKind(
     "transfer", "transfer", "branch", "the source mask fine-tuned on this run's task from theta0",
     levels="source", source="run_or_mask",
     starts_from="theta0 and the source level's mask (or the mask file's, as level 0)",
+    dense_level=True,
 ))
 
 register(RunKind(
@@ -119,6 +127,7 @@ register(RunKind(
     "the source level's mask fine-tuned from theta0 on the source's task with this run's full budget "
     "(scores the masks of an early-bird trunk, whose levels stop early)",
     levels="source", source="run", starts_from="theta0 and the source level's mask",
+    dense_level=True,
 ))
 register(RunKind(
     "stability", "stability", "branch",

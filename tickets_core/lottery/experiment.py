@@ -235,8 +235,9 @@ class Experiment:
     def train(self, level: int, mask: Mask, on_step=None, *, seed: int | None = None, save: bool = True) -> dict:
         """Fine-tune the model as it is now under ``mask`` (pruned weights zeroed first and kept at 0).
 
-        ``seed`` (default: the run's) sets data order and dropout.  With ``save_weights`` the trained weights
-        are written to :meth:`RunPaths.weights` unless ``save`` is False (a second copy of the same level).
+        ``seed`` (default: the run's) sets data order and dropout.  With ``save_weights`` (``save_dense_weights``:
+        under the dense mask only) the trained weights are written to :meth:`RunPaths.weights` unless ``save`` is
+        False (a second copy of the same level).
         With ``lr_schedule: across_levels`` the level runs the first steps of a linear schedule
         ``prune.levels + 1`` times as long (the reference code's schedule), for every kind alike.
         """
@@ -246,7 +247,7 @@ class Experiment:
         result = train.fine_tune(self.model, self.data, self.cfg.train,
                                  seed=self.cfg.seed if seed is None else seed, bound_mask=bound,
                                  on_step=on_step, desc=f"level {level}", schedule_span=self.schedule_span)
-        if save and self.cfg.save_weights:
+        if save and (self.cfg.save_weights or (self.cfg.save_dense_weights and bound is None)):
             self.save_state(self.paths.weights(level), self.snapshot(self.all_keys), level)
         return result
 
@@ -292,13 +293,14 @@ class Experiment:
             "main_metric": main,
             "score": ev[main],
             "eval": ev,
-            "train": {k: v for k, v in result.items() if k not in ("eval", "fast_path")},
+            "train": {k: v for k, v in result.items() if k not in ("eval", "fast_path", "reused_from")},
             "fast_path": result.get("fast_path"),
             "source": source,
             "seed": self.cfg.seed,
             "task": self.task.name,
             "kind": self.cfg.kind,
             **({"mlm_head_warmup": self.head_warmup} if self.head_warmup else {}),
+            **({"reused_from": result["reused_from"]} if "reused_from" in result else {}),  # lottery/reuse.py
         }
 
     def plan_change(self, finished: list[int]) -> str | None:

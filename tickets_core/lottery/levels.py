@@ -24,6 +24,7 @@ from ..core.seeds import derived_seed
 from .barriers import barriers
 from ..pruning.early_bird import chain
 from .experiment import Experiment, Level
+from .reuse import reused_dense_level
 from ..pruning.masks import Mask
 from ..pruning.strategies import get_strategy, level_generator
 
@@ -33,10 +34,18 @@ LEVEL_FUNCTIONS: Registry[LevelFunction] = Registry("run kind with a level funct
 level_function = LEVEL_FUNCTIONS.decorator
 
 
-def _dense_from_theta0(x: Experiment, item: Level, on_step=None) -> tuple[Mask, dict]:
-    mask = x.dense_mask()
+def _tune(x: Experiment, item: Level, mask: Mask, *, weights: bool = False) -> tuple[Mask, dict]:
+    """Fine-tune the model (theta0, loaded by the caller) under ``mask``.  Under the dense mask of a run with
+    ``dense_level_from`` that run's level 0 is copied instead (:mod:`.reuse`; ``weights``: its trained weights
+    too, for a kind that continues from them)."""
+    if x.cfg.dense_level_from and mask.nonzero == mask.numel:
+        return mask, reused_dense_level(x, load_weights=weights)
+    return mask, x.train(item.level, mask)
+
+
+def _dense_from_theta0(x: Experiment, item: Level, *, weights: bool = False) -> tuple[Mask, dict]:
     x.load(x.theta0, x.all_keys)
-    return mask, x.train(item.level, mask, on_step)
+    return _tune(x, item, x.dense_mask(), weights=weights)
 
 
 @level_function("imp")
@@ -71,14 +80,14 @@ def dense_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
 def oneshot_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
     x.load(x.theta0, x.all_keys)
     mask = x.prune_trained(x.dense_mask(), item.level)  # the "trained" weights are theta0 itself
-    return mask, x.train(item.level, mask)
+    return _tune(x, item, mask)
 
 
 @level_function("standard")
 def standard_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
     k = item.level
     if k == 0:
-        mask, result = _dense_from_theta0(x, item)
+        mask, result = _dense_from_theta0(x, item, weights=True)  # a copied level 0 brings its trained weights
     else:
         mask = x.stored_mask(k)
         x.load(x.carried(k), x.all_keys)
@@ -93,7 +102,7 @@ def random_magnitude_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
     x.load(x.reinit_state(), x.base_keys)  # the architecture's own random init, seeded by the run seed
     mask = x.prune_trained(x.dense_mask(), item.level)  # one-shot, straight to the level's sparsity
     x.load(x.theta0, x.all_keys)
-    return mask, x.train(item.level, mask)
+    return _tune(x, item, mask)
 
 
 @level_function("random_prune")
@@ -105,7 +114,7 @@ def random_prune_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
                                             generator=level_generator(x.cfg.seed, item.level),
                                             layer_sparsities=template.layer_sparsities())
     x.load(x.theta0, x.all_keys)
-    return mask, x.train(item.level, mask)
+    return _tune(x, item, mask)
 
 
 @level_function("random_reinit")
@@ -118,7 +127,7 @@ def random_reinit_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
 @level_function("transfer")
 def transfer_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
     x.load(x.theta0, x.all_keys)
-    return item.source_mask, x.train(item.level, item.source_mask)
+    return _tune(x, item, item.source_mask)
 
 
 def _perturbed_level(x: Experiment, item: Level, how: str) -> tuple[Mask, dict]:

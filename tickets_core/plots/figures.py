@@ -14,7 +14,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.patches import Rectangle
 
-from ..analysis import AnalysisError
+from ..analysis import AnalysisError, transfer_note
 from .names import label, metric_name, metric_names, task_name
 from .style import (MIN_FONT_PT, _grid, _method_order, figure_width, legend_below, method_styles, panel_title,
                     seeds_text, set_style)
@@ -22,7 +22,7 @@ from .style import (MIN_FONT_PT, _grid, _method_order, figure_width, legend_belo
 
 def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.DataFrame | None = None, *,
                     metric: str = "score", metric_label: str | None = None, width: str | float = "double",
-                    tasks: Iterable[str] | None = None):
+                    tasks: Iterable[str] | None = None, n_std: float | None = None):
     """Metric against sparsity, one panel per task, one line per method (mean and +-1 std over seeds).
 
     ``rows``: results rows with a ``method`` column (:func:`analysis.add_method`),
@@ -32,7 +32,8 @@ def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.Dat
     dense seeds);
     ``highest``: :func:`analysis.highest_matching_sparsity` (dashed vertical
     line and a star at the highest matching sparsity, in the method's colour).
-    The legend says over how many seeds each method's points are averaged.
+    The legend says over how many seeds each method's points are averaged, and with ``n_std`` which
+    matching rule the threshold is (mean - n_std std; 0: the dense mean itself).
     """
     if rows is None or len(rows) == 0:
         raise AnalysisError("sparsity curves: nothing to plot")
@@ -75,11 +76,18 @@ def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.Dat
     shown = base.loc[base["task"].isin(tasks), "n_seeds"] if base is not None else []
     dense = f" ({seeds_text(shown)})" if len(shown) else ""
     handles += [plt.Line2D([], [], color="0.35", ls="-", label="dense mean" + dense),
-                plt.Line2D([], [], color="0.35", ls=":", label="matching threshold" + dense)]
+                plt.Line2D([], [], color="0.35", ls=":", label="matching threshold" + _rule(n_std) + dense)]
     if best is not None:
         handles.append(plt.Line2D([], [], color="k", ls="--", marker="*", ms=7, label="highest matching"))
     legend_below(fig, handles, width, max_cols=4 if figure_width(width) > 4 else 2)
     return fig
+
+
+def _rule(n_std: float | None) -> str:
+    """The matching rule for a legend: ", mean - 1 std", ", = dense mean" (n_std 0), or nothing when unknown."""
+    if n_std is None:
+        return ""
+    return ", = dense mean" if n_std == 0 else f", mean - {n_std:g} std"
 
 
 # ---------------------------------------------------------------------------
@@ -101,10 +109,11 @@ def _heatmap(ax, table: pd.DataFrame, *, fmt: str, cmap: str, vmin=None, vmax=No
 
 
 def overlap_heatmaps(observed: pd.DataFrame, expected: pd.DataFrame, *, sparsity: float | None = None,
-                     width: str | float = "double"):
+                     width: str | float = "double", note: str | None = None):
     """Label x label IoU of the masks (left) beside the IoU of random masks of the same densities (right).
 
     Labels are :func:`analysis.pick_levels`' ``label`` (the task, or "task: method"); each mask is one seed's.
+    ``note``: a line under the panels (:func:`analysis.common_set_note`: which pairs leave the pooler out).
     """
     if observed is None or observed.empty:
         raise AnalysisError("mask overlap: nothing to plot")
@@ -119,6 +128,8 @@ def overlap_heatmaps(observed: pd.DataFrame, expected: pd.DataFrame, *, sparsity
     for ax in axes:
         ax.set_xlabel("mask")
         ax.set_ylabel("mask")
+    if note:
+        fig.supxlabel(note, fontsize=MIN_FONT_PT, wrap=True)
     return fig
 
 
@@ -155,7 +166,9 @@ def transfer_heatmaps(table: pd.DataFrame, *, values: Iterable[str] = ("vs_dense
     set_style()
     values = list(values)
     metric_label = metric_name(metric_label)
-    titles = {"vs_dense": f"{metric_label} - dense", "vs_imp": f"{metric_label} - own IMP ticket",
+    only_imp = table["source_method"].astype(str).str.startswith("IMP").all() if "source_method" in table else True
+    titles = {"vs_dense": f"{metric_label} - dense",
+              "vs_imp": f"{metric_label} - " + ("own IMP ticket" if only_imp else "own ticket of the row's method"),
               "score": metric_label}
     fig, axes = _grid(len(values), width, panel_aspect=0.9, max_cols=len(values) if figure_width(width) > 4 else 1)
     match = table.pivot(index="source", columns="target_task", values="matching")
@@ -178,4 +191,10 @@ def transfer_heatmaps(table: pd.DataFrame, *, values: Iterable[str] = ("vs_dense
         ax.set_title(f"{titles.get(value, value)} ({n}){on_dense}")
         ax.set_xlabel("target task")
         ax.set_ylabel("source task (mask)")
+        if ax.get_subplotspec().colspan.start > 0:  # the same rows as the panel on its left: room for the cells
+            ax.set_ylabel("")
+            ax.tick_params(axis="y", labelleft=False)
+    note = transfer_note(table)  # masks moved between models with and without a pooler
+    if note:
+        fig.supxlabel(note, fontsize=MIN_FONT_PT, wrap=True)
     return fig

@@ -132,10 +132,22 @@ class Mask(MutableMapping):
             pairs.append((v, w))
         return pairs
 
+    def common(self, other: "Mask") -> tuple["Mask", "Mask"]:
+        """Both masks restricted to the matrices they share, to compare masks of models with and without a
+        pooler (a BERT classifier's masks have a pooler entry, its MLM and QA models' do not).  Only pooler entries
+        may be missing from one side; any other difference is a :class:`MaskFitError`."""
+        alone = sorted(k for k in set(self) ^ set(other) if not is_pooler(k))
+        if alone:
+            raise MaskFitError(f"masks to compare must have the same names (a pooler may be missing from one); "
+                               f"{alone[0]!r} is in one mask only")
+        return Mask({k: v for k, v in self.items() if k in other}), Mask({k: v for k, v in other.items() if k in self})
+
     def overlap(self, other: "Mask") -> float:
-        """Intersection over union of the kept weights of two masks with the same names."""
+        """Intersection over union of the kept weights, over the matrices both masks have (:meth:`common`: a
+        pooler entry only one mask has is left out)."""
         inter = union = 0
-        for v, w in self.paired(other):
+        mine, theirs = self.common(other)
+        for v, w in mine.paired(theirs):
             inter += int(torch.count_nonzero(v & w))
             union += int(torch.count_nonzero(v | w))
         return inter / union if union else 1.0

@@ -27,17 +27,19 @@ def own_levels(kind: RunKind, prune_levels: int) -> list[int] | None:
     return None
 
 
-def source_candidates(cfg: RunConfig, near: str | Path | None = None) -> list[Path]:
-    """Where a branch's source run may lie, in the order looked at (see the module docstring)."""
-    name = Path(str(cfg.source_run)).name
-    out = ([Path(near).parent / name] if near is not None else []) + [Path(cfg.output_root) / name,
-                                                                        Path(str(cfg.source_run))]
+def source_candidates(cfg: RunConfig, near: str | Path | None = None, run: str | None = None) -> list[Path]:
+    """Where a branch's source run (or the run ``run`` names, e.g. ``dense_level_from``) may lie, in the order
+    looked at (see the module docstring)."""
+    given = str(cfg.source_run if run is None else run)
+    name = Path(given).name
+    out = ([Path(near).parent / name] if near is not None else []) + [Path(cfg.output_root) / name, Path(given)]
     return list(dict.fromkeys(out))
 
 
-def find_source(cfg: RunConfig, near: str | Path | None = None) -> Path | None:
-    """A branch's source run folder (the first of :func:`source_candidates` that is a run), or None."""
-    return next((c for c in source_candidates(cfg, near) if is_run_dir(c)), None)
+def find_source(cfg: RunConfig, near: str | Path | None = None, run: str | None = None) -> Path | None:
+    """A branch's source run folder (or ``run``'s: the first of :func:`source_candidates` that is a run), or
+    None."""
+    return next((c for c in source_candidates(cfg, near, run) if is_run_dir(c)), None)
 
 
 def level_numbers(cfg: RunConfig, near: str | Path | None = None) -> list[int] | None:

@@ -7,6 +7,7 @@ ordering, progress, stopping), :mod:`.cluster` (Dask and SLURM), :mod:`.cli`
 Usage::
 
     python -m tickets_core.sweep FILE [--workers N] [--dry-run] [--only PATTERN]
+                                      [--output-root DIR] [--miniature]
                                       [--gpus 0,1] [--workers-per-gpu N]
                                       [--executor process|dask|slurm] [--scheduler ADDRESS]
                                       [--cluster sweeps/slurm.yaml] [--jobs N]
@@ -78,6 +79,14 @@ run trained like its trunk, in the sweep or on disk, is an error at the
 entry's line; a source with no matching pruned level is reported as skipped
 in one line.
 
+``--dry-run`` prints the plan and its cost per entry and in total
+(:mod:`.estimate`: fine-tunings, optimizer steps; GPU-hours only at a rate a
+GPU measured and the checkout committed).  ``--miniature`` runs the file's
+structure at a tiny scale under ``--output-root`` (:mod:`.miniature`;
+docs/paper-grid.md).  No run trains what another run trains: a run whose
+dense level repeats an IMP trunk's level 0 (same task, seed and settings)
+copies it from that run (:mod:`.reuse`, ``dense_level_from``).
+
 What the runner does
 --------------------
 Every run's folder name is known before it runs (``RunConfig.run_name()``; a
@@ -116,8 +125,8 @@ _EXPORTS = {
         "process_engine", "process_executor", "report", "run_plan", "select")},
 }
 __all__ = list(_EXPORTS)
-_SUBMODULES = ("checks", "cli", "cluster", "deferred", "execute", "notebook", "parameters", "planner", "run", "spec",
-               "worker", "yamlfile")
+_SUBMODULES = ("checks", "cli", "cluster", "deferred", "estimate", "execute", "miniature", "notebook", "parameters",
+               "planner", "reuse", "run", "spec", "worker", "yamlfile")
 
 
 def __getattr__(name: str):

@@ -94,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
                                                       "slurm; example: sweeps/slurm.yaml)")
     ap.add_argument("--jobs", type=int, default=1, help="SLURM jobs to start, one Dask worker each (default 1)")
     ap.add_argument("--notebooks-dir", help="folder of the notebooks (default: the sweep file's or this checkout's)")
+    ap.add_argument("--output-root", metavar="DIR", help="run folders under DIR instead of the file's output_root")
+    ap.add_argument("--miniature", action="store_true",
+                    help="the file's structure at a tiny scale (tiny-bert, fixture data, 3 levels, one seed per "
+                         "entry): proves the grid end to end in minutes on a CPU; runs and figures under DIR "
+                         "(default: the file's output_root + '-miniature'); see tickets_core.sweep.miniature")
     args = ap.parse_args(argv)
     if (args.workers is not None and args.workers < 1) or args.workers_per_gpu < 1 or args.jobs < 1:
         ap.error("--workers, --workers-per-gpu and --jobs must be >= 1")
@@ -103,12 +108,21 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--executor slurm needs --cluster FILE (e.g. sweeps/slurm.yaml)")
     stopper = Stopper()
     try:
-        plan = plan_sweep(args.file, notebooks_dir=args.notebooks_dir)
+        path = args.file
+        if args.miniature:
+            from .miniature import write_miniature
+
+            path = write_miniature(args.file, args.output_root)
+        plan = plan_sweep(path, notebooks_dir=args.notebooks_dir,
+                          output_root=None if args.miniature else args.output_root)
         jobs = execute.select(plan, args.only)
         if not jobs:
             raise SweepError(f"--only {args.only!r} matches no run")
         if args.dry_run:
+            from .estimate import summary
+
             print(execute.describe_plan(jobs))
+            print(summary(plan, jobs))
             return 0
         engine = stopper.engine = make_engine(args, ap)
     except (SweepError, ConfigError) as e:

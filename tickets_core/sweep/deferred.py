@@ -104,9 +104,12 @@ def plan(planner, kind: str, task: str, seed: int, params: dict, at: tuple, *, l
     placeholder = {**params, "source_levels": ([0], where)}
     cfg, flat = planner.config(kind, task, seed, placeholder, at, label, source_run)  # every other value checked
     want = dense_settings(planner.config_of(source_run).flat())
-    sources = planner.planned(source_task, ("dense", trunk_kind))
-    dense = [j for j in sources if j.parameters.get("kind") == "dense"
-             and dense_settings(planner.config_of(j.name).flat()) == want]
+    # The runs the level is computed from: the source trunk's, and the dense seeds of its baseline, which the
+    # analysis takes from 'dense' runs and from level 0 of 'imp' runs trained alike (analysis/matching.py).
+    alike = [j for j in planner.planned(source_task, ("dense", "imp"))
+             if dense_settings(planner.config_of(j.name).flat()) == want]
+    sources = list({j.name: j for j in planner.planned(source_task, ("dense", trunk_kind)) + alike}.values())
+    dense = [j for j in alike if j.parameters.get("kind") == "dense"]
     on_disk = [c for c in planner.finished("dense", source_task) if dense_settings(c.flat()) == want]
     if not dense and not on_disk:
         raise planner.error(where, f"{label}: source_levels: {HIGHEST} needs the dense baseline of {source_task}: "

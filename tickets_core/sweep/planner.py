@@ -40,6 +40,7 @@ class Job:
     after_all: bool = False        # analysis: start after every run job has ended
     run_dir: Path | None = None
     resolver: Any = None           # what fixes the run once its deps are done (sweep/deferred.py), else None
+    entry: str = ""                # the sweep-file entry that planned it ("line 51: trunk imp"), for the dry run
 
     @property
     def is_run(self) -> bool:
@@ -109,6 +110,11 @@ class Planner:
                     self._finished.setdefault((cfg.kind, cfg.data.task), []).append(cfg)
         return self._finished.get((kind, task), [])
 
+    def finished_runs(self, kind: str) -> list[RunConfig]:
+        """Configs of the finished runs of ``kind`` under output_root, every task (:meth:`finished`)."""
+        self.finished(kind, "")
+        return [cfg for (k, _), cfgs in self._finished.items() if k == kind for cfg in cfgs]
+
     def memo(self, key: Any, compute: Callable[[], Any]) -> Any:
         """``compute()`` once per planning for ``key`` (a rule's reading of run folders)."""
         if key not in self._memo:
@@ -163,8 +169,23 @@ class Planner:
         nb_path, _ = self.notebook(get_kind(kind).notebook, at)
         run_dir = self.output_root / name
         self.jobs[name] = Job(name=name, label=label, notebook=nb_path, output=run_dir / "notebook.ipynb",
-                              parameters=flat, deps=list(deps), run_dir=run_dir, resolver=resolver)
+                              parameters=flat, deps=list(deps), run_dir=run_dir, resolver=resolver,
+                              entry=self.entry_name(at))
         return self.jobs[name]
+
+    def entry_name(self, at: tuple) -> str:
+        """``line 51: trunk imp`` for the sweep-file entry at ``at`` (its first two keys)."""
+        section, entry = at[0] if at else "", at[1] if len(at) > 1 else None
+        try:
+            e = self.file.data[section][entry]
+        except (KeyError, IndexError, TypeError):
+            return section
+        what = {"trunks": lambda: e.get("name", e.get("kind", "imp")),
+                "branches": lambda: f"{'+'.join(e.get('kinds') or [])} of {e.get('trunk')}",
+                "transfers": lambda: (f"from {e['trunk']}" if "trunk" in e else f"of {e.get('mask_path')}")
+                + (f" at {e['source_levels']}" if "source_levels" in e else "")}.get(section, lambda: "")()
+        noun = {"trunks": "trunk", "branches": "branch", "transfers": "transfer"}.get(section, section)
+        return f"line {self.file.lines.get(at[:2], '?')}: {noun} {what}".rstrip()
 
     def rename(self, old: str, job: Job) -> Job:
         """Re-file ``job`` (planned as ``old``) under its new name; the job already there wins."""

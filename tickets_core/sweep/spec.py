@@ -22,7 +22,7 @@ from ..core.errors import ConfigError
 from ..core.kinds import KINDS
 from ..core.settings import HIGHEST
 from ..tasks import TASKS
-from . import checks, deferred
+from . import checks, deferred, reuse
 from .notebook import EXPERIMENT_NOTEBOOK, NOTEBOOKS_DIR, resolve_path
 from .planner import Job, Params, Plan, Planner
 from .yamlfile import SweepError, SweepFile, load_yaml
@@ -43,9 +43,13 @@ SET_BY_SWEEP = ("kind", "task", "seed", "source_run", "output_root")
 ANALYSIS_PATHS = ("runs_root", "figures_dir")
 ANALYSIS_DIR = "_analysis"
 
-def plan_sweep(path: str | Path, *, notebooks_dir: str | Path | None = None) -> Plan:
-    """Read, validate and expand a sweep file; nothing runs, nothing is written."""
-    return _Sections(SweepFile(path), Path(notebooks_dir).resolve() if notebooks_dir else None).build()
+def plan_sweep(path: str | Path, *, notebooks_dir: str | Path | None = None,
+               output_root: str | Path | None = None) -> Plan:
+    """Read, validate and expand a sweep file; nothing runs, nothing is written.  ``output_root`` (and
+    ``notebooks_dir``): instead of the file's."""
+    sections = _Sections(SweepFile(path), Path(notebooks_dir).resolve() if notebooks_dir else None)
+    sections.output_root_override = resolve_path(output_root) if output_root else None
+    return sections.build()
 
 
 class _Sections:
@@ -55,6 +59,7 @@ class _Sections:
         self.file, self.notebooks_dir_override = file, notebooks_dir
         self.trunks: dict[str, dict] = {}
         self.error = file.error
+        self.output_root_override: Path | None = None
 
     def path_value(self, value: Any, at: tuple, what: str) -> Path:
         if not isinstance(value, str) or not value:
@@ -97,10 +102,12 @@ class _Sections:
         for key in top:
             if key not in TOP_KEYS:
                 raise self.error((key,), f"unknown key {key!r}; expected one of {', '.join(TOP_KEYS)}")
-        self.output_root = self.path_value(top.get("output_root", "runs"), ("output_root",), "output_root")
+        self.output_root = self.output_root_override or self.path_value(top.get("output_root", "runs"),
+                                                                        ("output_root",), "output_root")
         figures = top.get("figures_dir")  # default: beside the runs (only the demo and paper sweeps name figures/)
-        self.figures_dir = (self.path_value(figures, ("figures_dir",), "figures_dir") if figures is not None
-                            else self.output_root / "figures")
+        self.figures_dir = (self.path_value(figures, ("figures_dir",), "figures_dir")
+                            if figures is not None and self.output_root_override is None
+                            else self.output_root / "figures")  # --output-root DIR: figures in DIR/figures
         nb_dir = top.get("notebooks_dir")
         self.notebooks_dir = self.notebooks_dir_override or (
             self.path_value(nb_dir, ("notebooks_dir",), "notebooks_dir") if nb_dir else NOTEBOOKS_DIR)
@@ -119,6 +126,7 @@ class _Sections:
         for section, add in sections:
             for i, entry in enumerate(self.file.listing(top.get(section), (section,), section)):
                 add(self.file.mapping(entry, (section, i), f"a {section[:-1]} entry"), (section, i))
+        reuse.share_dense_levels(self.plan)  # no run trains what another one trains
         for i, entry in enumerate(self.file.listing(top.get("analysis"), ("analysis",), "analysis")):
             self.add_analysis(entry, ("analysis", i))
         if not self.plan.jobs:
@@ -237,8 +245,9 @@ class _Sections:
         for source, target, seed in itertools.product(sources, targets, seeds):
             if source == target:  # that is the trunk's own ticket
                 continue
+            ticket = "" if trunk["kind"] == "imp" else f" ({KINDS[trunk['kind']].label} ticket)"
             self.add_source_run("transfer", target, seed, self.target_params(trunk, target, own, at) if from_target
-                                else params, at, label=f"transfer {source}->{target} seed {seed}", trunk=trunk,
+                                else params, at, label=f"transfer {source}->{target} seed {seed}{ticket}", trunk=trunk,
                                 source_task=source, trunk_seed=trunk_seed, highest=highest)
 
     def params_from(self, entry: dict, at: tuple) -> bool:

@@ -1,6 +1,10 @@
-"""Small data folders in the real file layouts: GLUE (as the GLUE download script writes it) and SQuAD v1.1.
+"""Small data folders in the real file layouts: GLUE (as the GLUE download script writes it), SQuAD v1.1 and
+plain text for MLM.
 
-Texts carry their label in a word ("good"/"bad", ...) so a tiny model can learn them.
+The tests write them and so does the paper grid's miniature
+(:mod:`tickets_core.sweep.miniature`), which runs the grid's shape on them.  Texts carry their label in a word
+("good"/"bad", ...) so a tiny model can learn them; everything is drawn from a seeded ``random.Random``, so the
+same call writes the same bytes.
 """
 
 from __future__ import annotations
