@@ -40,15 +40,51 @@ def test_mask_distance_is_the_normalised_hamming_distance():
     assert mask_distance(a, a) == 0.0
 
 
-def test_the_hook_stops_once_window_checks_stay_below_eps():
-    # distances between successive masks (the first check compares with the mask at step 0)
-    seq = iter([random_mask(0), random_mask(1), random_mask(1), random_mask(2), random_mask(2), random_mask(2)])
-    bird = EarlyBird(lambda: next(seq), every=2, eps=0.01, window=2)
-    stops = [step for step in range(1, 11) if bird(step)]
-    assert stops == [10]  # checks at 2, 4 (0 after a change), 6 (a change), 8, 10: two zeros in a row
-    rec = bird.record()
-    assert rec["stopped_at"] == 10 and [s for s, _ in rec["curve"]] == [2, 4, 6, 8, 10]
-    assert rec["curve"][1][1] == 0.0 and rec["curve"][2][1] > 0.01
+def reference_stops(masks: list[Mask], every: int, eps: float, window: int, min_step: int, steps: int):
+    """A plain re-statement of You et al.'s queue: at each check, the largest distance to the last ``window``
+    masks (the level's starting mask first); stop once ``window`` masks came before and it is below eps."""
+    history, curve, it = [masks[0]], [], iter(masks[1:])
+    for step in range(every, steps + 1, every):
+        mask = next(it)
+        d = max(mask_distance(old, mask) for old in history[-window:])
+        curve.append((step, d))
+        full = len(history) >= window
+        history.append(mask)
+        if full and step >= min_step and d < eps:
+            return step, curve
+    return None, curve
+
+
+@pytest.mark.parametrize("window,min_step", [(1, 0), (2, 0), (3, 0), (3, 9)])
+def test_the_hook_compares_with_a_queue_of_the_last_window_masks(window, min_step):
+    # masks that settle, then flip back to an older one: a check against the previous mask alone would stop
+    # at the flip-back; the queue sees the change within the window
+    order = [0, 1, 1, 2, 2, 1, 2, 2, 2, 2, 2, 2]
+    masks = [random_mask(i) for i in order]
+    expect_stop, expect_curve = reference_stops(masks, 3, 0.05, window, min_step, 33)
+    seq = iter(masks)
+    bird = EarlyBird(lambda: next(seq), every=3, eps=0.05, window=window, min_step=min_step)
+    stops = [step for step in range(1, 34) if bird(step)]
+    assert (stops[:1] or [None])[0] == expect_stop
+    got = bird.record()["curve"][:len(expect_curve)]
+    assert [s for s, _ in got] == [s for s, _ in expect_curve]
+    assert [d for _, d in got] == pytest.approx([d for _, d in expect_curve])
+    if window == 3 and min_step == 0:
+        assert expect_stop == 27  # 2 at checks 21..27 and the queue of 3 all 2 only from check 27
+
+
+def test_the_window_can_be_a_fraction_of_the_level_and_the_cut_stops_without_looking():
+    from tickets_core.pruning.early_bird import EarlyCut, window_for
+    assert window_for(0.25, 4, 32) == 2 and window_for(0.25, 4, 100) == 7 and window_for(0.01, 4, 32) == 1
+    cut = EarlyCut(5, 0.5, 10)
+    assert next(s for s in range(1, 11) if cut(s)) == 5 and cut.record()["stopped_at"] == 5
+    assert EarlyCut.reads_weights is False
+
+
+def test_old_behaviour_kept_where_the_window_is_one_and_hook_helpers():
+    seq = iter([random_mask(0), random_mask(1), random_mask(1), random_mask(2), random_mask(2)])
+    bird = EarlyBird(lambda: next(seq), every=2, eps=0.01, window=1)
+    assert next(step for step in range(1, 9) if bird(step)) == 4  # window 1: the previous check's mask only
     seeds = iter(range(10, 20))
     late = EarlyBird(lambda: random_mask(3), every=1, eps=0.5, window=1, min_step=4)
     assert [s for s in range(1, 7) if late(s)] == [4, 5, 6]  # never before min_step (the rewind step)
@@ -162,6 +198,47 @@ def test_steps_to_reach_each_sparsity_imp_vs_early_bird(runs):
                             for k in (1, 2)]
 
 
+def test_the_control_cuts_each_level_at_a_fixed_fraction_and_pairs_beside_the_criterion(tiny_config_factory,
+                                                                                         tmp_path):
+    base = dict(levels=2, max_steps=4)
+    imp_dir = driver.run(tiny_config_factory(tmp_path, **base))
+    cut_dir = driver.run(tiny_config_factory(tmp_path, **base, early_cut_fraction=0.5))
+    rt_dir = driver.run(tiny_config_factory(tmp_path, **base, kind="retrain", source_run=cut_dir.name))
+    for k in (0, 1):
+        rec = metrics(cut_dir, k)["train"]
+        assert rec["steps"] == 2 and rec["early_cut"] == {"fraction": 0.5, "stop_step": 2, "total_steps": 4,
+                                                           "stopped_at": 2}
+    assert metrics(cut_dir, 2)["train"]["steps"] == 4 and "early_cut" not in metrics(cut_dir, 2)["train"]
+    table = curves.early_bird_table(tmp_path)
+    cut = table[table["method"] != "IMP"].set_index("level")
+    assert cut["method"].iat[0] == "early cut (at 0.5 of each level, no criterion)"
+    assert cut["steps"].tolist() == [4, 2 + 4, 2 + 2 + 4]
+    assert cut["score"].tolist() == [metrics(rt_dir, k)["score"] for k in (0, 1, 2)]
+    assert curves.load_early_bird(tmp_path).empty  # no criterion, no curve
+    assert imp_dir.name not in (cut_dir.name, rt_dir.name)
+
+
+def test_early_bird_span_and_min_fraction_set_the_queue_and_the_first_stop(tiny_run_config):
+    d = driver.run(tiny_run_config(levels=1, max_steps=8, early_bird_every=1, early_bird_eps=0.99,
+                                   early_bird_span=0.25, early_bird_min_fraction=0.75))
+    rec = metrics(d, 0)["train"]["early_bird"]
+    assert rec["window"] == 2 and rec["span"] == 0.25 and rec["min_step"] == 6 and rec["stopped_at"] == 6
+    assert rec["total_steps"] == 8 and rec["queue"] == "max"
+
+
+@pytest.mark.parametrize("params, message", [
+    (dict(early_cut_fraction=0.5, early_bird_every=2), "early_cut_fraction is the control"),
+    (dict(early_cut_fraction=1.0), r"early_cut_fraction must be in \(0, 1\)"),
+    (dict(kind="dense", early_cut_fraction=0.5), "'dense' has no next mask"),
+    (dict(early_bird_every=2, early_bird_span=0.0), r"early_bird_span must be in \(0, 1\]"),
+    (dict(early_bird_every=2, early_bird_min_fraction=1.0), r"early_bird_min_fraction must be in \[0, 1\)"),
+])
+def test_bad_early_stop_options_fail_in_one_line(params, message, tmp_path):
+    with pytest.raises(ConfigError, match=message) as info:
+        RunConfig.from_flat(output_root=str(tmp_path), **params)
+    assert "\n" not in str(info.value)
+
+
 @pytest.mark.parametrize("params, message", [
     (dict(kind="dense", early_bird_every=4), "'dense' has no next mask"),
     (dict(kind="oneshot", early_bird_every=4), "'oneshot' has no next mask"),
@@ -185,6 +262,7 @@ def test_new_parameters_leave_existing_run_names_alone():
     default = resolve(RunConfig())
     assert default.run_name() == "imp-rotten_tomatoes-6d488a8a"
     for param, value in [("early_bird_every", 4), ("early_bird_eps", 0.05), ("early_bird_window", 5),
+                         ("early_bird_span", 0.25), ("early_bird_min_fraction", 0.25), ("early_cut_fraction", 0.5),
                          ("stability_points", 7)]:
         assert resolve(RunConfig.from_flat(**{param: value})).run_name() != default.run_name(), param
 

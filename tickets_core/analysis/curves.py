@@ -42,7 +42,28 @@ from ..core.errors import RunStoreError
 from ..runs.paths import RunPaths
 from ..runs.walk import RunFolders, folders as _folders
 
-_EB_FIELDS = ("early_bird_every", "early_bird_eps", "early_bird_window")
+_EB_FIELDS = ("early_bird_every", "early_bird_eps", "early_bird_window", "early_bird_span", "early_bird_min_fraction",
+              "early_cut_fraction")
+_EB_DEFAULTS = {"early_bird_span": None, "early_bird_min_fraction": 0.0, "early_cut_fraction": None}
+
+
+def _stops_early(prune: dict) -> bool:
+    """Whether a trunk's levels stop early: the early-bird criterion or its control, the fixed cut."""
+    return prune.get("early_bird_every") is not None or prune.get("early_cut_fraction") is not None
+
+
+def early_method(prune: dict) -> str:
+    """The method label of an early-stopping trunk's retrained masks (its early-bird or cut options)."""
+    if prune.get("early_cut_fraction") is not None:
+        return f"early cut (at {prune['early_cut_fraction']:g} of each level, no criterion)"
+    extra = ""
+    if prune.get("early_bird_span") is not None:
+        extra += f", queue over {prune['early_bird_span']:g} of a level"
+    else:
+        extra += f", window {prune['early_bird_window']}"
+    if prune.get("early_bird_min_fraction"):
+        extra += f", from {prune['early_bird_min_fraction']:g} of a level"
+    return f"early-bird (every {prune['early_bird_every']}, eps {prune['early_bird_eps']}{extra})"
 
 
 # ---------------------------------------------------------------------------
@@ -209,11 +230,11 @@ def _pairs(runs: RunFolders) -> list[dict]:
                 "task": cfg["data"]["task"], "model": cfg["model"]["name_or_path"], "birds": [], "retrains": {}})
             if kind == "retrain":
                 row["retrains"][Path(cfg["source_run"]).name] = name
-            elif cfg["prune"].get("early_bird_every") is not None:
+            elif _stops_early(cfg["prune"]):
                 row["birds"].append(name)
             else:
                 row["imp"] = name
-    options = lambda bird: tuple(runs.config(bird)["prune"][f] for f in _EB_FIELDS)  # noqa: E731
+    options = lambda bird: tuple(runs.config(bird)["prune"].get(f, _EB_DEFAULTS.get(f)) for f in _EB_FIELDS)  # noqa: E731
     variants: dict = {}  # early-bird variants (every, eps, window) of each setting, over its seeds
     for (key, _), r in found.items():
         variants.setdefault(key, set()).update(options(b) for b in r["birds"])
@@ -255,8 +276,7 @@ def early_bird_table(root: str | Path | RunFolders) -> pd.DataFrame:
             continue
         trunk = _level_rows(runs, pair["early_bird"])
         p = runs.config(pair["early_bird"])["prune"]
-        method = (f"early-bird (every {p['early_bird_every']}, eps {p['early_bird_eps']}, "
-                  f"window {p['early_bird_window']})")
+        method = early_method(p)
         for k, r in sorted(_level_rows(runs, pair["retrain"]).items()):
             before = [trunk[j] for j in range(k) if j in trunk]
             if len(before) < k:

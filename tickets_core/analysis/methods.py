@@ -84,6 +84,9 @@ _PARTS: dict[str, Callable[[Any], str]] = {
     "model": str,
     "mask_fingerprint": lambda v: f"mask {str(v).removeprefix('sha256:')[:8]}",
     "early_bird_every": lambda v: f"early-bird every {v}" if v is not None else "",  # off: plain IMP, unnamed
+    "early_bird_span": lambda v: f"queue over {_number(v)} of a level" if v is not None else "",
+    "early_bird_min_fraction": lambda v: f"no stop before {_number(v)}" if v else "",
+    "early_cut_fraction": lambda v: f"cut at {_number(v)} of each level" if v is not None else "",
 }
 
 

@@ -208,8 +208,19 @@ class PruneConfig(_Checked):
     early_bird_eps: float = param(0.01, help="Early-bird: the mask has converged when the fraction of prunable "
                                              "weights whose mask bit changed between successive checks stays "
                                              "below this.")
-    early_bird_window: int = param(3, help="Early-bird: stop the level once this many successive checks stayed "
-                                           "below early_bird_eps.")
+    early_bird_window: int = param(3, help="Early-bird: the queue length in checks: the current mask is compared "
+                                           "with each of the last this-many checks' masks (You et al.'s queue; "
+                                           "the distance is the largest), and the level stops once that distance "
+                                           "is below early_bird_eps.  Ignored when early_bird_span is set.")
+    early_bird_span: float | None = param(
+        None, help="Early-bird: the queue covers this fraction of the level's steps instead of early_bird_window "
+                   "checks, so early_bird_eps bounds the mask change over a fixed part of the level whatever the "
+                   "check interval (e.g. 0.25); None: early_bird_window checks.")
+    early_bird_min_fraction: float = param(
+        0.0, help="Early-bird (and early_cut_fraction): no stop before this fraction of the level's steps.")
+    early_cut_fraction: float | None = param(
+        None, help="The early-bird control, imp only: stop every level but the last after this fraction of its "
+                   "steps, with no criterion, and read the next mask off the weights there; None (default): off.")
 
     def check(self) -> None:
         require(0.0 < self.rate < 1.0, "rate", f"must be in (0, 1), got {self.rate}")
@@ -219,6 +230,15 @@ class PruneConfig(_Checked):
                 f"must be >= 1 or None, got {self.early_bird_every}")
         require(0.0 < self.early_bird_eps < 1.0, "early_bird_eps", f"must be in (0, 1), got {self.early_bird_eps}")
         require(self.early_bird_window >= 1, "early_bird_window", f"must be >= 1, got {self.early_bird_window}")
+        require(self.early_bird_span is None or 0.0 < self.early_bird_span <= 1.0, "early_bird_span",
+                f"must be in (0, 1] or None, got {self.early_bird_span}")
+        require(0.0 <= self.early_bird_min_fraction < 1.0, "early_bird_min_fraction",
+                f"must be in [0, 1), got {self.early_bird_min_fraction}")
+        require(self.early_cut_fraction is None or 0.0 < self.early_cut_fraction < 1.0, "early_cut_fraction",
+                f"must be in (0, 1) or None, got {self.early_cut_fraction}")
+        require(self.early_cut_fraction is None or self.early_bird_every is None, "early_cut_fraction",
+                "is the control of early-bird stopping (a cut without the criterion): set it or early_bird_every, "
+                "not both")
         spec = STRATEGY_SPECS.lookup(self.strategy)
         require(self.early_bird_every is None or not spec.random, "early_bird_every",
                 f"needs a magnitude strategy: the next mask of {self.strategy!r} does not depend on the weights")
@@ -317,6 +337,9 @@ class RunConfig(_Checked):
 
     def check(self) -> None:
         kind = get_kind(self.kind)
+        require(self.prune.early_cut_fraction is None or kind.early_bird, "early_cut_fraction",
+                f"applies to kinds whose levels read the next mask off the weights they train "
+                f"({', '.join(k.name for k in KINDS.values() if k.early_bird)}); {self.kind!r} has no next mask")
         require(self.prune.early_bird_every is None or kind.early_bird, "early_bird_every",
                 f"applies to kinds whose levels read the next mask off the weights they train "
                 f"({', '.join(k.name for k in KINDS.values() if k.early_bird)}); {self.kind!r} has no next mask")

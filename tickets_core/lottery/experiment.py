@@ -13,6 +13,7 @@ cloned, never a view of the live weights: the reference MLM code's
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from safetensors.torch import save as st_save
 from ..models import build as models
 from ..training import loop as train
 from ..core.config import RunConfig
-from ..pruning.early_bird import EarlyBird
+from ..pruning.early_bird import EarlyBird, EarlyCut, window_for
 from ..core.errors import ConfigError, RunStoreError
 from ..core.seeds import derived_seed
 from ..core.fsio import atomic_write_bytes, read_json
@@ -251,15 +252,22 @@ class Experiment:
             self.save_state(self.paths.weights(level), self.snapshot(self.all_keys), level)
         return result
 
-    def early_bird(self, mask: Mask, level: int) -> EarlyBird | None:
-        """The early-bird hook of a level trained under ``mask`` (None when ``early_bird_every`` is off):
-        it watches the mask of level ``level + 1``, pruned from the live weights as :meth:`leave_next` does."""
+    def early_stop(self, mask: Mask, level: int) -> EarlyBird | EarlyCut | None:
+        """The early-stopping hook of a level trained under ``mask``: :class:`EarlyBird` with ``early_bird_every``
+        (it watches the mask of level ``level + 1``, pruned from the live weights as :meth:`leave_next` does),
+        :class:`EarlyCut` with ``early_cut_fraction``, else None."""
         p = self.cfg.prune
-        if p.early_bird_every is None:
+        if p.early_bird_every is None and p.early_cut_fraction is None:
             return None
+        total = train.total_steps(self.data, self.cfg.train)
+        min_step = max(p.rewind_step if level == 0 else 0, math.ceil(p.early_bird_min_fraction * total))
+        if p.early_cut_fraction is not None:
+            return EarlyCut(max(min_step, math.ceil(p.early_cut_fraction * total)), p.early_cut_fraction, total)
+        window = p.early_bird_window if p.early_bird_span is None else \
+            window_for(p.early_bird_span, p.early_bird_every, total)
         return EarlyBird(lambda: self.prune_trained(mask, level + 1), every=p.early_bird_every,
-                         eps=p.early_bird_eps, window=p.early_bird_window,
-                         min_step=p.rewind_step if level == 0 else 0)
+                         eps=p.early_bird_eps, window=window, min_step=min_step, span=p.early_bird_span,
+                         total_steps=total)
 
     def along_line(self, a: State, b: State, points: int) -> list[dict]:
         """Evaluate the model at ``points`` evenly spaced points of the segment from state ``a`` to ``b``

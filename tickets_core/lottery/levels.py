@@ -22,7 +22,7 @@ import torch
 from ..core.registry import Registry
 from ..core.seeds import derived_seed
 from .barriers import barriers
-from ..pruning.early_bird import chain
+from ..pruning.early_bird import EarlyCut, chain
 from .experiment import Experiment, Level
 from .reuse import reused_dense_level
 from ..pruning.masks import Mask
@@ -59,13 +59,14 @@ def imp_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
         mask = x.stored_mask(k)
         x.load(x.rewind_state(), x.base_keys)
         x.load(x.carried(k) if keep_head else x.theta0, x.head_keys)
-    # Early-bird (off by default): stop once the next mask has converged; the last level has no next mask.
-    bird = None if item.last else x.early_bird(mask, k)
+    # Early-bird (off by default): stop once the next mask has converged (or, the control, at a fixed fraction of
+    # the level); the last level has no next mask.
+    bird = None if item.last else x.early_stop(mask, k)
     result = x.train(k, mask, chain(x.capture_rewind if rewind else None, bird))
     if rewind:
         x.require_rewind_captured(result)
     if bird is not None:
-        result["early_bird"] = bird.record()
+        result["early_cut" if isinstance(bird, EarlyCut) else "early_bird"] = bird.record()
     if not item.last:
         x.leave_next(k, mask, carry=x.head_keys if keep_head else None)
     return mask, result

@@ -9,18 +9,24 @@ may stop as soon as that mask has converged.
 :class:`EarlyBird` is an ``on_step`` hook of :func:`tickets_core.training.loop.fine_tune`:
 every ``every`` optimizer steps it computes the next level's mask from the
 live weights (``next_mask()``, the same pruning the level ends with) and its
-distance to the mask of the previous check (:func:`mask_distance`: the
-fraction of prunable weights whose bit differs, the normalised Hamming
-distance of You et al.).  Once ``window`` successive distances are below
-``eps`` it returns True, which ends the level (the level is then evaluated
-as usual).  The first distance compares with the mask of the level's
-starting weights (step 0).  :meth:`EarlyBird.record` is what the level keeps
-in ``metrics.json`` (``train.early_bird``).
+distance (:func:`mask_distance`: the fraction of prunable weights whose bit
+differs, the normalised Hamming distance of You et al.) to each mask of a
+queue of the last ``window`` checks; the largest is the check's distance.
+Once it is below ``eps`` (with a full queue, after a minimum number of
+steps) it returns True, which ends the level (the level is then evaluated as
+usual).  :meth:`EarlyBird.record` is what the level keeps in
+``metrics.json`` (``train.early_bird``).
+
+:class:`EarlyCut` is its control: it stops the level at a fixed fraction of
+its steps with no criterion (``train.early_cut``).  Whether the criterion is
+worth more than the cut is what ``benchmarks/bench_early_bird.py`` compares.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from typing import Callable
 
 import torch
@@ -35,20 +41,29 @@ def mask_distance(a: Mask, b: Mask) -> float:
 
 
 class EarlyBird:
-    """``on_step`` hook: True (stop) once the next mask changed by less than ``eps`` for ``window`` checks.
+    """``on_step`` hook: True (stop) once the next mask is within ``eps`` of each of the last ``window`` checks' masks.
 
-    ``next_mask()`` computes the next level's mask from the live weights;
-    ``min_step`` keeps the level running at least that long (IMP's level 0
-    must reach its rewind step).
+    ``next_mask()`` computes the next level's mask from the live weights.  At
+    every ``every``-th step the current mask is compared with each mask in a
+    queue of the last ``window`` checks (the first check's queue holds the
+    mask of the level's starting weights); the distance of the check is the
+    largest of those (You et al.'s queue: the mask must have stayed put over
+    the whole window, not just since the previous check).  The level stops
+    once the queue is full and that distance is below ``eps``, at step
+    ``min_step`` or later (IMP's level 0 must reach its rewind step; a minimum
+    fraction of the level).  :func:`window_for` turns a fraction of a level
+    into a queue length, so ``eps`` can bound the change over a fixed part of
+    the level whatever the check interval.
     """
 
     def __init__(self, next_mask: Callable[[], Mask], *, every: int, eps: float, window: int,
-                 min_step: int = 0) -> None:
+                 min_step: int = 0, span: float | None = None, total_steps: int | None = None) -> None:
         self.next_mask, self.every, self.eps, self.window, self.min_step = next_mask, every, eps, window, min_step
+        self.span, self.total_steps = span, total_steps
         self.curve: list[tuple[int, float]] = []
         self.stopped_at: int | None = None
         self.check_time_s = 0.0
-        self._last = self._timed_mask()
+        self._queue: deque[Mask] = deque([self._timed_mask()], maxlen=window)
 
     def _timed_mask(self) -> Mask:
         start = time.perf_counter()
@@ -59,19 +74,50 @@ class EarlyBird:
     def __call__(self, step: int, model=None) -> bool:
         if step % self.every:
             return False
+        full = len(self._queue) == self.window
         mask = self._timed_mask()
-        self.curve.append((step, mask_distance(self._last, mask)))
-        self._last = mask
-        recent = [d for _, d in self.curve[-self.window:]]
-        if step >= self.min_step and len(recent) == self.window and max(recent) < self.eps:
+        distance = max(mask_distance(old, mask) for old in self._queue)
+        self.curve.append((step, distance))
+        self._queue.append(mask)
+        if step >= self.min_step and full and distance < self.eps:
             self.stopped_at = step
             return True
         return False
 
     def record(self) -> dict:
-        """What the level keeps: the settings, the step it stopped at (None: it ran to the end), the curve."""
-        return {"every": self.every, "eps": self.eps, "window": self.window, "stopped_at": self.stopped_at,
-                "curve": [[s, d] for s, d in self.curve], "check_time_s": self.check_time_s}
+        """What the level keeps: the settings, the step it stopped at (None: it ran to the end), the curve
+        (``[step, distance]``: the distance is the largest over the queue)."""
+        return {"every": self.every, "eps": self.eps, "window": self.window, "span": self.span,
+                "min_step": self.min_step, "total_steps": self.total_steps, "queue": "max",
+                "stopped_at": self.stopped_at, "curve": [[s, d] for s, d in self.curve],
+                "check_time_s": self.check_time_s}
+
+
+def window_for(span: float, every: int, total_steps: int) -> int:
+    """Queue length (in checks every ``every`` steps) covering ``span`` of a level of ``total_steps`` steps (>= 1)."""
+    return max(1, math.ceil(span * total_steps / every))
+
+
+class EarlyCut:
+    """``on_step`` hook, the control of :class:`EarlyBird`: True at step ``stop_step``, whatever the mask does.
+
+    It reads no weights (``reads_weights`` False: the fast path need not expose them)."""
+
+    reads_weights = False
+
+    def __init__(self, stop_step: int, fraction: float, total_steps: int) -> None:
+        self.stop_step, self.fraction, self.total_steps = stop_step, fraction, total_steps
+        self.stopped_at: int | None = None
+
+    def __call__(self, step: int, model=None) -> bool:
+        if step >= self.stop_step:
+            self.stopped_at = step
+            return True
+        return False
+
+    def record(self) -> dict:
+        return {"fraction": self.fraction, "stop_step": self.stop_step, "total_steps": self.total_steps,
+                "stopped_at": self.stopped_at}
 
 
 def chain(*hooks) -> Callable[[int, torch.nn.Module], bool] | None:

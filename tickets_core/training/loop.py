@@ -179,6 +179,11 @@ def plan_for(data: TaskData, cfg: TrainConfig) -> "fastpath.Plan":
     return _plan(data, cfg, resolve_device(cfg.device), len(data.train))[0]
 
 
+def total_steps(data: TaskData, cfg: TrainConfig) -> int:
+    """The optimizer steps :func:`fine_tune` would run for ``data`` and ``cfg`` on this machine (an early stop aside)."""
+    return _plan(data, cfg, resolve_device(cfg.device), len(data.train))[1]
+
+
 def _plan(data: TaskData, cfg: TrainConfig, device: torch.device, n_train: int) -> tuple["fastpath.Plan", int]:
     """(plan, total steps) of a fine-tuning: compiled, an epoch has no one-row last batch (it is merged)."""
     if n_train == 0:
