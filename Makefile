@@ -1,12 +1,12 @@
 # Two commands (see README):
-#   make demo   set up .venv and run the offline lottery-ticket study
+#   make demo   set up .venv and run the offline lottery-ticket study (then results/demo/ and the README's tables)
 #   make test   set up .venv and run the test suite
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 JOBS ?= 1
 
-.PHONY: setup demo test bench clean-demo
+.PHONY: setup demo tables test bench clean-demo
 
 $(BIN)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,11 @@ setup: $(BIN)/.installed
 
 demo: setup
 	$(BIN)/python -m tickets_core.sweep sweeps/demo.yaml --workers $(JOBS)
+	$(BIN)/python -m tickets_core.analysis.record runs/demo results/demo
+	$(BIN)/python -m tickets_core.analysis.doc_tables
+
+tables: setup                 # README and docs tables from the committed data (results/, benchmarks/results/)
+	$(BIN)/python -m tickets_core.analysis.doc_tables
 
 test: setup
 	$(BIN)/python -m pytest -q

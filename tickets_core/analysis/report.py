@@ -129,9 +129,16 @@ def transfer_section(df: pd.DataFrame, n_std: float, level: int | str | None) ->
 
 
 def report(root: str, n_std: float = 1.0, level: int | str | None = None) -> str:
-    df = analysis.add_method(results.load_runs(root))
+    df = results.load_runs(root)
     if len(df) == 0:
         raise analysis.AnalysisError(f"no runs under {root}")
+    return report_of(df, n_std, level)
+
+
+def report_of(df: pd.DataFrame, n_std: float = 1.0, level: int | str | None = None) -> str:
+    """:func:`report` of a results table (:func:`results.load_runs`, or a committed record of one:
+    :func:`tickets_core.analysis.record.load_record`)."""
+    df = analysis.add_method(df)
     parts = ["### Dense baselines", dense_section(df, n_std),
              "### Highest matching sparsity", matching_section(df, n_std)]
     if (df["kind"] == "random_prune").any():

@@ -1,0 +1,230 @@
+"""The README's and docs' result tables, generated from committed data and checked against it.
+
+A table in a document is a claim; here every such table sits between two
+markers and is written by this module from a committed file, never by hand::
+
+    <!-- generated:demo-claims (python -m tickets_core.analysis.doc_tables) -->
+    ...
+    <!-- /generated:demo-claims -->
+
+Blocks (:data:`BLOCKS`) and the data they read:
+
+* ``demo-claims``, ``demo-by-sparsity``, ``demo-report``, ``demo-matching-rules``:
+  ``results/demo/levels.csv`` (:mod:`tickets_core.analysis.record`, written by ``make demo``);
+* ``early-bird``: ``benchmarks/results/bench_early_bird.json``.
+
+``python -m tickets_core.analysis.doc_tables`` rewrites the blocks of
+:data:`DOCUMENTS`; ``--check`` rewrites nothing and exits 1 naming each block
+whose text differs from what its data give (tests/test_doc_tables.py runs it,
+so a number edited by hand, or data changed without regenerating, fails the
+suite).  Means are over seeds; ``±`` is the standard error of the mean
+(std / sqrt(n), ddof 1) unless a header says std.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from .. import analysis
+from ..core.fsio import atomic_write_text
+from .record import load_record
+from .report import md_table, report_of
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = Path("results/demo")
+EARLY_BIRD = Path("benchmarks/results/bench_early_bird.json")
+DOCUMENTS = (Path("README.md"), Path("docs/results.md"))
+#: The kinds compared with IMP at equal sparsity, in the tables' column order.
+COMPARED = ("imp", "oneshot", "random_prune")
+_BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+)[^>]*-->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)",
+                    re.S)
+
+
+def _pm(mean: float, se: float, n: int, digits: int = 3) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "-"
+    return f"{mean:.{digits}f} ± {se:.{digits}f} ({n})" if n > 1 else f"{mean:.{digits}f} (1)"
+
+
+def by_sparsity(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std, standard error and seed count per (task, kind, method, sparsity) of the pruned levels of
+    :data:`COMPARED` (sparsity rounded to 0.1%)."""
+    df = analysis.add_method(df)
+    pruned = df[df["kind"].isin(COMPARED) & (df["sparsity"] > 0)].copy()
+    pruned["sparsity"] = pruned["sparsity"].round(3)
+    g = pruned.groupby(["task", "kind", "method", "sparsity"])["score"]
+    out = g.agg(mean="mean", std="std", n="count").reset_index()
+    out["std"] = out["std"].fillna(0.0)
+    out["se"] = out["std"] / out["n"].pow(0.5)
+    return out
+
+
+def _diff(a: pd.Series, b: pd.Series) -> str:
+    """IMP minus another method: the difference of means and its standard error (independent seeds)."""
+    se = math.sqrt(a["se"] ** 2 + b["se"] ** 2)
+    t = (a["mean"] - b["mean"]) / se if se > 0 else float("nan")
+    return f"{a['mean'] - b['mean']:+.3f} ± {se:.3f} (t {t:.1f})"
+
+
+def _dense(df: pd.DataFrame) -> pd.DataFrame:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return analysis.dense_baselines(analysis.add_method(df), 1.0)
+
+
+def demo_claims(df: pd.DataFrame) -> str:
+    """Per task, at the highest sparsity all compared methods reached: dense, IMP, one-shot, random, and IMP's
+    differences (mean ± standard error, seeds)."""
+    table, dense = by_sparsity(df), _dense(df).groupby("task").first()
+    rows = []
+    for task, t in table.groupby("task", sort=True):
+        top = t.groupby("sparsity")["kind"].nunique()
+        top = top[top == t["kind"].nunique()].index.max()
+        at = t[t["sparsity"] == top].set_index("kind")
+        d = dense.loc[task]
+        cells = [_pm(at.loc[k, "mean"], at.loc[k, "se"], int(at.loc[k, "n"])) if k in at.index else "-"
+                 for k in COMPARED]
+        diffs = [_diff(at.loc["imp"], at.loc[k]) if "imp" in at.index and k in at.index else "-"
+                 for k in COMPARED[1:]]
+        rows.append([task, f"{d['mean']:.3f} ± {d['std']:.3f} ({int(d['n_seeds'])})", f"{100 * top:.0f}%",
+                     *cells, *diffs])
+    return md_table(["task", "dense (std, seeds)", "sparsity", "IMP", "one-shot theta0", "random pruning",
+                     "IMP - one-shot", "IMP - random"], rows)
+
+
+def demo_by_sparsity(df: pd.DataFrame) -> str:
+    """Every compared method at every sparsity, per task (mean ± standard error, seeds)."""
+    table = by_sparsity(df)
+    rows = []
+    for (task, sparsity), t in table.groupby(["task", "sparsity"], sort=True):
+        at = t.set_index("kind")
+        rows.append([task, f"{100 * sparsity:.0f}%"] + [
+            _pm(at.loc[k, "mean"], at.loc[k, "se"], int(at.loc[k, "n"])) if k in at.index else "-"
+            for k in COMPARED])
+    return md_table(["task", "sparsity", "IMP", "one-shot theta0", "random pruning"], rows)
+
+
+def demo_matching_rules(df: pd.DataFrame) -> str:
+    """Highest matching sparsity under the 1-std rule and the paper's Table 4 rule (n_std 0)."""
+    t = analysis.matching_rules(df, (1.0, 0.0))
+
+    def pct(x):
+        return "none" if x != x else f"{100 * x:.0f}%"
+    return md_table(["task", "method", "seeds", "dense mean ± std (seeds)", "highest matching, mean - 1 std",
+                     "highest matching, mean (n_std 0)"],
+                    [[r["task"], r["method"], int(r["n_seeds"]),
+                      f"{r['dense_mean']:.3f} ± {r['dense_std']:.3f} ({int(r['n_dense_seeds'])})",
+                      pct(r["highest matching (n_std 1)"]), pct(r["highest matching (n_std 0)"])]
+                     for _, r in t.iterrows()])
+
+
+def demo_report(df: pd.DataFrame) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return report_of(df).rstrip("\n").replace("### ", "#### ")
+
+
+def early_bird(data: dict) -> str:
+    """The early-bird benchmark's summary: steps saved and score against IMP, per method and level."""
+    rows = []
+    for r in data["data"]["summary"]:
+        if r["level"] == 0:
+            continue
+        imp = r["method"] == "IMP"
+        rows.append([r["task"], r["method"], f"{100 * r['sparsity']:.0f}%",
+                     f"{r['score']:.3f} ± {r['score_std']:.3f}", int(r["n_seeds"]), f"{r['steps']:.0f}",
+                     "" if imp else f"{100 * r['steps_saved']:.0f}%",
+                     "" if imp else f"{r['score_diff']:+.3f}"])
+    return md_table(["task", "method", "sparsity", "score (mean ± std)", "seeds", "steps to reach", "steps saved",
+                     "score - IMP"], rows)
+
+
+def early_bird_stops(data: dict) -> str:
+    """Each early-stopped level's stop step out of its steps, per method and seed."""
+    rows = [[r["task"], r["method"], r["seed"], r["level"], f"{r['stopped_at']} / {r['steps_total']}"]
+            for r in data["data"]["stops"]]
+    return md_table(["task", "method", "seed", "level", "stopped at step / level steps"], rows)
+
+
+def _demo(fn: Callable[[pd.DataFrame], str]) -> Callable[[Path], str]:
+    return lambda repo: fn(load_record(repo / DEMO))
+
+
+def _bench(fn: Callable[[dict], str]) -> Callable[[Path], str]:
+    return lambda repo: fn(json.loads((repo / EARLY_BIRD).read_text()))
+
+
+#: Block name -> the function writing it from the repository's committed data.
+BLOCKS: dict[str, Callable[[Path], str]] = {
+    "demo-claims": _demo(demo_claims),
+    "demo-by-sparsity": _demo(demo_by_sparsity),
+    "demo-matching-rules": _demo(demo_matching_rules),
+    "demo-report": _demo(demo_report),
+    "early-bird": _bench(early_bird),
+    "early-bird-stops": _bench(early_bird_stops),
+}
+
+
+def render(text: str, blocks: dict[str, Callable[[], str]], where: str = "") -> str:
+    """``text`` with every generated block's body replaced by ``blocks[name]()``; an unknown name is an error."""
+    def sub(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in blocks:
+            raise KeyError(f"{where}: generated block {name!r} has no generator (known: {', '.join(blocks)})")
+        return m.group(1) + blocks[name]().rstrip("\n") + "\n" + m.group(4)
+    return _BLOCK.sub(sub, text)
+
+
+def stale(repo: Path = REPO, documents=DOCUMENTS) -> list[str]:
+    """The blocks whose committed text differs from what their data give: ``"README.md: demo-claims"``."""
+    cache: dict[str, str] = {}
+    bound = {n: (lambda n=n: cache.setdefault(n, BLOCKS[n](repo))) for n in BLOCKS}
+    out = []
+    for doc in documents:
+        text = (repo / doc).read_text(encoding="utf-8")
+        for m in _BLOCK.finditer(text):
+            if render(m.group(0), bound, str(doc)) != m.group(0):
+                out.append(f"{doc}: {m.group('name')}")
+    return out
+
+
+def regenerate(repo: Path = REPO, documents=DOCUMENTS) -> list[Path]:
+    """Rewrite every generated block of ``documents``; returns the files that changed."""
+    cache: dict[str, str] = {}
+    bound = {n: (lambda n=n: cache.setdefault(n, BLOCKS[n](repo))) for n in BLOCKS}
+    changed = []
+    for doc in documents:
+        path = repo / doc
+        text = path.read_text(encoding="utf-8")
+        new = render(text, bound, str(doc))
+        if new != text:
+            atomic_write_text(path, new)
+            changed.append(path)
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m tickets_core.analysis.doc_tables", description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="change nothing; exit 1 if a block is out of date")
+    a = p.parse_args(argv)
+    if a.check:
+        bad = stale()
+        for b in bad:
+            print(f"out of date: {b} (run python -m tickets_core.analysis.doc_tables)", file=sys.stderr)
+        return 1 if bad else 0
+    for path in regenerate():
+        print(f"rewrote {path.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
