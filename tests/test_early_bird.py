@@ -279,7 +279,7 @@ def test_the_early_bird_sweep_file_plans_trunks_retrains_and_analysis():
 
     plan = plan_sweep(NOTEBOOKS_DIR.parent / "sweeps" / "early_bird.yaml")
     kinds = [j.parameters.get("kind") for j in plan.jobs if j.is_run]
-    assert kinds.count("imp") == 8 and kinds.count("retrain") == 4 and kinds.count("stability") == 2
+    assert kinds.count("imp") == 6 and kinds.count("retrain") == 2 and kinds.count("stability") == 2
     retrain = next(j for j in plan.jobs if j.parameters.get("kind") == "retrain")
     assert retrain.parameters.get("early_bird_every") is None
     assert {j.notebook.stem for j in plan.jobs if not j.is_run} == {"early_bird", "stability"}

@@ -11,7 +11,8 @@ Blocks (:data:`BLOCKS`) and the data they read:
 
 * ``demo-claims``, ``demo-by-sparsity``, ``demo-report``, ``demo-matching-rules``:
   ``results/demo/levels.csv`` (:mod:`tickets_core.analysis.record`, written by ``make demo``);
-* ``early-bird``: ``benchmarks/results/bench_early_bird.json``.
+* ``early-bird``, ``early-bird-stops``: ``benchmarks/results/bench_early_bird.json``;
+* ``stability``: ``benchmarks/results/bench_stability.json``.
 
 ``python -m tickets_core.analysis.doc_tables`` rewrites the blocks of
 :data:`DOCUMENTS`; ``--check`` rewrites nothing and exits 1 naming each block
@@ -42,6 +43,7 @@ from .report import md_table, report_of
 REPO = Path(__file__).resolve().parents[2]
 DEMO = Path("results/demo")
 EARLY_BIRD = Path("benchmarks/results/bench_early_bird.json")
+STABILITY = Path("benchmarks/results/bench_stability.json")
 DOCUMENTS = (Path("README.md"), Path("docs/results.md"))
 #: The kinds compared with IMP at equal sparsity, in the tables' column order.
 COMPARED = ("imp", "oneshot", "random_prune")
@@ -155,12 +157,22 @@ def early_bird_stops(data: dict) -> str:
     return md_table(["task", "method", "seed", "level", "stopped at step / level steps"], rows)
 
 
+def stability(data: dict) -> str:
+    """Error and loss barriers (Frankle et al. 2020) per method and level: mean ± std over seeds."""
+    return md_table(["method", "level", "sparsity", "error barrier (mean ± std)", "loss barrier (mean ± std)",
+                     "seeds"],
+                    [[r["method"], r["level"], f"{100 * r['sparsity']:.0f}%",
+                      f"{r['error_barrier']:.3f} ± {r['error_barrier_std']:.3f}",
+                      f"{r['loss_barrier']:.3f} ± {r['loss_barrier_std']:.3f}", int(r["n_seeds"])]
+                     for r in data["data"]["table"]])
+
+
 def _demo(fn: Callable[[pd.DataFrame], str]) -> Callable[[Path], str]:
     return lambda repo: fn(load_record(repo / DEMO))
 
 
-def _bench(fn: Callable[[dict], str]) -> Callable[[Path], str]:
-    return lambda repo: fn(json.loads((repo / EARLY_BIRD).read_text()))
+def _bench(fn: Callable[[dict], str], path: Path = EARLY_BIRD) -> Callable[[Path], str]:
+    return lambda repo: fn(json.loads((repo / path).read_text()))
 
 
 #: Block name -> the function writing it from the repository's committed data.
@@ -171,6 +183,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "demo-report": _demo(demo_report),
     "early-bird": _bench(early_bird),
     "early-bird-stops": _bench(early_bird_stops),
+    "stability": _bench(stability, STABILITY),
 }
 
 
