@@ -160,10 +160,11 @@ def early_bird_stops(data: dict) -> str:
 def stability(data: dict) -> str:
     """Error and loss barriers (Frankle et al. 2020) per method and level: mean ± std over seeds."""
     return md_table(["method", "level", "sparsity", "error barrier (mean ± std)", "loss barrier (mean ± std)",
-                     "seeds"],
+                     "error at the ends (mean)", "seeds"],
                     [[r["method"], r["level"], f"{100 * r['sparsity']:.0f}%",
                       f"{r['error_barrier']:.3f} ± {r['error_barrier_std']:.3f}",
-                      f"{r['loss_barrier']:.3f} ± {r['loss_barrier_std']:.3f}", int(r["n_seeds"])]
+                      f"{r['loss_barrier']:.3f} ± {r['loss_barrier_std']:.3f}", f"{r['end_error']:.3f}",
+                      int(r["n_seeds"])]
                      for r in data["data"]["table"]])
 
 
