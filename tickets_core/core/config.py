@@ -210,6 +210,10 @@ class PruneConfig(_Checked):
                                              "below this.")
     early_bird_window: int = param(3, help="Early-bird: stop the level once this many successive checks stayed "
                                            "below early_bird_eps.")
+    min_heads_per_layer: int = param(1, help="Structured strategies: heads every layer keeps (0 lets a layer lose "
+                                             "all its heads).")
+    importance_batches: int = param(16, help="structured_importance: training batches (train.batch_size each) the "
+                                             "head and neuron importance is summed over.")
 
     def check(self) -> None:
         require(0.0 < self.rate < 1.0, "rate", f"must be in (0, 1), got {self.rate}")
@@ -219,6 +223,8 @@ class PruneConfig(_Checked):
                 f"must be >= 1 or None, got {self.early_bird_every}")
         require(0.0 < self.early_bird_eps < 1.0, "early_bird_eps", f"must be in (0, 1), got {self.early_bird_eps}")
         require(self.early_bird_window >= 1, "early_bird_window", f"must be >= 1, got {self.early_bird_window}")
+        require(self.min_heads_per_layer >= 0, "min_heads_per_layer", f"must be >= 0, got {self.min_heads_per_layer}")
+        require(self.importance_batches >= 1, "importance_batches", f"must be >= 1, got {self.importance_batches}")
         spec = STRATEGY_SPECS.lookup(self.strategy)
         require(self.early_bird_every is None or not spec.random, "early_bird_every",
                 f"needs a magnitude strategy: the next mask of {self.strategy!r} does not depend on the weights")
