@@ -127,7 +127,7 @@ def test_the_seed_table_is_pinned():
     from tickets_core.core import seeds
 
     assert seeds.OFFSETS == {"data_order": 0, "mlm_masking": 1, "stability_copy": 7_919, "reinit": 1_000_003,
-                             "perturb": 2_000_003}
+                             "perturb": 2_000_003, "importance": 3_000_017}
     assert (seeds.SPLIT_SEED, seeds.WARMUP_SEED) == (1234, 0)
     assert seeds.level_seed(3, 2) == 3_000_011
 

@@ -181,4 +181,5 @@ def test_other_errors_are_one_line():
     with pytest.raises(PruningError):
         magnitude_global(w, ones, PruneConfig(schedule="linear", rate=0.1).sparsity(10))
     assert set(STRATEGIES) == {"magnitude_global", "magnitude_layerwise", "random_global", "random_layerwise",
-                               "magnitude_2to4"}
+                               "magnitude_2to4", "structured_magnitude", "structured_importance",
+                               "structured_random"}

@@ -28,7 +28,7 @@ from ..runs.walk import RunFolders, folders
 
 RUN_COLUMNS = ["run", "run_dir", "kind", "task", "model", "seed", "level", "sparsity", "main_metric", "score",
                "source_run", "source_task", "source_level", "source_path", "strategy", "schedule", "rate", "state",
-               "config"]
+               "config", "heads_kept", "neurons_kept"]
 SPARSITY_COLUMNS = ["run", "kind", "task", "level", "name", "layer", "component", "numel", "nonzero", "sparsity"]
 
 
@@ -81,6 +81,9 @@ def load_runs(root: str | Path | RunFolders, *, tasks: Iterable[str] | None = No
                 "schedule": _field(cfg, "prune.schedule", paths.config()),
                 "rate": _field(cfg, "prune.rate", paths.config()),
                 "state": status.get("state"), "config": config,
+                # structured masks (pruning/units.py): attention heads and FFN neurons kept; None otherwise
+                "heads_kept": (m.get("units") or {}).get("heads_kept"),
+                "neurons_kept": (m.get("units") or {}).get("neurons_kept"),
             }
             row.update({f"eval_{k}": v for k, v in m["eval"].items()})
             rows.append(row)

@@ -221,6 +221,10 @@ class PruneConfig(_Checked):
     early_cut_fraction: float | None = param(
         None, help="The early-bird control, imp only: stop every level but the last after this fraction of its "
                    "steps, with no criterion, and read the next mask off the weights there; None (default): off.")
+    min_heads_per_layer: int = param(1, help="Structured strategies: heads every layer keeps (0 lets a layer lose "
+                                             "all its heads).")
+    importance_batches: int = param(16, help="structured_importance: training batches (train.batch_size each) the "
+                                             "head and neuron importance is summed over.")
 
     def check(self) -> None:
         require(0.0 < self.rate < 1.0, "rate", f"must be in (0, 1), got {self.rate}")
@@ -239,6 +243,8 @@ class PruneConfig(_Checked):
         require(self.early_cut_fraction is None or self.early_bird_every is None, "early_cut_fraction",
                 "is the control of early-bird stopping (a cut without the criterion): set it or early_bird_every, "
                 "not both")
+        require(self.min_heads_per_layer >= 0, "min_heads_per_layer", f"must be >= 0, got {self.min_heads_per_layer}")
+        require(self.importance_batches >= 1, "importance_batches", f"must be >= 1, got {self.importance_batches}")
         spec = STRATEGY_SPECS.lookup(self.strategy)
         require(self.early_bird_every is None or not spec.random, "early_bird_every",
                 f"needs a magnitude strategy: the next mask of {self.strategy!r} does not depend on the weights")

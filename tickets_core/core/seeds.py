@@ -16,6 +16,7 @@ OFFSETS: dict[str, int] = {
     "stability_copy": 7_919,    # copy B of a stability level (copy A: the run seed)
     "reinit": 1_000_003,        # random_reinit: fresh weights, apart from a tiny model built from the run seed
     "perturb": 2_000_003,       # the shuffled / noised weight ablations
+    "importance": 3_000_017,    # which training batches structured_importance scores units on (and their MLM masks)
 }
 #: Train/validation splits and the evaluation masks of MLM: the same for every run.
 SPLIT_SEED = 1234

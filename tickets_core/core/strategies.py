@@ -23,6 +23,8 @@ class StrategySpec:
     help: str                      # one phrase for PruneConfig.strategy's help text
     random: bool = False           # masks drawn at random: no next mask can be read off the weights (early-bird)
     sparsity: float | None = None  # the only sparsity it reaches (2:4: 0.5), None for any
+    structured: bool = False       # prunes whole attention heads and FFN neurons (pruning/units.py)
+    needs_data: bool = False       # scores units with gradients on training batches (prune.importance_batches)
 
 
 STRATEGY_SPECS: Registry[StrategySpec] = Registry("pruning strategy", param="strategy")
@@ -38,6 +40,15 @@ register(StrategySpec("random_global", "remove uniformly at random across all ma
 register(StrategySpec("random_layerwise", "random, with given per-matrix sparsities", random=True))
 register(StrategySpec("magnitude_2to4", "2 of every 4 consecutive weights of each row: 50%, the pattern of "
                                         "semi-structured sparse kernels", sparsity=0.5))
+register(StrategySpec("structured_magnitude", "whole attention heads and FFN neurons with the smallest weight "
+                                              "norm, heads and neurons each ranked across layers: level sparsity s "
+                                              "removes a fraction s of the heads and of the neurons",
+                      structured=True))
+register(StrategySpec("structured_importance", "as structured_magnitude, ranked by Michel et al.'s importance "
+                                               "(|d loss / d gate| over prune.importance_batches training batches)",
+                      structured=True, needs_data=True))
+register(StrategySpec("structured_random", "as structured_magnitude, units drawn at random", random=True,
+                      structured=True))
 
 
 def strategies_help() -> str:

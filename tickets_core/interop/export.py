@@ -46,13 +46,18 @@ from ..models.prunable import prunable_parameters
 from ..pruning.strategies import fits_2to4
 from ..runs.paths import RunPaths, is_run_dir
 from ..tasks import get_task
+from . import shrink as shrunk
 
 PIPELINES = {"classification": "text-classification", "regression": "text-classification",
              "qa": "question-answering", "mlm": "fill-mask"}
 
 
-def export(run_dir: str | Path, level: int, out_dir: str | Path) -> Path:
-    """Write level ``level`` of the run in ``run_dir`` as a Hugging Face model folder ``out_dir``; returns it."""
+def export(run_dir: str | Path, level: int, out_dir: str | Path, *, shrink: bool = False, ffn: str = "exact") -> Path:
+    """Write level ``level`` of the run in ``run_dir`` as a Hugging Face model folder ``out_dir``; returns it.
+
+    ``shrink``: a structured level's pruned heads and FFN neurons are removed (:mod:`.shrink`; ``ffn``:
+    ``"exact"`` or ``"pad"``), not stored as zeros.
+    """
     paths, level = RunPaths(run_dir), int(level)
     if not is_run_dir(paths.root):
         raise RunStoreError(f"{paths.root} is not a run folder (no config.json and status.json)")
@@ -77,9 +82,17 @@ def export(run_dir: str | Path, level: int, out_dir: str | Path) -> Path:
         model.config.id2label = dict(enumerate(labels))
         model.config.label2id = {name: i for i, name in enumerate(labels)}
     record = _record(paths, cfg, metrics, mask, level, trained.is_file())
+    if shrink:
+        dense_params = sum(p.numel() for p in model.parameters())
+        model = shrunk.shrink(model, mask, ffn=ffn)
+        record["shrunk"] = {"ffn": ffn, "parameters": sum(p.numel() for p in model.parameters()),
+                            "parameters_dense": dense_params, "pruned_heads": model.config.pruned_heads}
     with atomic_folder(out) as tmp:
-        with models._quiet():  # no "Writing model shards" bar: the CLI answers in one line
-            model.save_pretrained(tmp, safe_serialization=True)
+        if shrink:
+            record["shrunk"]["trust_remote_code"] = shrunk.write_shrunk(model, tmp)
+        else:
+            with models._quiet():  # no "Writing model shards" bar: the CLI answers in one line
+                model.save_pretrained(tmp, safe_serialization=True)
         models.load_tokenizer(cfg.model).save_pretrained(tmp)
         mask.save(tmp / "mask.safetensors")
         atomic_write_json(tmp / "ticket.json", record)
@@ -148,9 +161,20 @@ def model_card(record: dict) -> str:
     if record["note"]:
         lines += [f"**Note.** {record['note']}", ""]
     lines += ["## Sparsity per layer and component", ""] + _layer_table(record["matrices"]) + [""]
+    small = record.get("shrunk")
+    flag = ", trust_remote_code=True" if small and small.get("trust_remote_code") else ""
+    if small:
+        lines += ["## A physically smaller model", "",
+                  f"The pruned attention heads and FFN neurons are removed, not stored as zeros: "
+                  f"{small['parameters']:,} parameters instead of {small['parameters_dense']:,} (FFN widths: "
+                  f"{small['ffn']}; heads removed per layer: `{json.dumps(small['pruned_heads'])}`)."
+                  + (" Transformers 5 has no `prune_heads`, so the folder ships `tickets_shrunk.py`, which gives "
+                     "the stock class the shrunk layer shapes: load it with `trust_remote_code=True`." if flag
+                     else ""), ""]
     lines += [
         "## How to load", "", "```python", f"from transformers import {auto}, AutoTokenizer", "",
-        f"model = {auto}.from_pretrained(\"PATH\")", "tokenizer = AutoTokenizer.from_pretrained(\"PATH\")", "```", "",
+        f"model = {auto}.from_pretrained(\"PATH\"{flag})", "tokenizer = AutoTokenizer.from_pretrained(\"PATH\")",
+        "```", "",
         "Pruned weights are stored as exact zeros. `mask.safetensors` holds the mask, one bit per prunable weight "
         "(names relative to the base model; `tickets_core.pruning.masks.Mask.load(path)`, or `numpy.unpackbits` of each "
         "uint8 tensor with the shapes in the file's `shapes` metadata). Fine-tuning further keeps the ticket only "
@@ -202,8 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("run_dir", help="the run folder")
     ap.add_argument("out_dir", help="the model folder to write (must not exist, or be empty)")
     ap.add_argument("--level", type=int, required=True, help="the level to export")
+    ap.add_argument("--shrink", action="store_true",
+                    help="remove a structured level's pruned heads and FFN neurons (a smaller, faster model)")
+    ap.add_argument("--ffn", choices=("exact", "pad"), default="exact",
+                    help="with --shrink: each layer its own FFN width (exact) or all the widest one, zero-padded")
     args = ap.parse_args(argv)
-    return run_cli(lambda: f"wrote {export(args.run_dir, args.level, args.out_dir)}")
+    return run_cli(lambda: f"wrote {export(args.run_dir, args.level, args.out_dir, shrink=args.shrink, ffn=args.ffn)}")
 
 
 if __name__ == "__main__":

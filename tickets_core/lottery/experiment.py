@@ -28,7 +28,9 @@ from ..core.config import RunConfig
 from ..pruning.early_bird import EarlyBird, EarlyCut, window_for
 from ..core.errors import ConfigError, RunStoreError
 from ..core.seeds import derived_seed
+from ..core.strategies import STRATEGY_SPECS
 from ..core.fsio import atomic_write_bytes, read_json
+from ..pruning import units
 from ..pruning.masks import Mask
 from ..training.mlm_warmup import warm_head
 from ..models.prunable import base_model, prunable_parameters
@@ -131,7 +133,12 @@ class Experiment:
 
     def prune_trained(self, mask: Mask, level: int) -> Mask:
         """The mask of ``level``: ``prune.strategy`` applied to the current weights, from ``mask``."""
-        return prune(self.model, mask, self.cfg.prune, level, self.cfg.seed)
+        batches = None
+        if STRATEGY_SPECS.lookup(self.cfg.prune.strategy).needs_data:  # structured_importance
+            gen = torch.Generator().manual_seed(derived_seed(self.cfg.seed, "importance"))
+            batches = train.sample_batches(self.model, self.data, self.cfg.train.batch_size,
+                                           self.cfg.prune.importance_batches, gen)
+        return prune(self.model, mask, self.cfg.prune, level, self.cfg.seed, batches=batches, loss=self.task.loss)
 
     # -- weights ------------------------------------------------------------------
 
@@ -309,7 +316,20 @@ class Experiment:
             "kind": self.cfg.kind,
             **({"mlm_head_warmup": self.head_warmup} if self.head_warmup else {}),
             **({"reused_from": result["reused_from"]} if "reused_from" in result else {}),  # lottery/reuse.py
+            **({"units": units} if (units := self.unit_counts(mask)) else {}),
         }
+
+    def unit_counts(self, mask: Mask) -> dict | None:
+        """Heads and FFN neurons ``mask`` keeps (:func:`tickets_core.pruning.units.unit_counts`) when it is
+        structured (whole units kept or pruned) and pruned, or the run's strategy is structured; else None."""
+        if mask.nonzero == mask.numel and not STRATEGY_SPECS.lookup(self.cfg.prune.strategy).structured:
+            return None
+        try:
+            lay = units.layout(self.model)
+            fitted = self.fit(mask)
+            return units.unit_counts(fitted, lay) if units.is_structured(fitted, lay) else None
+        except units.UnitError:
+            return None
 
     def plan_change(self, finished: list[int]) -> str | None:
         """One line when this process would train with another fast-path plan or torch than the ``finished``

@@ -25,6 +25,7 @@ from .barriers import barriers
 from ..pruning.early_bird import EarlyCut, chain
 from .experiment import Experiment, Level
 from .reuse import reused_dense_level
+from ..pruning import units
 from ..pruning.masks import Mask
 from ..pruning.strategies import get_strategy, level_generator
 
@@ -111,11 +112,25 @@ def random_prune_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
     template = item.source_mask
     # A random strategy reads only the shapes of the weights it is given.
     dense = Mask({n: torch.ones_like(v) for n, v in template.items()})
-    mask = get_strategy("random_layerwise")(dict(template), dense, 0.0,
-                                            generator=level_generator(x.cfg.seed, item.level),
-                                            layer_sparsities=template.layer_sparsities())
+    # A structured source (whole heads and neurons pruned) gets random units with its per-layer counts, which
+    # also keeps its per-matrix sparsities; any other mask random weights with its per-matrix sparsities.
+    lay = structured_layout(x, template)
+    name, extra = ("structured_random", {"layout": lay}) if lay is not None else ("random_layerwise", {})
+    mask = get_strategy(name)(dict(template), dense, 0.0, generator=level_generator(x.cfg.seed, item.level),
+                              layer_sparsities=template.layer_sparsities(), **extra)
     x.load(x.theta0, x.all_keys)
     return _tune(x, item, mask)
+
+
+def structured_layout(x: Experiment, mask: Mask):
+    """The model's head/neuron layout when ``mask`` prunes whole units (and some), else None."""
+    if mask.nonzero == mask.numel:
+        return None
+    try:
+        lay = units.layout(x.model)
+        return lay if units.is_structured(mask, lay) else None
+    except units.UnitError:
+        return None
 
 
 @level_function("random_reinit")

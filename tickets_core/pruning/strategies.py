@@ -27,6 +27,8 @@ from ..core.config import PruneConfig
 from ..core.errors import ConfigError
 from ..core.registry import Registry
 from ..core.seeds import level_seed
+from ..core.strategies import STRATEGY_SPECS
+from . import units
 from .masks import Mask
 from ..models.prunable import base_model
 
@@ -222,8 +224,13 @@ def level_generator(seed: int, level: int) -> torch.Generator:
 
 
 def prune(model: nn.Module, current_mask: Mask, cfg: PruneConfig, level: int, seed: int = 0,
-          layer_sparsities: dict[str, float] | None = None) -> Mask:
-    """The mask of ``level``: ``cfg.strategy`` applied to ``model``'s weights at ``cfg.schedule``'s sparsity."""
+          layer_sparsities: dict[str, float] | None = None, *, batches=None, loss=None) -> Mask:
+    """The mask of ``level``: ``cfg.strategy`` applied to ``model``'s weights at ``cfg.schedule``'s sparsity.
+
+    Structured strategies also get the model's head/neuron layout and ``cfg.min_heads_per_layer``; one that
+    needs data (``structured_importance``) scores the units on ``batches`` (an iterable of training batches,
+    read only then) with ``loss(model, batch)``.
+    """
     strategy = get_strategy(cfg.strategy)
     target = cfg.sparsity(level)  # the config checked the whole schedule when it was built
     params = dict(base_model(model).named_parameters())
@@ -231,8 +238,60 @@ def prune(model: nn.Module, current_mask: Mask, cfg: PruneConfig, level: int, se
     if missing:
         raise PruningError(f"mask entry {missing[0]!r} is not a parameter of the model")
     weights = {k: params[k].detach() for k in current_mask}
+    extra = {}
+    spec = STRATEGY_SPECS.lookup(cfg.strategy)
+    if spec.structured:
+        lay = units.layout(model)
+        extra = {"layout": lay, "min_heads_per_layer": cfg.min_heads_per_layer}
+        if spec.needs_data:
+            if batches is None or loss is None:
+                raise PruningError(f"strategy {cfg.strategy!r} scores units on training batches: pass batches and "
+                                   "loss to prune()")
+            extra["scores"] = units.importance_scores(model, lay, batches, loss)
     return strategy(weights, current_mask, target, generator=level_generator(seed, level),
-                    layer_sparsities=layer_sparsities)
+                    layer_sparsities=layer_sparsities, **extra)
+
+
+# ---------------------------------------------------------------------------
+# Structured: whole attention heads and FFN neurons (pruning/units.py)
+# ---------------------------------------------------------------------------
+
+
+def _structured(weights: Weights, current: Mask, target: float, layout, min_heads_per_layer: int,
+                scores, layer_sparsities) -> Mask:
+    _check_sparsity(target)
+    _check_inputs(weights, current)
+    if layout is None:
+        raise PruningError("structured strategies need the model's unit layout (layout=units.layout(model))")
+    keep = units.kept_counts(layer_sparsities, layout) if layer_sparsities is not None else None
+    return units.prune_units(current, layout, target, scores, min_heads_per_layer=min_heads_per_layer, keep=keep)
+
+
+def structured_magnitude(weights: Weights, current: Mask, target_sparsity: float, *, generator=None,
+                         layer_sparsities=None, layout=None, min_heads_per_layer: int = 1) -> Mask:
+    """Remove the heads and FFN neurons with the smallest weight norm, each kind ranked across layers."""
+    scores = units.magnitude_scores(weights, layout) if layout is not None else None
+    return _structured(weights, current, target_sparsity, layout, min_heads_per_layer, scores, layer_sparsities)
+
+
+def structured_importance(weights: Weights, current: Mask, target_sparsity: float, *, generator=None,
+                          layer_sparsities=None, layout=None, min_heads_per_layer: int = 1, scores=None) -> Mask:
+    """Remove the heads and neurons of lowest importance ``scores`` (:func:`units.importance_scores`)."""
+    if scores is None:
+        raise PruningError("structured_importance needs importance scores (units.importance_scores)")
+    return _structured(weights, current, target_sparsity, layout, min_heads_per_layer, scores, layer_sparsities)
+
+
+def structured_random(weights: Weights, current: Mask, target_sparsity: float, *, generator=None,
+                      layer_sparsities=None, layout=None, min_heads_per_layer: int = 1) -> Mask:
+    """Remove heads and neurons at random: the level's counts, or with ``layer_sparsities`` (a structured mask's)
+    exactly that mask's heads and neurons per layer (the random baseline of a structured ticket)."""
+    scores = units.random_scores(layout, generator) if layout is not None else None
+    return _structured(weights, current, target_sparsity, layout, min_heads_per_layer, scores, layer_sparsities)
+
+
+for _fn in (structured_magnitude, structured_importance, structured_random):
+    STRATEGIES.register(_fn.__name__, _fn)
 
 
 # ---------------------------------------------------------------------------

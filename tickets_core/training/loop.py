@@ -215,6 +215,15 @@ def _batches(data: TaskData, cfg: TrainConfig, plan, n_train: int, total_steps: 
                 return
 
 
+def sample_batches(model, data: TaskData, batch_size: int, count: int, generator: torch.Generator):
+    """The first ``count`` batches of one epoch of ``data.train`` in ``generator``'s order, collated, holding the
+    keys ``model.forward`` takes (targets included); read lazily."""
+    keys = _forward_keys(model)
+    for indices in batch_order(len(data.train), batch_size, generator)[:count]:
+        batch = data.collate(data.train[indices], generator=generator)
+        yield {k: v for k, v in batch.items() if k in keys}
+
+
 def _pad_cap(model) -> int | None:
     """Widest batch the model's position embeddings allow (None: no limit known)."""
     n = getattr(getattr(model, "config", None), "max_position_embeddings", None)
