@@ -168,6 +168,15 @@ class TrainConfig(_Checked):
         help="Under bf16: keep bf16 copies of the Linear weights for compute and fp32 master weights in the "
              "optimizer (same numbers as autocast, without its per-step weight casts). 'auto' (with the fast "
              "path), 'on', 'off'.")
+    checkpoint_every: int | None = param(
+        None, hashed=False,
+        help="Write a checkpoint inside a level every N optimizer steps (its newest only; the same command resumes "
+             "from it; docs/reliability.md). None: every checkpoint_minutes.")
+    checkpoint_minutes: float | None = param(
+        20.0, hashed=False,
+        help="Write a checkpoint inside a level once this many minutes of training passed since the last one (so "
+             "shorter levels write none); None, with checkpoint_every None: no checkpoints (a walltime signal "
+             "still writes one).")
     prefetch_batches: int | None = param(
         None, hashed=False,
         help="Collate this many training batches ahead on a background thread (pinned memory on CUDA). None: 2 "
@@ -184,6 +193,10 @@ class TrainConfig(_Checked):
         require(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
         require(self.pad_to_multiple_of is None or self.pad_to_multiple_of >= 1, "pad_to_multiple_of",
                 f"must be >= 1 or None, got {self.pad_to_multiple_of}")
+        require(self.checkpoint_every is None or self.checkpoint_every >= 1, "checkpoint_every",
+                f"must be >= 1 or None, got {self.checkpoint_every}")
+        require(self.checkpoint_minutes is None or 0 < self.checkpoint_minutes < float("inf"), "checkpoint_minutes",
+                f"must be > 0 (and finite) or None, got {self.checkpoint_minutes}")
         require(self.prefetch_batches is None or self.prefetch_batches >= 0, "prefetch_batches",
                 f"must be >= 0 or None, got {self.prefetch_batches}")
 

@@ -25,6 +25,7 @@ from ..runs.plan import find_source, level_numbers, source_candidates
 from ..runs.paths import RunPaths
 from ..runs.store import Run
 from ..tasks import get_task
+from ..training.checkpoint import WalltimeReached, clear_request, install_walltime_handler, stop_requested
 from ..training.tracking import Trackers
 
 
@@ -50,6 +51,7 @@ def run(cfg: RunConfig) -> Path:
         for item in plan:
             item.source_mask = exp.dense_mask() if item.source_mask is None else exp.fit(item.source_mask)
 
+    install_walltime_handler()  # SIGUSR1 (SLURM's --signal): checkpoint at the end of the step, then stop
     # Only one process writes a run folder at a time: another one waits here, saying for whom.
     root = Run.check(cfg).root
     announce(exp, kind, [item.level for item in plan if not RunPaths(root).metrics(item.level).is_file()])
@@ -75,9 +77,12 @@ def run(cfg: RunConfig) -> Path:
                     bar.write(f"level {item.level}: sparsity {metrics['sparsity']:.1%}, {metrics['main_metric']} "
                               f"{metrics['score']:.4f} ({result.get('time_s', 0.0):.0f} s)")
                     bar.update(1)
+                    if stop_requested() and item is not todo[-1]:  # the signal came after the level's last step
+                        clear_request()
+                        raise WalltimeReached(None)
             run_.set_state("done")
         except BaseException as e:
-            state = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+            state = "interrupted" if isinstance(e, (KeyboardInterrupt, WalltimeReached)) else "failed"
             try:
                 run_.set_state(state, error=f"{type(e).__name__}: {first_line(e)}".rstrip(": "))
             except (OSError, KeyboardInterrupt):  # e.g. the disk is full: readers rebuild the state from the levels

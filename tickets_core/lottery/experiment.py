@@ -180,7 +180,7 @@ class Experiment:
             self._rewind = self.snapshot(self.base_keys)
             self.save_state(self.paths.rewind(), self._rewind, 0)
 
-    def compute_rewind(self) -> State:
+    def compute_rewind(self, level: int = 0) -> State:
         """theta_i for a run that has no level 0 of its own (a stability branch): the first ``rewind_step`` steps
         of the dense fine-tuning from theta0, with this run's seed and level-0 schedule (so the same theta_i as an
         imp trunk with this seed and rewind_step); saved to ``rewind.safetensors`` like the trunk's."""
@@ -195,7 +195,7 @@ class Experiment:
 
         result = train.fine_tune(self.model, self.data, dataclasses.replace(self.cfg.train, eval_every=None),
                                  seed=self.cfg.seed, on_step=capture_then_stop, desc="rewind point",
-                                 schedule_span=self.schedule_span)
+                                 schedule_span=self.schedule_span, checkpoint=self.checkpointer(level, "rewind"))
         self.require_rewind_captured(result)
         return self.rewind_state()
 
@@ -252,12 +252,22 @@ class Experiment:
         bound = mask.bind(self.model) if mask.nonzero < mask.numel else None
         if bound is not None:
             bound.apply_()
-        result = train.fine_tune(self.model, self.data, self.cfg.train,
-                                 seed=self.cfg.seed if seed is None else seed, bound_mask=bound,
-                                 on_step=on_step, desc=f"level {level}", schedule_span=self.schedule_span)
+        seed = self.cfg.seed if seed is None else seed
+        result = train.fine_tune(self.model, self.data, self.cfg.train, seed=seed, bound_mask=bound,
+                                 on_step=on_step, desc=f"level {level}", schedule_span=self.schedule_span,
+                                 checkpoint=self.checkpointer(level, "" if seed == self.cfg.seed else f"seed{seed}"))
         if save and (self.cfg.save_weights or (self.cfg.save_dense_weights and bound is None)):
             self.save_state(self.paths.weights(level), self.snapshot(self.all_keys), level)
         return result
+
+    def checkpointer(self, level: int, tag: str = ""):
+        """The :class:`~tickets_core.training.checkpoint.Checkpointer` of a fine-tuning inside ``level`` (``tag``
+        tells a level's fine-tunings apart), with the run's ``checkpoint_every`` / ``checkpoint_minutes``."""
+        from ..training.checkpoint import Checkpointer
+
+        t = self.cfg.train
+        return Checkpointer(self.paths.checkpoint(level, tag), every=t.checkpoint_every, minutes=t.checkpoint_minutes,
+                            identity={"run": self.cfg.run_name(), "level": level, "tag": tag, "seed": self.cfg.seed})
 
     def early_stop(self, mask: Mask, level: int) -> EarlyBird | EarlyCut | None:
         """The early-stopping hook of a level trained under ``mask``: :class:`EarlyBird` with ``early_bird_every``

@@ -172,7 +172,7 @@ def retrain_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
 def stability_level(x: Experiment, item: Level) -> tuple[Mask, dict]:
     """Two copies from the rewind point under the source mask (seeds: the run's, and shifted by
     :func:`~tickets_core.core.seeds.derived_seed` ``stability_copy``), then ``stability_points`` evaluations on the line between them."""
-    start = x.compute_rewind()  # theta0, or theta_i
+    start = x.compute_rewind(item.level)  # theta0, or theta_i
     copies = []
     for seed in (x.cfg.seed, derived_seed(x.cfg.seed, "stability_copy")):
         x.load(start, x.base_keys)

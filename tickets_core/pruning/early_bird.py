@@ -84,6 +84,17 @@ class EarlyBird:
             return True
         return False
 
+    def state_dict(self) -> dict:
+        """What a checkpoint inside the level keeps (:mod:`tickets_core.training.checkpoint`): the curve so far
+        and the mask of the last check."""
+        return {"curve": [[s, d] for s, d in self.curve], "queue": [dict(m) for m in self._queue],
+                "stopped_at": self.stopped_at, "check_time_s": self.check_time_s}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.curve = [(int(s), float(d)) for s, d in state["curve"]]
+        self._queue = deque((Mask(m) for m in state["queue"]), maxlen=self.window)
+        self.stopped_at, self.check_time_s = state["stopped_at"], float(state["check_time_s"])
+
     def record(self) -> dict:
         """What the level keeps: the settings, the step it stopped at (None: it ran to the end), the curve
         (``[step, distance]``: the distance is the largest over the queue)."""
@@ -120,12 +131,30 @@ class EarlyCut:
                 "stopped_at": self.stopped_at}
 
 
-def chain(*hooks) -> Callable[[int, torch.nn.Module], bool] | None:
+def chain(*hooks) -> "Chain | None":
     """One ``on_step`` hook calling every hook given (None ones skipped); True when any of them says stop."""
     hooks = [h for h in hooks if h is not None]
-    if not hooks:
-        return None
+    return Chain(hooks) if hooks else None
 
-    def on_step(step: int, model) -> bool:
-        return any([bool(h(step, model)) for h in hooks])  # a list: every hook runs, even after a True
-    return on_step
+
+class Chain:
+    """Hooks called in turn (every one, even after a True); their ``state_dict`` s saved and restored together
+    (a checkpoint inside the level)."""
+
+    def __init__(self, hooks: list) -> None:
+        self.hooks = hooks
+
+    @property
+    def reads_weights(self) -> bool:
+        return any(getattr(h, "reads_weights", True) for h in self.hooks)
+
+    def __call__(self, step: int, model) -> bool:
+        return any([bool(h(step, model)) for h in self.hooks])  # a list: every hook runs, even after a True
+
+    def state_dict(self) -> list:
+        return [h.state_dict() if hasattr(h, "state_dict") else None for h in self.hooks]
+
+    def load_state_dict(self, states: list) -> None:
+        for h, state in zip(self.hooks, states):
+            if state is not None and hasattr(h, "load_state_dict"):
+                h.load_state_dict(state)

@@ -5,6 +5,7 @@ Layout (see docs/ARCHITECTURE.md)::
     <output_root>/<kind>-<task>-<hash8>/
       config.json  status.json  rewind.safetensors  run.lock  sweep.lock
       level_00/ mask.safetensors  sparsity.json  metrics.json  carry.safetensors  weights.safetensors
+                checkpoint.pt (while the level runs)
 
 A level counts as done when its ``metrics.json`` exists, so a run opened
 again with the same config resumes at the first unfinished level.  What a
@@ -49,6 +50,16 @@ class RunPaths:
     def carry(self, level: int) -> Path:
         """Weights level ``level`` starts from, left by the level before it (standard pruning; a kept head)."""
         return self.level_dir(level) / "carry.safetensors"
+
+    def checkpoint(self, level: int, tag: str = "") -> Path:
+        """The newest checkpoint of a fine-tuning inside level ``level`` (:mod:`tickets_core.training.checkpoint`):
+        ``checkpoint.pt``, or ``checkpoint-<tag>.pt`` for a level's other fine-tunings (a stability level's second
+        copy, its rewind point); deleted once the level is done."""
+        return self.level_dir(level) / (f"checkpoint-{tag}.pt" if tag else "checkpoint.pt")
+
+    def checkpoints(self, level: int) -> list[Path]:
+        """Every checkpoint file in level ``level``'s folder."""
+        return sorted(self.level_dir(level).glob("checkpoint*.pt"))
 
     def run_lock(self) -> Path:
         """Held by the process writing the run (:mod:`tickets_core.core.locks`)."""

@@ -94,6 +94,8 @@ class Run:
         status = run.status
         for k in status["levels_done"]:  # a done level's carry file, left by a kill right after its metrics
             run.paths.carry(k).unlink(missing_ok=True)
+            for p in run.paths.checkpoints(k):  # and its checkpoints
+                p.unlink(missing_ok=True)
         if status.pop("rebuilt", None):
             say(f"{run.paths.status()} was unreadable; rebuilt it from the level folders "
                 f"(levels {span(status['levels_done'])} done)")
@@ -124,12 +126,14 @@ class Run:
     def write_level(self, level: int, mask, metrics: dict) -> None:
         """Finish a level: its mask (unless dense), sparsity report, then metrics (the done marker).
 
-        The level's carry file has served its purpose once the level is done
-        and is removed (whole-model carries are large).
+        The level's carry file and checkpoints have served their purpose once
+        the level is done and are removed (whole-model files are large).
         """
         if mask.nonzero < mask.numel:
             mask.save(self.paths.mask(level))
         atomic_write_json(self.paths.sparsity(level), mask.report())
         atomic_write_json(self.paths.metrics(level), metrics)
         self.paths.carry(level).unlink(missing_ok=True)
+        for p in self.paths.checkpoints(level):  # checkpoints inside the level: done with
+            p.unlink(missing_ok=True)
         write_status(self.paths, self.status)  # levels_done read again: now with this level

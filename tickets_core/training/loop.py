@@ -36,6 +36,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from . import checkpoint as ckpt
 from . import fastpath, prefetch, tracking
 from ..core.config import TrainConfig
 from ..core.seeds import derived_seed
@@ -49,7 +50,7 @@ PROGRESS_EVERY = 10  # refresh the progress bar's loss every N steps (reading it
 
 def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_mask=None,
               on_step: Callable[[int, torch.nn.Module], bool | None] | None = None, desc: str | None = None,
-              schedule_span: int = 1) -> dict:
+              schedule_span: int = 1, checkpoint: "ckpt.Checkpointer | None" = None) -> dict:
     """Fine-tune ``model`` on ``data.train``; evaluate every ``cfg.eval_every`` steps and at the end.
 
     ``schedule_span`` stretches the linear decay to that many times this
@@ -63,6 +64,13 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     (``[{"step": s, **metrics}]``, empty without ``eval_every``) and what
     the fast path did (``fastpath.Steps.record``: plan, compiled or not,
     fall-back step, recompiles, graphs).
+
+    ``checkpoint`` (:class:`tickets_core.training.checkpoint.Checkpointer`):
+    resume from its file when a whole one is there, and write one when it is
+    due (and at a walltime signal, after which :class:`~tickets_core.training.checkpoint.WalltimeReached`
+    is raised); the result is then bit for bit that of an uninterrupted call
+    on a CPU.  ``on_step`` hooks with ``state_dict``/``load_state_dict`` are
+    saved and restored with it.
 
     With the fast path (``cfg.fast_path``, on by default on CUDA; see
     :mod:`tickets_core.training.fastpath`) the same steps run with padded-to-a-multiple
@@ -98,16 +106,24 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_steps, desc=desc or "fine-tune", disable=not cfg.progress, leave=False)
     history: list[dict] = []
-    loss_sum, examples, step = torch.zeros((), device=device), 0, 0
-    start = time.perf_counter()
+    loss_sum, examples, step, elapsed = torch.zeros((), device=device), 0, 0, 0.0
+    mask_state = mask_gen.get_state()
+    if checkpoint is not None:
+        checkpoint.identity = {**checkpoint.identity, "total_steps": total_steps, "schedule_span": schedule_span}
+    stored = checkpoint.load(model) if checkpoint is not None else None
+    if stored is not None:  # checked whole by load(): apply it all
+        ckpt.restore(stored, model=model, optimizer=optimizer, scheduler=scheduler, mask_gen=mask_gen, hook=on_step)
+        step, examples, history, elapsed = stored["step"], stored["examples"], stored["history"], stored["elapsed_s"]
+        loss_sum, mask_state = stored["loss_sum"].to(device), stored["mask_gen"]
+    bar = tqdm(total=total_steps, initial=step, desc=desc or "fine-tune", disable=not cfg.progress, leave=False)
+    start = time.perf_counter() - elapsed
     model.train()
     multi = plan.multi_tensor_masks
     if bound_mask is not None:
         bound_mask.apply_()
     batches = _batches(data, cfg, plan, n_train, total_steps, order_gen, mask_gen, lengths, forward_keys,
-                       _pad_cap(model))
+                       _pad_cap(model), start=step)
     if plan.prefetch:
         batches = prefetch.Prefetcher(batches, plan.prefetch)
     masters = fastpath.MasterWeights(model) if plan.master_weights else None
@@ -115,7 +131,7 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     steps = fastpath.Steps(data.task, model, plan, device)
     expose_to_callback = getattr(on_step, "reads_weights", True)
     try:
-        for n_rows, batch in batches:
+        for n_rows, batch, mask_state in batches:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             loss = steps(batch, autocast, step + 1)
             if masters is not None:
@@ -141,7 +157,7 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
             loss_sum = loss_sum + loss.detach().float()  # stays on the device: no sync per step
             bar.update(1)
             if cfg.progress and step % PROGRESS_EVERY == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+                bar.set_postfix(loss=f"{loss.item():.4f}", **_disk(checkpoint), refresh=False)
             if on_step is not None:
                 with fastpath.exposed(masters if expose_to_callback else None):
                     stop = on_step(step, model)
@@ -151,6 +167,17 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
                 with fastpath.exposed(masters):
                     history.append({"step": step, **evaluate(model, data, cfg)})
                 model.train()
+            if checkpoint is not None and (checkpoint.due(step) or ckpt.stop_requested()):
+                with fastpath.exposed(masters):
+                    checkpoint.save(ckpt.capture(
+                        step=step, examples=examples, loss_sum=loss_sum, history=history,
+                        elapsed_s=time.perf_counter() - start, model=model, optimizer=optimizer,
+                        scheduler=scheduler, mask_state=mask_state, hook=on_step))
+                if cfg.progress:
+                    bar.set_postfix(loss=f"{loss.item():.4f}", **_disk(checkpoint), refresh=False)
+            if ckpt.stop_requested():
+                ckpt.clear_request()
+                raise ckpt.WalltimeReached(checkpoint.path if checkpoint is not None else None)
     finally:
         steps.close()
         if isinstance(batches, prefetch.Prefetcher):
@@ -197,19 +224,31 @@ def _plan(data: TaskData, cfg: TrainConfig, device: torch.device, n_train: int) 
     return plan, total
 
 
+def _disk(checkpoint) -> dict:
+    """The progress line's checkpoint size (disk use) entry, once one was written or loaded."""
+    return {"ckpt": ckpt.human_size(checkpoint.size)} if checkpoint is not None and checkpoint.size else {}
+
+
 def _batches(data: TaskData, cfg: TrainConfig, plan, n_train: int, total_steps: int, order_gen, mask_gen,
-             lengths, keys: set[str], cap: int | None):
-    """``(rows, batch)`` for each of the ``total_steps`` steps: epochs of :func:`batch_order`, collated."""
+             lengths, keys: set[str], cap: int | None, start: int = 0):
+    """``(rows, batch, masking generator state after it)`` for each of the ``total_steps`` steps: epochs of
+    :func:`batch_order`, collated.  ``start``: the first ``start`` batches are skipped uncollated (a resumed
+    fine-tuning; the data order is replayed from the seed, the masking generator restored by the caller)."""
     step = 0
     while step < total_steps:
         for indices in batch_order(n_train, cfg.batch_size, order_gen, lengths, plan.merge_single_row):
+            if step < start:
+                step += 1
+                if step >= total_steps:
+                    return
+                continue
             batch = data.collate(data.train[indices], generator=mask_gen)
             batch = {k: v for k, v in batch.items() if k in keys}
             if plan.pad_multiple > 1:
                 batch = fastpath.pad_batch(batch, plan.pad_multiple, data.pad_id, cap)
             if plan.pin_memory:
                 batch = fastpath.pin(batch)
-            yield len(indices), batch
+            yield len(indices), batch, mask_gen.get_state()
             step += 1
             if step >= total_steps:
                 return
