@@ -165,3 +165,13 @@ def test_the_sweep_command_line_starts_fast():
                                 "try:\n    runpy.run_module('tickets_core.sweep', run_name='__main__')\n"
                                 "except SystemExit:\n    pass\n")
     assert seconds < 2.0, f"python -m tickets_core.sweep --help took {seconds:.1f} s of CPU"
+
+
+def test_the_architecture_page_lists_every_module_of_every_folder():
+    """docs/ARCHITECTURE.md's tree is the package's: each folder's line names exactly its modules."""
+    text = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    listed = {line.split()[0].rstrip("/"): set(line.split()[1:]) for line in text.split("```")[1].strip().splitlines()}
+    package = ROOT / "tickets_core"
+    actual = {d.name: {p.stem for p in d.glob("*.py") if p.stem not in ("__init__", "__main__")}
+              for d in package.iterdir() if (d / "__init__.py").is_file()}
+    assert listed == actual

@@ -22,14 +22,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError
 from .registry import unknown
 from .kinds import KINDS, get_kind
 from .strategies import STRATEGY_SPECS, strategies_help
-from .params import Param, check_fields, describe, flat_params, hashed_view, param, require
+from .params import Param, check_fields, describe, flat_params, from_dict, hashed_view, param, require
 
 __all__ = ["ConfigError", "ModelConfig", "DataConfig", "TrainConfig", "PruneConfig", "RunConfig", "PARAMS",
            "SCHEDULES", "LR_SCHEDULES", "PRESETS", "TRACKERS", "describe", "from_dict"]
@@ -221,23 +221,16 @@ class PruneConfig(_Checked):
     early_bird_eps: float = param(0.01, help="Early-bird: the mask has converged when the fraction of prunable "
                                              "weights whose mask bit changed between successive checks stays "
                                              "below this.")
-    early_bird_window: int = param(3, help="Early-bird: the queue length in checks: the current mask is compared "
-                                           "with each of the last this-many checks' masks (You et al.'s queue; "
-                                           "the distance is the largest), and the level stops once that distance "
-                                           "is below early_bird_eps.  Ignored when early_bird_span is set.")
-    early_bird_span: float | None = param(
-        None, help="Early-bird: the queue covers this fraction of the level's steps instead of early_bird_window "
-                   "checks, so early_bird_eps bounds the mask change over a fixed part of the level whatever the "
-                   "check interval (e.g. 0.25); None: early_bird_window checks.")
-    early_bird_min_fraction: float = param(
-        0.0, help="Early-bird (and early_cut_fraction): no stop before this fraction of the level's steps.")
-    early_cut_fraction: float | None = param(
-        None, help="The early-bird control, imp only: stop every level but the last after this fraction of its "
-                   "steps, with no criterion, and read the next mask off the weights there; None (default): off.")
-    min_heads_per_layer: int = param(1, help="Structured strategies: heads every layer keeps (0 lets a layer lose "
-                                             "all its heads).")
-    importance_batches: int = param(16, help="structured_importance: training batches (train.batch_size each) the "
-                                             "head and neuron importance is summed over.")
+    early_bird_window: int = param(3, help="Early-bird: the queue of the last N checks' masks (You et al.): stop "
+                                           "once the current mask is within eps of each of them.")
+    early_bird_span: float | None = param(None, help="Early-bird: the queue covers this fraction of the level's "
+                                                     "steps instead (e.g. 0.25); None: early_bird_window checks.")
+    early_bird_min_fraction: float = param(0.0, help="Early-bird or early cut: no stop before this fraction of "
+                                                     "the level's steps.")
+    early_cut_fraction: float | None = param(None, help="Early-bird's control (imp): stop every level but the "
+                                                        "last at this fraction of its steps, no criterion.")
+    min_heads_per_layer: int = param(1, help="Structured strategies: heads each layer keeps (0: may lose all).")
+    importance_batches: int = param(16, help="structured_importance: training batches the importance sums over.")
 
     def check(self) -> None:
         require(0.0 < self.rate < 1.0, "rate", f"must be in (0, 1), got {self.rate}")
@@ -254,8 +247,7 @@ class PruneConfig(_Checked):
         require(self.early_cut_fraction is None or 0.0 < self.early_cut_fraction < 1.0, "early_cut_fraction",
                 f"must be in (0, 1) or None, got {self.early_cut_fraction}")
         require(self.early_cut_fraction is None or self.early_bird_every is None, "early_cut_fraction",
-                "is the control of early-bird stopping (a cut without the criterion): set it or early_bird_every, "
-                "not both")
+                "is the control of early-bird stopping (a cut, no criterion): set it or early_bird_every, not both")
         require(self.min_heads_per_layer >= 0, "min_heads_per_layer", f"must be >= 0, got {self.min_heads_per_layer}")
         require(self.importance_batches >= 1, "importance_batches", f"must be >= 1, got {self.importance_batches}")
         spec = STRATEGY_SPECS.lookup(self.strategy)
@@ -456,12 +448,3 @@ def lookup(name: str) -> Param:
     except (KeyError, TypeError):
         raise ConfigError(f"unknown parameter {name!r}", param=str(name)) from None
 
-
-def from_dict(cls, d: dict, prefix: str = ""):
-    """Build dataclass ``cls`` from a (possibly nested) dict; unknown keys are an error."""
-    if not isinstance(d, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__} must be a mapping, got {type(d).__name__}")
-    unknown = sorted(set(d) - {f.name for f in fields(cls)})
-    if unknown:
-        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}", param=unknown[0])
-    return cls(**d)

@@ -228,3 +228,14 @@ def describe(cls) -> str:
         name = f.metadata.get("flat") or f.name
         lines.append(f"{name} = {default!r}: {f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+
+def from_dict(cls, d: dict, prefix: str = ""):
+    """Build dataclass ``cls`` from a (possibly nested) dict; unknown keys are an error."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__} must be a mapping, got {type(d).__name__}")
+    unknown = sorted(set(d) - {f.name for f in fields(cls)})
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}", param=unknown[0])
+    return cls(**d)
