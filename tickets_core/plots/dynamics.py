@@ -81,7 +81,8 @@ def interpolation_plot(curves: pd.DataFrame, *, value: str = "error", width: str
 
 
 def mask_distance_plot(checks: pd.DataFrame, *, width: str | float = "double"):
-    """Early-bird: the mask distance between successive checks against the training step, one panel per task,
+    """Early-bird: each check's mask distance (the largest to the masks in its queue) against the training step, one
+    panel per task,
     one colour per level, one line per (seed, level); the dotted line is eps, a cross marks where a level stopped.
     ``checks``: :func:`tickets_core.analysis.curves.load_early_bird`."""
     if checks is None or len(checks) == 0:
@@ -108,7 +109,7 @@ def mask_distance_plot(checks: pd.DataFrame, *, width: str | float = "double"):
             ax.set_yscale("symlog", linthresh=float(positive.min()) if len(positive) else 1e-6)
         panel_title(ax, f"{task_name(task)} ({seeds_text(d.groupby('level')['seed'].nunique())} per level)", width)
         ax.set_xlabel("training step within the level")
-        ax.set_ylabel("mask distance to the previous check")
+        ax.set_ylabel("mask distance (largest over the queue)")
     handles = [plt.Line2D([], [], color=cmap[k], marker=".", label=f"level {k} -> mask of level {k + 1}")
                for k in levels]
     handles += [plt.Line2D([], [], color="0.35", ls=":", label="eps"),
@@ -124,14 +125,21 @@ def early_bird_plot(summary: pd.DataFrame, *, width: str | float = "double"):
     if summary is None or len(summary) == 0:
         raise AnalysisError("early-bird: nothing to compare (need IMP trunks, early-bird trunks and their retrains)")
     set_style()
-    panels = sorted(summary.groupby(["task", "setting"]).groups)
+    # Settings that share their IMP trunks (an early-bird variant and its cut control, say) share a panel.
+    imp = summary[summary["method"] == "IMP"]
+    signature = {key: tuple(map(tuple, g[["level", "score", "steps"]].round(9).values.tolist()))
+                 for key, g in imp.groupby("setting")}
+    summary = summary.assign(panel=[f"{t}|{signature.get(k, k)}" for t, k in zip(summary["task"], summary["setting"])])
+    summary = summary.drop_duplicates(["panel", "method", "level"])
+    panels = sorted(summary.groupby(["task", "panel"]).groups)
     w = figure_width(width)
     fig, axes = plt.subplots(len(panels), 2, figsize=(w, len(panels) * w * 0.38 + 0.5), squeeze=False,
                              layout="constrained")
     methods, palette, markers = _styles(summary["method"].unique())
-    several = summary.groupby("task")["setting"].nunique()  # name the setting only where a task has several
+    several = summary.groupby("task")["panel"].nunique()  # name the setting only where a task has several
     for (task, key), (left, right) in zip(panels, axes):
-        d = summary[(summary["task"] == task) & (summary["setting"] == key)]
+        d = summary[(summary["task"] == task) & (summary["panel"] == key)]
+        key = d["setting"].iat[0]
         for m in methods:
             r = d[d["method"] == m].sort_values("level")
             if len(r) == 0:
