@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,25 @@ def cluster_arguments(path: str | Path) -> dict:
     for key in _SET_BY_SWEEP:
         if key in args:
             raise SweepError(f"{path}: {key!r} is set by the sweep (--jobs); remove it here")
+    return walltime_guarded(args, path)
+
+
+def walltime_guarded(args: dict, path: str | Path = "the cluster file") -> dict:
+    """``args`` with its ``walltime_signal`` key (seconds before the job's time limit; None: off) turned into
+    SLURMCluster arguments: ``#SBATCH --signal=B:USR1@N`` and ``--requeue``, and the worker started under the
+    walltime guard (:mod:`.walltime`, ``exec``: the guard is the batch shell SLURM signals), which has the
+    running notebooks checkpoint, then requeues the job."""
+    args = dict(args)
+    seconds = args.pop("walltime_signal", None)
+    if seconds is None:
+        return args
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
+        raise SweepError(f"{path}: walltime_signal must be a whole number of seconds >= 1 (or null), "
+                         f"got {seconds!r}")
+    python = args.get("python") or sys.executable
+    args["job_extra_directives"] = [*(args.get("job_extra_directives") or []), f"--signal=B:USR1@{seconds}",
+                                    "--requeue"]
+    args["python"] = f"exec {python} -m tickets_core.sweep.walltime -- {python}"
     return args
 
 

@@ -21,6 +21,9 @@ Reliability:
   to release its writer lock, kills the kernel and exits.  A kernel whose
   worker died exits by itself (ipykernel's parent poller).
 * The executed notebook is written under a temporary name and renamed.
+* A notebook whose run stopped at its SLURM job's walltime signal, after
+  writing a checkpoint (:mod:`.walltime`), is handed out again (at most
+  :data:`MAX_REQUEUES` times) and resumes from the checkpoint.
 """
 
 from __future__ import annotations
@@ -52,6 +55,9 @@ __all__ = ["Engine", "Outcome", "run_plan", "execute_job", "report", "select", "
 
 #: Seconds a stopping sweep gives running notebooks to end after their Ctrl-C, before killing them.
 GRACE_S = 30.0
+#: A notebook stopped by its job's walltime (a checkpoint written) is handed out again at most this many times,
+#: after this many seconds (the stopping worker is gone by then).
+MAX_REQUEUES, REQUEUE_DELAY_S = 100, 10.0
 
 
 # ---------------------------------------------------------------------------
@@ -233,6 +239,7 @@ class _Run:
         self.waiting: set[str] = set()     # jobs whose run another sweep holds
         self.said: set[str] = set()        # ... and for which we said so
         self.retry_at: dict[str, float] = {}  # when to try a held run's lock again
+        self.requeued: dict[str, int] = {}    # notebooks handed out again after a walltime checkpoint
         self.names = {j.name for j in jobs}
         # Finished before this sweep started: never executed (checked once per job).
         self.already = set()
@@ -348,6 +355,17 @@ class _Run:
             res = fut.result()
         except Exception as e:  # noqa: BLE001 - e.g. a worker process died
             res = {"ok": False, "error": one_line_error(e), "time_s": 0.0}
+        if res.get("requeue") and self.stopping_since is None and self.requeued.get(job.name, 0) < MAX_REQUEUES:
+            self.requeued[job.name] = self.requeued.get(job.name, 0) + 1  # its SLURM job stopped at the walltime
+            claim = self.claims.pop(job.name, None)
+            if claim is not None:
+                claim.release()
+            self.retry_at[job.name] = time.monotonic() + REQUEUE_DELAY_S  # let the stopping worker go first
+            self.pending.append(job)
+            self.waiting.add(job.name)
+            self.say(f"requeue  {job.label}  [{job.name}]: stopped at its job's walltime with a checkpoint; "
+                     "handed out again")
+            return
         if res["ok"]:
             status = "ok"
         elif res.get("interrupted") or self.stopping_since is not None:

@@ -52,7 +52,8 @@ def execute_job(job: Job, *, stream: bool = False) -> dict:
     """Run one job's notebook through papermill (in whatever process the executor chose).
 
     Never raises: returns ``{"ok": bool, "error": str | None, "time_s": float,
-    "interrupted": bool}`` (``interrupted``: the notebook stopped on a Ctrl-C).
+    "interrupted": bool, "requeue": bool}`` (``interrupted``: the notebook stopped on a Ctrl-C; ``requeue``: its
+    run wrote a checkpoint at a walltime signal and stopped, :mod:`.walltime`).
     ``stream``: show what the notebook prints on this process's stdout and stderr as it comes (``tickets-run``).
     """
     start = time.perf_counter()
@@ -80,7 +81,8 @@ def execute_job(job: Job, *, stream: bool = False) -> dict:
         return {"ok": True, "error": None, "time_s": time.perf_counter() - start, "interrupted": False}
     except Exception as e:  # noqa: BLE001 - reported, never raised across processes
         return {"ok": False, "error": one_line_error(e), "time_s": time.perf_counter() - start,
-                "interrupted": getattr(e, "ename", None) == "KeyboardInterrupt"}
+                "interrupted": getattr(e, "ename", None) == "KeyboardInterrupt",
+                "requeue": getattr(e, "ename", None) == "WalltimeReached"}  # checkpointed at a walltime signal
     finally:
         CURRENT.pop("run_dir", None)
 

@@ -47,11 +47,9 @@ import numpy as np
 import torch
 
 from ..core.fsio import atomic_write_bytes
+from ..core.settings import REQUEUE_STATUS
 
 MAGIC = b"tickets-checkpoint-v1\n"
-#: Exit status of a process that stopped at a walltime signal after writing its checkpoint (EX_TEMPFAIL): the
-#: job script requeues the job on it.
-REQUEUE_STATUS = 75
 
 _requested = threading.Event()
 
