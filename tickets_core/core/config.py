@@ -22,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -83,6 +84,9 @@ class ModelConfig(_Checked):
     def check(self) -> None:
         require(bool(self.name_or_path), "model", "must be a non-empty string")
         require(self.noise_scale > 0, "noise_scale", f"must be > 0, got {self.noise_scale}")
+        for key, value in self.config_overrides.items():
+            require(not isinstance(value, (int, float)) or isinstance(value, bool) or 0 <= value < math.inf,
+                    "config_overrides", f"{key}: {value!r} must be >= 0 and finite")
         require(self.mlm_head_warmup_steps >= 0, "mlm_head_warmup_steps",
                 f"must be >= 0, got {self.mlm_head_warmup_steps}")
         require(self.mlm_head_warmup_lr > 0, "mlm_head_warmup_lr", f"must be > 0, got {self.mlm_head_warmup_lr}")
@@ -183,12 +187,13 @@ class TrainConfig(_Checked):
              "with the fast path on CUDA, else 0 (collate in the loop).")
 
     def check(self) -> None:
-        require(self.learning_rate > 0, "learning_rate", f"must be > 0, got {self.learning_rate}")
+        require(0 < self.learning_rate < math.inf, "learning_rate", f"must be > 0 and finite, got {self.learning_rate}")
+        require(0 <= self.weight_decay < math.inf, "weight_decay", f"must be >= 0 and finite, got {self.weight_decay}")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
         require(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
         require(self.max_steps is None or self.max_steps >= 1, "max_steps", f"must be >= 1 or None, got {self.max_steps}")
         require(self.eval_every is None or self.eval_every >= 1, "eval_every", f"must be >= 1 or None, got {self.eval_every}")
-        require(self.num_epochs > 0, "num_epochs", f"must be > 0, got {self.num_epochs}")
+        require(0 < self.num_epochs < math.inf, "num_epochs", f"must be > 0 and finite, got {self.num_epochs}")
         require(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         require(self.max_grad_norm >= 0, "max_grad_norm", f"must be >= 0, got {self.max_grad_norm}")
         require(self.pad_to_multiple_of is None or self.pad_to_multiple_of >= 1, "pad_to_multiple_of",
@@ -334,6 +339,7 @@ class RunConfig(_Checked):
                 f"applies to kinds whose levels read the next mask off the weights they train "
                 f"({', '.join(k.name for k in KINDS.values() if k.early_bird)}); {self.kind!r} has no next mask")
         require(self.stability_points >= 3, "stability_points", f"must be >= 3, got {self.stability_points}")
+        require(0 <= self.seed < 2**32, "seed", f"must be in [0, 2**32), got {self.seed}")
         require(self.max_cpu_hours is None or self.max_cpu_hours > 0, "max_cpu_hours",
                 f"must be > 0 or None, got {self.max_cpu_hours}")
         for name in self.report_to:

@@ -82,6 +82,7 @@ class Experiment:
         self.cfg, self.task = cfg, task
         self.run: Run | None = None
         self.model = models.build_model(cfg.model, task.head, task.num_labels, seed=cfg.seed)
+        models.check_seq_length(self.model, cfg.data.max_seq_length, cfg.model.name_or_path)
         base_ids = {id(t) for t in base_model(self.model).state_dict(keep_vars=True).values()}
         live = self.model.state_dict(keep_vars=True)
         self.base_keys = [k for k, t in live.items() if id(t) in base_ids]

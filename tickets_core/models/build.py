@@ -93,7 +93,12 @@ def load_config(cfg: ModelConfig):
             config = AutoConfig.from_pretrained(resolve_name(cfg.name_or_path))
     for k, v in cfg.config_overrides.items():
         if not hasattr(config, k):
-            raise ConfigError(f"model config of {cfg.name_or_path!r} has no field {k!r}")
+            raise ConfigError(f"model config of {cfg.name_or_path!r} has no field {k!r}", param="config_overrides")
+        now = getattr(config, k)
+        if isinstance(now, int) and not isinstance(now, bool) and now >= 1 and (
+                not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ConfigError(f"config_overrides: {k} must be a whole number >= 1 (the model's is {now}), got {v!r}",
+                              param="config_overrides")
         setattr(config, k, v)
     return config
 
@@ -121,6 +126,26 @@ def build_model(cfg: ModelConfig, head: str, num_labels: int = 2, seed: int = 0)
             with _named(cfg.name_or_path, "model"):
                 model = auto.from_pretrained(resolve_name(cfg.name_or_path), config=config)
     return model
+
+
+def max_positions(model) -> int | None:
+    """The longest input ``model`` embeds positions for (None: no limit known); RoBERTa-style models offset their
+    positions by ``pad_token_id + 1``."""
+    config = getattr(model, "config", None)
+    n = getattr(config, "max_position_embeddings", None)
+    if not isinstance(n, int) or getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        n -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return n
+
+
+def check_seq_length(model, max_seq_length: int, name: str) -> None:
+    """A one-line error when ``max_seq_length`` exceeds the positions ``model`` embeds (checked before training)."""
+    n = max_positions(model)
+    if n is not None and max_seq_length > n:
+        raise ConfigError(f"max_seq_length must be <= {n}, the positions {name!r} embeds, got {max_seq_length}",
+                          param="max_seq_length")
 
 
 def check_vocab(model, tokenizer) -> None:

@@ -39,6 +39,7 @@ import yaml
 
 from ..core import locks
 from ..core.errors import one_line
+from ..core.fsio import read_text
 from ..runs.paths import RunPaths
 from .execute import Engine
 from .worker import kernels, signal_pid
@@ -123,7 +124,7 @@ def cluster_arguments(path: str | Path) -> dict:
     """The SLURMCluster arguments in the YAML file ``path`` (one-line errors naming the file)."""
     path = Path(path)
     try:
-        args = yaml.safe_load(path.read_text())
+        args = yaml.safe_load(read_text(path, error=SweepError))
     except OSError as e:
         raise SweepError(f"{path}: cannot read cluster file ({e.strerror})") from None
     except yaml.YAMLError as e:

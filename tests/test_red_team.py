@@ -1,0 +1,63 @@
+"""The faults a red team found by trying tickets_core as an attacker and a careless user would (issue 23), each one
+line naming the culprit, or repaired by a rerun.  Seconds: tiny configs, no notebooks."""
+
+from __future__ import annotations
+
+import pytest
+
+from test_reliability import SWEEP, one_line, snapshot
+
+from tickets_core.core.config import ConfigError, RunConfig
+from tickets_core.lottery import driver
+
+
+def test_a_sweep_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
+    from tickets_core import sweep
+
+    path = tmp_path / "s.yaml"
+    path.write_bytes(SWEEP.format(root=tmp_path / "runs").replace("seeds: [0]", "seeds: [0] # caf\xe9").encode("latin-1"))
+    with pytest.raises(sweep.SweepError) as e:
+        sweep.plan_sweep(path)
+    assert one_line(e.value).startswith(f"{path}:7: not utf-8 text (byte 0xe9 at column ")
+
+
+@pytest.mark.parametrize("flat,message", [
+    ({"learning_rate": float("inf")}, "learning_rate must be > 0 and finite, got inf"),
+    ({"weight_decay": -1.0}, "weight_decay must be >= 0 and finite, got -1.0"),
+    ({"seed": 2**70}, f"seed must be in [0, 2**32), got {2**70}"),
+    ({"seed": -1}, "seed must be in [0, 2**32), got -1"),
+    ({"config_overrides": {"hidden_size": -1}}, "config_overrides hidden_size: -1 must be >= 0 and finite"),
+    ({"num_epochs": float("inf")}, "num_epochs must be > 0 and finite, got inf"),
+])
+def test_values_that_failed_late_or_passed_silently_are_one_line_up_front(flat, message):
+    with pytest.raises(ConfigError) as e:
+        RunConfig.from_flat(**flat)
+    assert one_line(e.value) == message
+
+
+@pytest.mark.parametrize("flat,message", [
+    ({"config_overrides": {"num_hidden_layers": 0}},
+     "config_overrides: num_hidden_layers must be a whole number >= 1 (the model's is 2), got 0"),
+    ({"config_overrides": {"hidden_size": 64.5}},
+     "config_overrides: hidden_size must be a whole number >= 1 (the model's is 64), got 64.5"),
+    ({"max_seq_length": 100000}, "max_seq_length must be <= 512, the positions 'tiny-bert' embeds, got 100000"),
+    ({"max_seq_length": 514, "model": "tiny-roberta"},  # positions start after pad_token_id (0 here)
+     "max_seq_length must be <= 513, the positions 'tiny-roberta' embeds, got 514"),
+])
+def test_model_limits_are_checked_before_anything_is_written(flat, message, tiny_run_config, tmp_path):
+    cfg = tiny_run_config(**flat)
+    with pytest.raises(ConfigError) as e:
+        driver.run(cfg)
+    assert one_line(e.value) == message
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("config.json"))
+
+
+def test_a_level_whose_loss_is_not_finite_fails_in_one_line(tiny_run_config, tmp_path):
+    cfg = tiny_run_config(learning_rate=1e30, levels=1, max_steps=3)  # finite, but the loss overflows
+    before = snapshot(tmp_path) if (tmp_path / "runs").exists() else {}
+    with pytest.raises(FloatingPointError) as e:
+        driver.run(cfg)
+    assert one_line(e.value).startswith("level 0: the training loss is nan (not finite) after 3 steps at learning_rate "
+                                        "1e+30; lower the learning rate"), str(e.value)
+    run = tmp_path / "runs" / cfg.run_name()
+    assert not (run / "level_00" / "metrics.json").exists() and before == {}
