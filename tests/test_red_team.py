@@ -3,12 +3,17 @@ line naming the culprit, or repaired by a rerun.  Seconds: tiny configs, no note
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 
-from test_reliability import SWEEP, one_line, snapshot
+from test_reliability import SWEEP, copy_of, one_line, snapshot
 
 from tickets_core.core.config import ConfigError, RunConfig
 from tickets_core.lottery import driver
+from tickets_core.runs.paths import RunPaths
+from tickets_core.runs.status import read_status, run_state
 
 
 def test_a_sweep_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
@@ -61,3 +66,37 @@ def test_a_level_whose_loss_is_not_finite_fails_in_one_line(tiny_run_config, tmp
                                         "1e+30; lower the learning rate"), str(e.value)
     run = tmp_path / "runs" / cfg.run_name()
     assert not (run / "level_00" / "metrics.json").exists() and before == {}
+
+
+def _files(run: Path) -> dict:
+    """Each level's mask (as bytes of its tensors) and sparsity report."""
+    from tickets_core.analysis.results import load_masks
+
+    out = {k: {n: t.numpy().tobytes() for n, t in m.items()} for k, m in load_masks(run).items()}
+    out.update({p.parent.name: p.read_text() for p in run.glob("level_*/sparsity.json")})
+    return out
+
+
+@pytest.mark.parametrize("damage", ["delete level_01", "truncate level_02's mask", "bad level_01 metrics.json"])
+def test_a_deleted_or_damaged_finished_level_is_run_again_and_the_rest_kept(damage, tiny_trunk, tmp_path,
+                                                                           tiny_config_factory):
+    cfg, run = copy_of(tiny_trunk, tmp_path, tiny_config_factory)
+    whole = _files(run)
+    paths = RunPaths(run)
+    kept = {0: paths.metrics(0), 1: paths.metrics(1), 2: paths.metrics(2)}
+    if damage == "delete level_01":
+        shutil.rmtree(paths.level_dir(1))
+        redone = {0, 1}  # level 1's mask lay in its folder: level 0 writes it again
+    elif damage == "truncate level_02's mask":
+        raw = paths.mask(2).read_bytes()
+        paths.mask(2).write_bytes(raw[: len(raw) // 2])
+        redone = {1, 2}
+    else:
+        paths.metrics(1).write_text('{"level": 1, "spars')
+        redone = {1}
+    assert run_state(run) == "interrupted" and "a rerun redoes the others" in read_status(run)["error"]
+    before = {k: p.stat().st_mtime_ns for k, p in kept.items() if p.is_file()}
+    driver.run(cfg)
+    assert run_state(run) == "done" and paths.levels() == [0, 1, 2]
+    assert _files(run) == whole  # the same masks, bit for bit
+    assert {k for k, p in kept.items() if before.get(k) != p.stat().st_mtime_ns} == redone

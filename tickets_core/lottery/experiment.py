@@ -288,7 +288,11 @@ class Experiment:
 
     def leave_next(self, level: int, mask: Mask, carry: list[str] | None = None) -> None:
         """Write what level ``level + 1`` starts from: its mask, pruned from the trained weights, and
-        (``carry``) the trained tensors it keeps.  Called before level ``level`` is marked done."""
+        (``carry``) the trained tensors it keeps.  Called before level ``level`` is marked done; nothing is written
+        when level ``level + 1`` is done already (a level run again to repair a deleted one keeps what a finished
+        level trained with)."""
+        if (level + 1) in self.paths.levels():
+            return
         self.prune_trained(mask, level + 1).save(self.paths.mask(level + 1))
         if carry:
             self.save_state(self.paths.carry(level + 1), self.snapshot(carry), level + 1)

@@ -37,6 +37,12 @@ def read_status(run_dir: str | Path | None) -> dict | None:
     status = stored_status(paths)
     if status is not None and status.get("state") == "running" and locks.holder(paths.run_lock()) is None:
         status.update(state="interrupted", error=status.get("error") or "its process ended without a word (killed?)")
+    planned = status.get("levels_planned") if status is not None else None
+    if status is not None and status.get("state") == "done" and isinstance(planned, int) \
+            and len(status["levels_done"]) < planned:
+        status.update(state="interrupted", error=f"only {len(status['levels_done'])} of its {planned} levels are "
+                                                 "whole on disk (a level folder deleted or damaged?); a rerun redoes "
+                                                 "the others")
     return status
 
 
