@@ -100,3 +100,34 @@ def test_a_deleted_or_damaged_finished_level_is_run_again_and_the_rest_kept(dama
     assert run_state(run) == "done" and paths.levels() == [0, 1, 2]
     assert _files(run) == whole  # the same masks, bit for bit
     assert {k for k, p in kept.items() if before.get(k) != p.stat().st_mtime_ns} == redone
+
+
+def test_report_skips_an_unreadable_run_with_one_line(tiny_trunk, tmp_path, capsys):
+    from tickets_core.analysis.report import report
+
+    good, bad = tmp_path / "runs" / tiny_trunk.name, tmp_path / "runs" / "imp-rotten_tomatoes-0badc0de"
+    shutil.copytree(tiny_trunk, good)
+    shutil.copytree(tiny_trunk, bad)
+    (bad / "config.json").write_text('{"kind": "imp", "da')
+    expected = report(str(good))
+    capsys.readouterr()
+    assert report(str(tmp_path / "runs")) == expected
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"skipping run {bad.name}: cannot read {bad / 'config.json'}: "
+                   f"{err[0].split('config.json: ')[1]}"] and "\n" not in err[0]
+
+
+def test_the_tokenized_cache_folder_honours_the_umask(tmp_path, movie_csv_dir, tokenizer):
+    import os
+
+    from tickets_core.core.config import DataConfig
+    from tickets_core.tasks import get_task
+
+    old = os.umask(0o002)  # a group-shared cache
+    try:
+        get_task("rotten_tomatoes").load(DataConfig(task="rotten_tomatoes", data_dir=str(movie_csv_dir),
+                                                    cache_dir=str(tmp_path / "cache"), max_seq_length=16), tokenizer)
+    finally:
+        os.umask(old)
+    folders = [p for p in (tmp_path / "cache").rglob("*") if p.is_dir()]
+    assert folders and {oct(p.stat().st_mode & 0o777) for p in folders} == {oct(0o775)}

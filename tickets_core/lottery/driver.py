@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.config import RunConfig
-from ..core.errors import ConfigError, first_line
+from ..core.errors import ConfigError, RunStoreError, first_line
 from .experiment import Experiment, Level, finished_level_mask
 from ..core.fsio import read_json
 from .identity import resolve
@@ -182,6 +182,10 @@ def source_levels(cfg: RunConfig) -> list[Level]:
         raise ConfigError(f"source run {src} has no finished level", param="source_levels")
     out = []
     for k in levels:
+        if k not in done and paths.metrics(k).is_file():  # finished once, but damaged since
+            finished_level_mask(paths, k)  # a pruned level's missing mask: that one line
+            raise RunStoreError(f"{paths.level_dir(k)} is damaged (its metrics.json unreadable or its mask cut "
+                                f"short): run the source run {src.name} again (the same command) to redo it")
         if k not in done:
             raise ConfigError(f"source run {src} has no finished level {k}", param="source_levels")
         mask = finished_level_mask(paths, k)  # None: a dense source level; fitted to this run's model in run()
