@@ -131,3 +131,60 @@ def test_the_tokenized_cache_folder_honours_the_umask(tmp_path, movie_csv_dir, t
         os.umask(old)
     folders = [p for p in (tmp_path / "cache").rglob("*") if p.is_dir()]
     assert folders and {oct(p.stat().st_mode & 0o777) for p in folders} == {oct(0o775)}
+
+
+def test_an_unreachable_scheduler_fails_in_one_line_within_seconds():
+    import socket
+    import time
+
+    pytest.importorskip("dask.distributed")
+    from tickets_core.sweep.cluster import SCHEDULER_TIMEOUT_S, dask_engine
+    from tickets_core.sweep.yamlfile import SweepError
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    with pytest.raises(SweepError) as e:
+        dask_engine(f"tcp://127.0.0.1:{port}")
+    assert one_line(e.value).startswith(f"cannot reach the Dask scheduler tcp://127.0.0.1:{port}: ")
+    assert time.monotonic() - start < SCHEDULER_TIMEOUT_S + 10
+
+
+def test_partial_notebooks_a_killed_attempt_left_are_removed(tmp_path):
+    import concurrent.futures as cf
+
+    import nbformat
+
+    from test_sweep_runner import finish_run, jobs
+
+    from tickets_core.core.fsio import partial_name
+    from tickets_core.sweep import execute
+    from tickets_core.sweep.worker import publish_notebook
+
+    done, retried = jobs(tmp_path, 2)
+    finish_run(done)  # finished by a kernel that outlived its sweep: no notebook.ipynb, its partial left
+    partial_name(done.output).write_text('{"cells": [')
+    with cf.ThreadPoolExecutor(1) as ex:
+        assert [o.status for o in execute.run_plan([done], ex, progress=False, log=lambda s: None)] == ["done"]
+    assert list(done.run_dir.iterdir()) and not list(done.run_dir.glob(".*partial*"))
+    retried.run_dir.mkdir(parents=True)
+    partial_name(retried.output).write_text('{"cells": [')  # the killed attempt's (Dask ran it again)
+    tmp = partial_name(retried.output)
+    nbformat.write(nbformat.v4.new_notebook(metadata={"papermill": {}}), tmp)
+    publish_notebook(tmp, retried.output)
+    assert [p.name for p in retried.run_dir.iterdir()] == ["notebook.ipynb"]
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("sparsity", 1.5, "sparsity must be a fraction in [0, 1) (e.g. 0.6 for 60%) or None, got 1.5"),
+    ("sparsity", "-0.1", "sparsity must be a fraction in [0, 1) (e.g. 0.6 for 60%) or None, got -0.1"),
+    ("level", -1, "level must be a level number >= 0, 'highest_matching' or None, got -1"),
+    ("level", 2.5, "level must be a level number >= 0, 'highest_matching' or None, got 2.5"),
+])
+def test_analysis_notebooks_range_check_sparsity_and_level_in_one_line(key, value, message, tmp_path):
+    from tickets_core.sweep import parameters
+
+    with pytest.raises(ConfigError) as e:
+        parameters.analysis({"runs_root": str(tmp_path), "sparsity": None, "level": None, key: value})
+    assert one_line(e.value) == message and e.value._render_traceback_() == [f"ConfigError: {message}"]

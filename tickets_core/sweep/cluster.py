@@ -45,6 +45,8 @@ from .execute import Engine
 from .worker import kernels, signal_pid
 from .yamlfile import SweepError
 
+#: Seconds to reach a Dask scheduler before the one-line error (a reachable one answers in well under a second).
+SCHEDULER_TIMEOUT_S = 8
 #: dask-jobqueue's SLURMCluster arguments a cluster file may not set (the sweep sets them).
 _SET_BY_SWEEP = ("n_workers",)
 
@@ -83,7 +85,7 @@ def dask_engine(address: Any, *, resources: dict | None = None, where: str | Non
     """
     Client = _require_dask()
     try:
-        client = Client(address, timeout="60s")
+        client = Client(address, timeout=f"{SCHEDULER_TIMEOUT_S}s")
     except (OSError, TimeoutError) as e:
         raise SweepError(f"cannot reach the Dask scheduler {address}: {one_line(e)}") from None
     executor = client.get_executor(pure=False, **({"resources": resources} if resources else {}))

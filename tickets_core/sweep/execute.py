@@ -295,6 +295,7 @@ class _Run:
         for job in list(self.pending):
             if job.name in self.already:
                 self.pending.remove(job)
+                self.tidy(job)
                 self.finish(Outcome(job, "done"))
                 continue
             deps = [d for d in job.deps if d in self.names]
@@ -321,6 +322,21 @@ class _Run:
                 self.finish(Outcome(job, "done"))
                 continue
             self.running[self.engine.executor.submit(self.runner, job)] = job
+
+    def tidy(self, job: Job) -> None:
+        """Remove the partial notebooks of a run found done (a killed attempt's, or one whose run another process
+        finished), when nobody runs its notebook (its sweep.lock is free)."""
+        if not job.is_run or not any(job.output.parent.glob(f".{job.output.stem}.*.partial{job.output.suffix}")):
+            return
+        lock = locks.Lock(RunPaths(job.run_dir).sweep_lock(), self.what)
+        try:
+            lock.acquire(wait=False)
+        except (locks.LockHeld, OSError):
+            return
+        try:
+            remove_partials(job.output)
+        finally:
+            lock.release()
 
     def claim(self, job: Job) -> bool:
         """Hold the run folder's sweep.lock for this job (True), or note who holds it (False; tried again

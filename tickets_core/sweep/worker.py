@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from ..core import locks
-from ..core.fsio import atomic_write_text, partial_name, write_error
+from ..core.fsio import atomic_write_text, partial_name, remove_partials, write_error
 from ..runs.paths import RunPaths
 from ..runs.status import run_state
 from .planner import Job
@@ -101,6 +101,8 @@ def publish_notebook(tmp: Path, output: Path) -> None:
         pass
     finally:
         tmp.unlink(missing_ok=True)
+        if not ORPHANED.is_set():  # what an earlier, killed attempt left (this one holds the job's claim)
+            remove_partials(output)
 
 
 def kernels(root_pid: int) -> list:
