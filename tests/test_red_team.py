@@ -13,7 +13,7 @@ from test_reliability import SWEEP, copy_of, one_line, snapshot
 from tickets_core.core.config import ConfigError, RunConfig
 from tickets_core.lottery import driver
 from tickets_core.runs.paths import RunPaths
-from tickets_core.runs.status import read_status, run_state
+from tickets_core.runs.status import read_status, run_state, whole
 
 
 def test_a_sweep_file_that_is_not_utf8_names_the_file_and_line(tmp_path):
@@ -81,7 +81,7 @@ def _files(run: Path) -> dict:
 def test_a_deleted_or_damaged_finished_level_is_run_again_and_the_rest_kept(damage, tiny_trunk, tmp_path,
                                                                            tiny_config_factory):
     cfg, run = copy_of(tiny_trunk, tmp_path, tiny_config_factory)
-    whole = _files(run)
+    masks = _files(run)
     paths = RunPaths(run)
     kept = {0: paths.metrics(0), 1: paths.metrics(1), 2: paths.metrics(2)}
     if damage == "delete level_01":
@@ -94,11 +94,13 @@ def test_a_deleted_or_damaged_finished_level_is_run_again_and_the_rest_kept(dama
     else:
         paths.metrics(1).write_text('{"level": 1, "spars')
         redone = {1}
-    assert run_state(run) == "interrupted" and "a rerun redoes the others" in read_status(run)["error"]
+    assert not whole(run)  # a sweep runs it again instead of counting it done
+    if damage == "delete level_01":  # the status says so too
+        assert run_state(run) == "interrupted" and "a rerun redoes the others" in read_status(run)["error"]
     before = {k: p.stat().st_mtime_ns for k, p in kept.items() if p.is_file()}
     driver.run(cfg)
     assert run_state(run) == "done" and paths.levels() == [0, 1, 2]
-    assert _files(run) == whole  # the same masks, bit for bit
+    assert _files(run) == masks  # the same masks, bit for bit
     assert {k for k, p in kept.items() if before.get(k) != p.stat().st_mtime_ns} == redone
 
 
@@ -188,3 +190,17 @@ def test_analysis_notebooks_range_check_sparsity_and_level_in_one_line(key, valu
     with pytest.raises(ConfigError) as e:
         parameters.analysis({"runs_root": str(tmp_path), "sparsity": None, "level": None, key: value})
     assert one_line(e.value) == message and e.value._render_traceback_() == [f"ConfigError: {message}"]
+
+
+def test_over_seeds_keeps_transfers_from_different_source_seeds_apart():
+    import pandas as pd
+
+    from tickets_core.analysis.common import over_seeds
+
+    rows = pd.DataFrame({"task": ["rte"] * 4, "seed": [0, 0, 0, 1], "sparsity": [0.5] * 4,
+                         "source_run": ["imp-sst2-s0", "imp-sst2-s0", "imp-sst2-s1", "imp-sst2-s0"],
+                         "score": [0.6, 0.6, 0.8, 0.7]})  # rows 0 and 1: one level read by two transfer runs
+    out = over_seeds(rows, ["task"], "score").iloc[0]
+    assert out["n_seeds"] == 3 and out["mean"] == pytest.approx(0.7) and out["std"] == pytest.approx(0.1)
+    plain = over_seeds(rows.drop(columns="source_run"), ["task"], "score").iloc[0]
+    assert plain["n_seeds"] == 2  # without the column: by seed, as before

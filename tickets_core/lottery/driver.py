@@ -54,7 +54,7 @@ def run(cfg: RunConfig) -> Path:
     install_walltime_handler()  # SIGUSR1 (SLURM's --signal): checkpoint at the end of the step, then stop
     # Only one process writes a run folder at a time: another one waits here, saying for whom.
     root = Run.check(cfg).root
-    done = RunPaths(root).levels()
+    done = RunPaths(root).levels(verify=True)
     announce(exp, kind, [item.level for item in plan if item.level not in done])
     with Lock(RunPaths(root).run_lock(), "writing the run").acquire(
             on_wait=lambda h: say(f"{root.name}: waiting for {describe(h)}, which is writing it")) as lock:
@@ -97,7 +97,7 @@ def levels_to_run(exp: Experiment, kind: RunKind, planned: list[int]) -> set[int
     """The planned levels that are not done (:meth:`RunPaths.levels`: deleted or damaged ones included) and, for
     a kind whose levels leave the next one what it starts from (imp, standard), the level before one of them
     whose inputs (its mask, carry file, theta_i) are missing or damaged: it is run again to write them."""
-    paths, done = exp.paths, set(exp.paths.levels())
+    paths, done = exp.paths, set(exp.paths.levels(verify=True))
     todo = {k for k in planned if k not in done}
     if not kind.leaves:
         return todo

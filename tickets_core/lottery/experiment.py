@@ -291,7 +291,7 @@ class Experiment:
         (``carry``) the trained tensors it keeps.  Called before level ``level`` is marked done; nothing is written
         when level ``level + 1`` is done already (a level run again to repair a deleted one keeps what a finished
         level trained with)."""
-        if (level + 1) in self.paths.levels():
+        if (level + 1) in self.paths.levels(verify=True):
             return
         self.prune_trained(mask, level + 1).save(self.paths.mask(level + 1))
         if carry:

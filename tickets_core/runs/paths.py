@@ -75,13 +75,13 @@ class RunPaths:
         """The level's trained weights (whole model), written with ``save_weights``."""
         return self.level_dir(level) / "weights.safetensors"
 
-    def levels(self) -> list[int]:
-        """Levels that are done, ascending: a readable ``metrics.json`` and, for a pruned level, a whole mask
-        file (checked cheaply: JSON, and the mask's header against its size); a deleted or damaged level is
-        not done, so a rerun redoes it."""
+    def levels(self, verify: bool = False) -> list[int]:
+        """Levels with a finished ``metrics.json``, ascending.  ``verify``: only those whose files are whole
+        (:func:`finished`: a readable ``metrics.json`` and, for a pruned level, a whole mask file, checked
+        cheaply), what a rerun skips; a damaged level is then not done, and the rerun redoes it."""
         out = []
         for d in self.root.glob("level_*"):
-            if d.is_dir() and d.name[6:].isdigit() and finished(d):
+            if d.is_dir() and d.name[6:].isdigit() and (finished(d) if verify else (d / "metrics.json").is_file()):
                 out.append(int(d.name[6:]))
         return sorted(out)
 

@@ -60,6 +60,16 @@ def stored_status(paths: RunPaths) -> dict | None:
     return status
 
 
+def whole(run_dir: str | Path | None) -> bool:
+    """The run is done and every planned level's files are whole (:meth:`RunPaths.levels` with ``verify``):
+    what a sweep may skip.  A finished level deleted or damaged since makes it not whole; a rerun redoes it."""
+    status = read_status(run_dir)
+    if not status or status.get("state") != "done":
+        return False
+    planned = status.get("levels_planned")
+    return not isinstance(planned, int) or len(RunPaths(run_dir).levels(verify=True)) >= planned
+
+
 def run_state(run_dir: str | Path | None) -> str | None:
     """``running`` / ``done`` / ``failed`` / ``interrupted`` of a run folder (None when it has no status)."""
     status = read_status(run_dir)

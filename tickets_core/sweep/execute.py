@@ -43,7 +43,7 @@ from typing import Callable
 from ..core import locks
 from ..core.fsio import remove_partials
 from ..runs.paths import RunPaths
-from ..runs.status import mark_interrupted, read_status, repair_status, run_progress, run_state
+from ..runs.status import mark_interrupted, read_status, repair_status, run_progress, run_state, whole
 from .planner import Job, Plan
 from .yamlfile import SweepError
 from .worker import ensure_importable, execute_job, kill_tree, one_line_error, signal_kernels
@@ -248,7 +248,7 @@ class _Run:
             if status and status.get("rebuilt") and repair_status(j.run_dir):
                 say(f"   note  {j.label}  [{j.name}]: status.json was unreadable; rebuilt it from the level "
                     f"folders ({status['rebuilt']})")
-            if status and status.get("state") == "done":
+            if status and status.get("state") == "done" and whole(j.run_dir):  # its files checked (cheaply)
                 self.already.add(j.name)
         self.stopping_since: float | None = None
         self.last_interrupt = 0.0
@@ -318,7 +318,7 @@ class _Run:
             if not self.claim(job):
                 continue
             self.pending.remove(job)
-            if job.is_run and run_state(job.run_dir) == "done":  # another sweep finished it meanwhile
+            if job.is_run and whole(job.run_dir):  # another sweep finished it meanwhile
                 self.finish(Outcome(job, "done"))
                 continue
             self.running[self.engine.executor.submit(self.runner, job)] = job
