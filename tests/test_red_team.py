@@ -204,3 +204,30 @@ def test_over_seeds_keeps_transfers_from_different_source_seeds_apart():
     assert out["n_seeds"] == 3 and out["mean"] == pytest.approx(0.7) and out["std"] == pytest.approx(0.1)
     plain = over_seeds(rows.drop(columns="source_run"), ["task"], "score").iloc[0]
     assert plain["n_seeds"] == 2  # without the column: by seed, as before
+
+
+def test_an_unknown_hub_id_without_the_hub_fails_in_one_line_within_seconds():
+    """Without HF_HUB_OFFLINE the hub library retries an unreachable hub for ~25 s; the probe makes it one line at
+    once (the probe's answer is fixed to 'unreachable' here, so the test is the same with or without a network)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import time\n"
+            "from tickets_core.models import build\n"
+            "from tickets_core.core.config import ModelConfig\n"
+            "build._HUB['huggingface.co'] = False\n"
+            "t = time.monotonic()\n"
+            "try:\n"
+            "    build.load_config(ModelConfig('no-such-org/no-such-model'))\n"
+            "except Exception as e:\n"
+            "    print(f'{type(e).__name__}: {e}')\n"
+            "print(f'{time.monotonic() - t:.1f}')\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT")
+           and "PROXY" not in k.upper()}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    lines = (res.stdout + res.stderr).strip().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("ConfigError: model 'no-such-org/no-such-model' is neither"), lines
+    assert lines[0].endswith("the hub is unreachable from here (set HF_HUB_OFFLINE=1 to say so)")
+    assert float(lines[1]) < 5.0
