@@ -231,3 +231,25 @@ def test_an_unknown_hub_id_without_the_hub_fails_in_one_line_within_seconds():
     assert len(lines) == 2 and lines[0].startswith("ConfigError: model 'no-such-org/no-such-model' is neither"), lines
     assert lines[0].endswith("the hub is unreachable from here (set HF_HUB_OFFLINE=1 to say so)")
     assert float(lines[1]) < 5.0
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_mask_saved_with_pickle_protocol_4_imports_and_code_in_one_is_refused(legacy, tmp_path, capsys):
+    import torch
+    from test_reference import _RunsCode, reference_mask_file
+
+    from tickets_core.interop.importers import import_reference_mask, main as import_main
+
+    expect = reference_mask_file(tmp_path / "p2.pt")
+    masks = torch.load(tmp_path / "p2.pt")
+    kw = {"pickle_protocol": 4, **({"_use_new_zipfile_serialization": False} if legacy else {})}
+    torch.save(masks, tmp_path / "p4.pt", **kw)
+    got = import_reference_mask(tmp_path / "p4.pt", "tiny-bert")
+    assert set(got) == set(expect) and all(torch.equal(got[k], expect[k]) for k in expect)
+    marker = tmp_path / "ran"
+    torch.save({"a": _RunsCode(str(marker))}, tmp_path / "evil.pt", **kw)
+    capsys.readouterr()
+    assert import_main([str(tmp_path / "evil.pt"), str(tmp_path / "out.safetensors"), "--model", "tiny-bert"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refused it" in err and "Unsupported global: posix.mkdir" in err, err
+    assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
