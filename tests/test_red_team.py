@@ -253,3 +253,22 @@ def test_a_mask_saved_with_pickle_protocol_4_imports_and_code_in_one_is_refused(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "refused it" in err and "Unsupported global: posix.mkdir" in err, err
     assert not marker.exists() and not (tmp_path / "out.safetensors").exists()
+
+
+def test_local_model_folders_are_named_by_content_not_by_path(tmp_path, movie_csv_dir):
+    from tickets_core.lottery.identity import resolve
+
+    one, two = tmp_path / "ckpt", tmp_path / "elsewhere" / "copy"
+    one.mkdir()
+    (one / "config.json").write_text('{"model_type": "bert", "hidden_size": 64}')
+    (one / "model.safetensors").write_bytes(b"weights" * 100)
+    shutil.copytree(one, two)
+
+    def name(folder) -> str:
+        return resolve(RunConfig.from_flat(model=str(folder), data_dir=str(movie_csv_dir))).run_name()
+
+    assert name(one) == name(two) and name(one) != resolve(RunConfig.from_flat(data_dir=str(movie_csv_dir))).run_name()
+    (two / "config.json").write_text('{"model_type": "bert", "hidden_size": 96}')  # edited: another model
+    assert name(two) != name(one)
+    hub = resolve(RunConfig.from_flat(model="bert-base-uncased", data_dir=str(movie_csv_dir)))
+    assert hub.model.fingerprint is None and hub.hashed_dict()["model"] == {"name_or_path": "bert-base-uncased"}

@@ -68,6 +68,9 @@ class ModelConfig(_Checked):
              "Face hub id such as 'bert-base-uncased', or a local directory with config + weights.")
     tokenizer: str | None = param(None, help="Tokenizer (alias, hub id or directory); defaults to the model's own.")
     random_init: bool = param(False, help="Build the architecture from its config with random weights.")
+    fingerprint: str | None = param(None, internal=True,
+                                    help="A local model folder's content hash (set by resolve): the run is named by "
+                                         "what the folder holds, not by where it lies.")
     config_overrides: dict = param(factory=dict,
                                    help="Overrides applied to the model config, e.g. {'num_hidden_layers': 2}.")
     include_pooler: bool = param(True, help="Count the pooler's dense layer as prunable when the model has one "
@@ -403,8 +406,11 @@ class RunConfig(_Checked):
         return self.data.fingerprint is not None and (self.mask_path is None or self.mask_fingerprint is not None)
 
     def hashed_dict(self) -> dict:
-        """The config restricted to what changes results."""
-        return hashed_view(self)
+        """The config restricted to what changes results (a local model folder: its content, not its path)."""
+        view = hashed_view(self)
+        if self.model.fingerprint is not None:
+            view.get("model", {}).pop("name_or_path", None)
+        return view
 
     def config_hash(self, length: int = 8) -> str:
         if not self.resolved:
