@@ -272,3 +272,4 @@ def test_local_model_folders_are_named_by_content_not_by_path(tmp_path, movie_cs
     assert name(two) != name(one)
     hub = resolve(RunConfig.from_flat(model="bert-base-uncased", data_dir=str(movie_csv_dir)))
     assert hub.model.fingerprint is None and hub.hashed_dict()["model"] == {"name_or_path": "bert-base-uncased"}
+

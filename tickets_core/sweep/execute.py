@@ -29,6 +29,7 @@ Reliability:
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import fnmatch
 import multiprocessing as mp
 import os
@@ -58,6 +59,21 @@ GRACE_S = 30.0
 #: A notebook stopped by its job's walltime (a checkpoint written) is handed out again at most this many times,
 #: after this many seconds (the stopping worker is gone by then).
 MAX_REQUEUES, REQUEUE_DELAY_S = 100, 10.0
+
+
+@contextlib.contextmanager
+def sigint_blocked():
+    """SIGINT blocked in this thread inside the block (a Ctrl-C then arrives when it ends).  Worker processes
+    started inside inherit the block, so a Ctrl-C while one starts (before its initializer ignores SIGINT) is
+    not a traceback in it and a broken pool here."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 # ---------------------------------------------------------------------------
@@ -321,7 +337,8 @@ class _Run:
             if job.is_run and whole(job.run_dir):  # another sweep finished it meanwhile
                 self.finish(Outcome(job, "done"))
                 continue
-            self.running[self.engine.executor.submit(self.runner, job)] = job
+            with sigint_blocked():  # a worker process started now inherits it until its initializer ignores it
+                self.running[self.engine.executor.submit(self.runner, job)] = job
 
     def tidy(self, job: Job) -> None:
         """Remove the partial notebooks of a run found done (a killed attempt's, or one whose run another process

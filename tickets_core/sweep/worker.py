@@ -182,4 +182,6 @@ def init_worker(slots, threads: int | None, parent: int | None = None) -> None:
             os.environ.setdefault(var, str(threads))
     if parent is not None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if hasattr(signal, "pthread_sigmask"):  # started with SIGINT blocked (execute.sigint_blocked): ignored now
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         threading.Thread(target=watch_parent, args=(parent,), name="watch-sweep", daemon=True).start()
