@@ -29,7 +29,6 @@ Reliability:
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import fnmatch
 import multiprocessing as mp
 import os
@@ -47,7 +46,8 @@ from ..runs.paths import RunPaths
 from ..runs.status import mark_interrupted, read_status, repair_status, run_progress, run_state, whole
 from .planner import Job, Plan
 from .yamlfile import SweepError
-from .worker import ensure_importable, execute_job, kill_tree, one_line_error, signal_kernels
+from .worker import ensure_importable, execute_job, kill_tree, one_line_error, signal_kernels, sigint_blocked
+from .worker import tidy_partials
 from .worker import init_worker as _init_worker
 
 __all__ = ["Engine", "Outcome", "run_plan", "execute_job", "report", "select", "describe_plan", "process_engine",
@@ -59,21 +59,6 @@ GRACE_S = 30.0
 #: A notebook stopped by its job's walltime (a checkpoint written) is handed out again at most this many times,
 #: after this many seconds (the stopping worker is gone by then).
 MAX_REQUEUES, REQUEUE_DELAY_S = 100, 10.0
-
-
-@contextlib.contextmanager
-def sigint_blocked():
-    """SIGINT blocked in this thread inside the block (a Ctrl-C then arrives when it ends).  Worker processes
-    started inside inherit the block, so a Ctrl-C while one starts (before its initializer ignores SIGINT) is
-    not a traceback in it and a broken pool here."""
-    if not hasattr(signal, "pthread_sigmask"):
-        yield
-        return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 # ---------------------------------------------------------------------------
@@ -311,7 +296,7 @@ class _Run:
         for job in list(self.pending):
             if job.name in self.already:
                 self.pending.remove(job)
-                self.tidy(job)
+                tidy_partials(job, self.what)
                 self.finish(Outcome(job, "done"))
                 continue
             deps = [d for d in job.deps if d in self.names]
@@ -339,21 +324,6 @@ class _Run:
                 continue
             with sigint_blocked():  # a worker process started now inherits it until its initializer ignores it
                 self.running[self.engine.executor.submit(self.runner, job)] = job
-
-    def tidy(self, job: Job) -> None:
-        """Remove the partial notebooks of a run found done (a killed attempt's, or one whose run another process
-        finished), when nobody runs its notebook (its sweep.lock is free)."""
-        if not job.is_run or not any(job.output.parent.glob(f".{job.output.stem}.*.partial{job.output.suffix}")):
-            return
-        lock = locks.Lock(RunPaths(job.run_dir).sweep_lock(), self.what)
-        try:
-            lock.acquire(wait=False)
-        except (locks.LockHeld, OSError):
-            return
-        try:
-            remove_partials(job.output)
-        finally:
-            lock.release()
 
     def claim(self, job: Job) -> bool:
         """Hold the run folder's sweep.lock for this job (True), or note who holds it (False; tried again

@@ -11,6 +11,7 @@ nothing of a killed sweep keeps writing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -185,3 +186,34 @@ def init_worker(slots, threads: int | None, parent: int | None = None) -> None:
         if hasattr(signal, "pthread_sigmask"):  # started with SIGINT blocked (execute.sigint_blocked): ignored now
             signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         threading.Thread(target=watch_parent, args=(parent,), name="watch-sweep", daemon=True).start()
+
+
+@contextlib.contextmanager
+def sigint_blocked():
+    """SIGINT blocked in this thread inside the block (a Ctrl-C then arrives when it ends).  Worker processes
+    started inside inherit the block, so a Ctrl-C while one starts (before its initializer ignores SIGINT) is
+    not a traceback in it and a broken pool here."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def tidy_partials(job: Job, what: str) -> None:
+    """Remove the partial notebooks of a run found done (a killed attempt's, or one whose run another process
+    finished), when nobody runs its notebook (its sweep.lock is free)."""
+    if not job.is_run or not any(job.output.parent.glob(f".{job.output.stem}.*.partial{job.output.suffix}")):
+        return
+    lock = locks.Lock(RunPaths(job.run_dir).sweep_lock(), what)
+    try:
+        lock.acquire(wait=False)
+    except (locks.LockHeld, OSError):
+        return
+    try:
+        remove_partials(job.output)
+    finally:
+        lock.release()
