@@ -65,6 +65,10 @@ class WalltimeReached(SystemExit):
         where = f"checkpoint {self.path} written" if self.path else "no fine-tuning was running"
         return f"stopped by the walltime signal ({where}); the same command resumes it"
 
+    def _render_traceback_(self) -> list[str]:
+        """IPython (notebooks, papermill) shows it as its one line, not as a traceback."""
+        return [f"{type(self).__name__}: {self}"]
+
 
 def request_stop(*_args) -> None:
     """Ask the running fine-tuning to checkpoint and stop (the walltime signal's handler)."""
