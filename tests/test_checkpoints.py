@@ -176,3 +176,29 @@ def test_a_corrupt_checkpoint_is_ignored_with_one_line_and_the_level_restarts(da
     err = [line for line in capsys.readouterr().err.splitlines() if "checkpoint" in line]
     assert len(err) == 1 and err[0].startswith(f"warning: ignoring checkpoint {paths.checkpoint(level)}: "), err
     assert_same_run(paths.root, ref, levels=[0, 1])
+
+
+def test_an_mlm_run_with_prefetched_batches_resumes_bit_identical(tiny_config_factory, tmp_path, monkeypatch):
+    """MLM masking draws from its own generator while batches are collated ahead (prefetch): the checkpoint keeps
+    the generator's state after the step it was taken at, not after the batches already prefetched."""
+    from tickets_core.tasks.fixtures import write_text
+    from tickets_core.training import fastpath
+
+    flat = dict(task="mlm", data_dir=str(write_text(tmp_path / "txt", n_train=40, n_valid=8)), max_seq_length=24,
+                levels=1, max_steps=4, checkpoint_every=3, prefetch_batches=3, save_weights=True)
+    ref = driver.run(tiny_config_factory(tmp_path / "ref", **flat))
+    calls, stop_at = [0], {2, 6}  # step 2 of level 0, then (resumed: steps 3-4) step 2 of level 1: off the cadence
+    call = fastpath.Steps.__call__
+
+    def steps_call(self, *a, **k):
+        calls[0] += 1
+        if calls[0] in stop_at:
+            ckpt.request_stop()
+        return call(self, *a, **k)
+
+    monkeypatch.setattr(fastpath.Steps, "__call__", steps_call)
+    for _ in stop_at:
+        with pytest.raises(ckpt.WalltimeReached):
+            driver.run(tiny_config_factory(tmp_path / "runs", **flat))
+    run = driver.run(tiny_config_factory(tmp_path / "runs", **flat))
+    assert_same_run(run, ref, levels=[0, 1])

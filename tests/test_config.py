@@ -72,8 +72,9 @@ def test_fields_that_do_not_change_results_do_not_change_the_hash():
         "preset", "max_cpu_hours", "report_to",
         # a dense level copied from the run that trained it (tickets_core/lottery/reuse.py): the same fine-tuning
         "dense_level_from", "save_dense_weights",
-        # checkpoints inside a level: a resumed level is bit-identical to an uninterrupted one (test_checkpoints.py)
+        # checkpoints inside a level: a resumed run ends bit-identical (tests/test_checkpoints.py)
         "checkpoint_every", "checkpoint_minutes"}
+    assert resolve(RunConfig.from_flat(checkpoint_every=5, checkpoint_minutes=None)).run_name() == base.run_name()
 
 
 def test_where_files_lie_never_names_a_run(tmp_path, movie_csv_dir):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import signal
 import threading
 import time
@@ -95,7 +96,10 @@ def test_the_documented_slurm_cluster_writes_the_right_job_script():
                       "#SBATCH -n 1"):
         assert directive in lines, script
     assert re.search(r"^#SBATCH --mem=\d+G$", script, re.M)
+    for directive in ("#SBATCH --signal=B:USR1@600", "#SBATCH --requeue"):  # the walltime guard (test_walltime.py)
+        assert directive in lines, script
     worker = next(ln for ln in lines if "distributed.cli.dask_worker" in ln)
+    assert worker.startswith(f"exec {sys.executable} -m tickets_core.sweep.walltime -- {sys.executable} -m ")
     assert "--resources GPU=1" in worker and "--nthreads 8" in worker
     assert gpu_resources(cluster_arguments(ROOT / "sweeps" / "slurm.yaml")) == {"GPU": 1}
 

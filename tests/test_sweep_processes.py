@@ -193,3 +193,16 @@ def assert_same_as_one_process(plan, ref_root: Path) -> None:
         assert all(torch.equal(ours[k][n], ref[k][n]) for k in ref for n in ref[k]), job.label
         cols = ["level", "sparsity", "score"]
         assert load_runs(job.run_dir)[cols].equals(load_runs(ref_root / job.name)[cols]), job.label
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("after_s", [0.8, 2.5, 5.0, 8.0])
+def test_ctrl_c_in_the_first_seconds_of_a_sweep_is_no_traceback(after_s, make_sweep):
+    """Before the handler was installed, or while a worker process started, Ctrl-C printed 34-43 lines of
+    traceback (and a broken process pool); now the sweep stops the same way at any time."""
+    proc, log = start(make_sweep())
+    time.sleep(after_s)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    assert proc.wait(timeout=120) == 130, text(log)
+    out = text(log)
+    assert "Traceback" not in out and "BrokenProcessPool" not in out, out

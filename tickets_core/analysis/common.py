@@ -39,12 +39,15 @@ def scores(df: pd.DataFrame, metric: str) -> pd.DataFrame:
 def over_seeds(rows: pd.DataFrame, by: list[str], metric: str, ddof: int = 1) -> pd.DataFrame:
     """``sparsity``, ``mean``, ``std`` (0 for one seed) and ``n_seeds`` of ``metric`` per group ``by``.
 
-    Rows of the same seed (the same level computed by two runs that differ
-    only in which source levels they read) are averaged first, so each seed
-    counts once and the spread is the spread over seeds.
+    Rows of the same seed and source run (the same level computed by two
+    runs that differ only in which source levels they read) are averaged
+    first, so each such experiment counts once and the spread is the spread
+    over seeds; transfers with the same seed from different source runs (the
+    sources' seeds) are different experiments and count apart.
     """
-    per_seed = rows.groupby(by + ["seed"], sort=True, dropna=False).agg(sparsity=("sparsity", "mean"),
-                                                                        value=(metric, "mean")).reset_index()
+    key = by + ["seed"] + (["source_run"] if "source_run" in rows.columns and "source_run" not in by else [])
+    per_seed = rows.groupby(key, sort=True, dropna=False).agg(sparsity=("sparsity", "mean"),
+                                                              value=(metric, "mean")).reset_index()
     out = per_seed.groupby(by, sort=True, dropna=False).agg(sparsity=("sparsity", "mean"), mean=("value", "mean"),
                                                             std=("value", lambda v: v.std(ddof=ddof)),
                                                             n_seeds=("seed", "size"))

@@ -30,6 +30,7 @@ from .. import analysis
 from . import results
 from ..core.errors import run_cli
 from ..core.kinds import KINDS
+from ..runs.walk import RunFolders
 
 
 def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
@@ -129,7 +130,11 @@ def transfer_section(df: pd.DataFrame, n_std: float, level: int | str | None) ->
 
 
 def report(root: str, n_std: float = 1.0, level: int | str | None = None) -> str:
-    df = results.load_runs(root)
+    """The report's tables of the runs under ``root``; a run that cannot be read is left out with one line on
+    stderr."""
+    runs = RunFolders(root)
+    runs.drop_unreadable(lambda line: print(line, file=sys.stderr, flush=True))
+    df = results.load_runs(runs)
     if len(df) == 0:
         raise analysis.AnalysisError(f"no runs under {root}")
     return report_of(df, n_std, level)

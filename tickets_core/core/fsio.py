@@ -36,6 +36,11 @@ def _umask() -> int:
     return mask
 
 
+def current_umask() -> int:
+    """The process's umask (what ``0o666`` / ``0o777`` lose for new files and folders)."""
+    return _umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
     path = Path(path)

@@ -62,3 +62,8 @@ def dense_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
         if p.hashed and name not in NOT_A_SETTING and dense_relevant(name, settings):
             out[name] = settings.get(name, p.default)
     return out
+
+
+#: Exit status of a process stopped by a walltime signal after writing its checkpoint (EX_TEMPFAIL): the walltime
+#: guard (tickets_core.sweep.walltime) exits with it and requeues its SLURM job.
+REQUEUE_STATUS = 75

@@ -27,6 +27,9 @@ Every defect is one line (exit status 2) and nothing is written.
 from __future__ import annotations
 
 import argparse
+import pickle
+import types
+import warnings
 from pathlib import Path
 
 import torch
@@ -45,7 +48,14 @@ def _read(path: Path) -> dict:
     if not path.is_file():
         raise MaskFileError(f"mask file {path} does not exist")
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's UserWarnings (e.g. on pickle protocol 4) would add lines
+            warnings.simplefilter("ignore")
+            try:
+                obj = torch.load(str(path), map_location="cpu", weights_only=True)
+            except Exception as e:  # noqa: BLE001 - protocol 4 (pickle_protocol=4): opcodes torch's reader lacks
+                if "Unsupported operand" not in str(e):
+                    raise
+                obj = torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=_restricted)
     except Exception as e:  # the restricted unpickler fails on garbage in many ways; each is one line here
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         why = next((ln for ln in lines if "unsupported" in ln.lower()),
@@ -60,6 +70,23 @@ def _read(path: Path) -> dict:
         raise MaskFileError(f"{path}: entry {bad!r} is a {type(obj[bad]).__name__}, not a tensor: "
                             "not a dict of mask tensors")
     return obj
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    """Python's unpickler (every protocol) that builds only what a dict of tensors needs: any other global is
+    refused, so a file that would run code is never executed (the weights_only idea, for protocol 4 files)."""
+
+    ALLOWED = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"),
+               ("collections", "OrderedDict"), ("torch", "Size")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"Unsupported global: {module}.{name} (only tensors are read)")
+        return super().find_class(module, name)
+
+
+_restricted = types.SimpleNamespace(Unpickler=_RestrictedUnpickler, __name__="restricted_pickle",
+                                    load=lambda f, **kw: _RestrictedUnpickler(f, **kw).load())
 
 
 def reference_name(key: str, prefix: str) -> str | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..core.config import RunConfig
-from ..core.errors import ConfigError, first_line
+from ..core.errors import ConfigError, RunStoreError, first_line
 from .experiment import Experiment, Level, finished_level_mask
 from ..core.fsio import read_json
 from .identity import resolve
@@ -22,7 +22,7 @@ from .levels import LEVEL_FUNCTIONS
 from ..core.locks import Lock, describe, say
 from ..pruning.masks import Mask
 from ..runs.plan import find_source, level_numbers, source_candidates
-from ..runs.paths import RunPaths
+from ..runs.paths import RunPaths, whole_safetensors
 from ..runs.store import Run
 from ..tasks import get_task
 from ..training.checkpoint import WalltimeReached, clear_request, install_walltime_handler, stop_requested
@@ -54,15 +54,17 @@ def run(cfg: RunConfig) -> Path:
     install_walltime_handler()  # SIGUSR1 (SLURM's --signal): checkpoint at the end of the step, then stop
     # Only one process writes a run folder at a time: another one waits here, saying for whom.
     root = Run.check(cfg).root
-    announce(exp, kind, [item.level for item in plan if not RunPaths(root).metrics(item.level).is_file()])
+    done = RunPaths(root).levels(verify=True)
+    announce(exp, kind, [item.level for item in plan if item.level not in done])
     with Lock(RunPaths(root).run_lock(), "writing the run").acquire(
             on_wait=lambda h: say(f"{root.name}: waiting for {describe(h)}, which is writing it")) as lock:
         if lock.previous:
             say(f"{root.name}: taking over from {describe(lock.previous)}, which stopped without releasing it")
         run_ = exp.run = Run.open(cfg, levels_planned=len(plan))
         try:
-            todo = [item for item in plan if not run_.level_done(item.level)]
-            finished = [item.level for item in plan if run_.level_done(item.level)]
+            redo = levels_to_run(exp, kind, [item.level for item in plan])
+            todo = [item for item in plan if item.level in redo]
+            finished = [item.level for item in plan if item.level not in redo]
             if todo and finished and (note := exp.plan_change(finished)):
                 say(note)  # a resumed run whose fast path (or torch) changed says so in one line
             with tqdm(total=len(plan), initial=len(plan) - len(todo), desc=cfg.run_name(),
@@ -89,6 +91,28 @@ def run(cfg: RunConfig) -> Path:
                 pass
             raise
     return run_.root
+
+
+def levels_to_run(exp: Experiment, kind: RunKind, planned: list[int]) -> set[int]:
+    """The planned levels that are not done (:meth:`RunPaths.levels`: deleted or damaged ones included) and, for
+    a kind whose levels leave the next one what it starts from (imp, standard), the level before one of them
+    whose inputs (its mask, carry file, theta_i) are missing or damaged: it is run again to write them."""
+    paths, done = exp.paths, set(exp.paths.levels(verify=True))
+    todo = {k for k in planned if k not in done}
+    if not kind.leaves:
+        return todo
+    cfg = exp.cfg
+    carry = kind.name == "standard" or not cfg.prune.reset_head
+    for k in sorted(todo, reverse=True):
+        while k > 0 and k - 1 in planned:
+            if all(whole_safetensors(p) for p in [paths.mask(k)] + ([paths.carry(k)] if carry else [])):
+                break
+            todo.add(k - 1)
+            k -= 1
+    if kind.name == "imp" and cfg.prune.rewind_step > 0 and any(k > 0 for k in todo) and 0 in planned \
+            and not whole_safetensors(paths.rewind()):
+        todo.add(0)  # theta_i is captured during level 0
+    return todo
 
 
 def announce(exp: Experiment, kind: RunKind, todo: list[int]) -> None:
@@ -158,6 +182,10 @@ def source_levels(cfg: RunConfig) -> list[Level]:
         raise ConfigError(f"source run {src} has no finished level", param="source_levels")
     out = []
     for k in levels:
+        if k not in done and paths.metrics(k).is_file():  # finished once, but damaged since
+            finished_level_mask(paths, k)  # a pruned level's missing mask: that one line
+            raise RunStoreError(f"{paths.level_dir(k)} is damaged (its metrics.json unreadable or its mask cut "
+                                f"short): run the source run {src.name} again (the same command) to redo it")
         if k not in done:
             raise ConfigError(f"source run {src} has no finished level {k}", param="source_levels")
         mask = finished_level_mask(paths, k)  # None: a dense source level; fitted to this run's model in run()

@@ -85,6 +85,7 @@ class Experiment:
         self.cfg, self.task = cfg, task
         self.run: Run | None = None
         self.model = models.build_model(cfg.model, task.head, task.num_labels, seed=cfg.seed)
+        models.check_seq_length(self.model, cfg.data.max_seq_length, cfg.model.name_or_path)
         base_ids = {id(t) for t in base_model(self.model).state_dict(keep_vars=True).values()}
         live = self.model.state_dict(keep_vars=True)
         self.base_keys = [k for k, t in live.items() if id(t) in base_ids]
@@ -302,7 +303,11 @@ class Experiment:
 
     def leave_next(self, level: int, mask: Mask, carry: list[str] | None = None) -> None:
         """Write what level ``level + 1`` starts from: its mask, pruned from the trained weights, and
-        (``carry``) the trained tensors it keeps.  Called before level ``level`` is marked done."""
+        (``carry``) the trained tensors it keeps.  Called before level ``level`` is marked done; nothing is written
+        when level ``level + 1`` is done already (a level run again to repair a deleted one keeps what a finished
+        level trained with)."""
+        if (level + 1) in self.paths.levels(verify=True):
+            return
         self.prune_trained(mask, level + 1).save(self.paths.mask(level + 1))
         if carry:
             self.save_state(self.paths.carry(level + 1), self.snapshot(carry), level + 1)

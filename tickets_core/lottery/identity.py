@@ -3,7 +3,8 @@
 :func:`resolve` is the second and last check of a config (the dataclasses
 check types and ranges when they are built): the task and the pruning
 strategy must be registered (the config checked the strategy when it was built), the MLM head warm-up is for MLM tasks only,
-the data must exist, and a mask file must be one.  It fills in ``data.fingerprint`` (the data files' content hash, a
+the data must exist, and a mask file must be one.  It fills in ``model.fingerprint`` (a local model folder's content hash),
+``data.fingerprint`` (the data files' content hash, a
 package version or a hub id) and ``mask_fingerprint`` (the mask file's
 content hash), so :meth:`RunConfig.run_name` names the run by what it
 computes, never by where its files lie.  A config read back from a run
@@ -13,6 +14,7 @@ folder's ``config.json`` is already resolved.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from pathlib import Path
 
 from ..core.config import RunConfig
@@ -34,4 +36,21 @@ def resolve(cfg: RunConfig) -> RunConfig:
         if not path.is_file():
             raise ConfigError(f"mask file {path} does not exist", param="mask_path")
         mask_fp = "sha256:" + content_hash(path)[:32]
-    return dataclasses.replace(cfg, data=data, mask_fingerprint=mask_fp)
+    return dataclasses.replace(cfg, data=data, mask_fingerprint=mask_fp, model=_model_identified(cfg))
+
+
+def _model_identified(cfg: RunConfig):
+    """``cfg.model`` with ``fingerprint`` set when it names a local folder: the SHA-256 of its files' names and
+    contents (two copies of one checkpoint share a run name; an edited ``config.json`` gets a new one)."""
+    model = cfg.model
+    name = model.name_or_path
+    if model.fingerprint is not None or name == "minilm" or name.startswith("tiny-"):  # the aliases of models/build
+        return model
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        return model  # a hub id
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.name}:{content_hash(p)};".encode())
+    return dataclasses.replace(model, fingerprint="sha256:" + h.hexdigest()[:32])

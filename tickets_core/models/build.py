@@ -56,6 +56,48 @@ def resolve_name(name: str) -> str:
     return name
 
 
+#: Seconds the hub probe waits for a connection (an unreachable hub then fails at once instead of retrying ~25 s).
+HUB_PROBE_S = 3.0
+_HUB: dict[str, bool] = {}
+
+
+def hub_reachable() -> bool:
+    """Whether the Hugging Face hub answers a TCP connection within :data:`HUB_PROBE_S` (asked once per process;
+    True without asking under a proxy, where only the proxy could say; False in offline mode)."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if _offline():
+        return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    key = url.netloc
+    if key not in _HUB:
+        try:
+            with socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
+                                          timeout=HUB_PROBE_S):
+                _HUB[key] = True
+        except OSError:
+            _HUB[key] = False
+    return _HUB[key]
+
+
+def _offline() -> bool:
+    import os
+
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
+
+
+def _hub_kwargs(name: str) -> dict:
+    """``from_pretrained`` arguments for ``name``: only the local cache when it is a hub id and the hub is
+    unreachable (a one-line error within seconds instead of ~25 s of retries)."""
+    if Path(name).expanduser().is_dir() or hub_reachable():
+        return {}
+    return {"local_files_only": True}
+
+
 @contextlib.contextmanager
 def _named(name: str, param: str):
     """Turn a failed ``from_pretrained(name)`` into one line saying what ``name`` is not."""
@@ -68,8 +110,9 @@ def _named(name: str, param: str):
         aliases = (*OFFLINE_ALIASES, *_TINY)
         close = difflib.get_close_matches(name, aliases, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
+        why = "" if _offline() or hub_reachable() else "; the hub is unreachable from here (set HF_HUB_OFFLINE=1 to say so)"
         raise ConfigError(f"{param} {name!r} is neither an alias ({', '.join(aliases)}), nor a folder, nor "
-                          f"reachable on the Hugging Face hub ({one_line(e)}){hint}", param=param) from None
+                          f"reachable on the Hugging Face hub ({one_line(e)}){hint}{why}", param=param) from None
 
 
 def load_tokenizer(cfg: ModelConfig):
@@ -79,7 +122,7 @@ def load_tokenizer(cfg: ModelConfig):
     if name in _TINY:
         name = "minilm"
     with _quiet(), _named(name, "tokenizer" if cfg.tokenizer else "model"):
-        return AutoTokenizer.from_pretrained(resolve_name(name))
+        return AutoTokenizer.from_pretrained(resolve_name(name), **_hub_kwargs(resolve_name(name)))
 
 
 def load_config(cfg: ModelConfig):
@@ -90,10 +133,15 @@ def load_config(cfg: ModelConfig):
         config = CONFIG_MAPPING[family](vocab_size=30522, **kw)
     else:
         with _quiet(), _named(cfg.name_or_path, "model"):
-            config = AutoConfig.from_pretrained(resolve_name(cfg.name_or_path))
+            config = AutoConfig.from_pretrained(resolve_name(cfg.name_or_path), **_hub_kwargs(resolve_name(cfg.name_or_path)))
     for k, v in cfg.config_overrides.items():
         if not hasattr(config, k):
-            raise ConfigError(f"model config of {cfg.name_or_path!r} has no field {k!r}")
+            raise ConfigError(f"model config of {cfg.name_or_path!r} has no field {k!r}", param="config_overrides")
+        now = getattr(config, k)
+        if isinstance(now, int) and not isinstance(now, bool) and now >= 1 and (
+                not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise ConfigError(f"config_overrides: {k} must be a whole number >= 1 (the model's is {now}), got {v!r}",
+                              param="config_overrides")
         setattr(config, k, v)
     return config
 
@@ -119,8 +167,29 @@ def build_model(cfg: ModelConfig, head: str, num_labels: int = 2, seed: int = 0)
             model = auto.from_config(config)
         else:
             with _named(cfg.name_or_path, "model"):
-                model = auto.from_pretrained(resolve_name(cfg.name_or_path), config=config)
+                name = resolve_name(cfg.name_or_path)
+                model = auto.from_pretrained(name, config=config, **_hub_kwargs(name))
     return model
+
+
+def max_positions(model) -> int | None:
+    """The longest input ``model`` embeds positions for (None: no limit known); RoBERTa-style models offset their
+    positions by ``pad_token_id + 1``."""
+    config = getattr(model, "config", None)
+    n = getattr(config, "max_position_embeddings", None)
+    if not isinstance(n, int) or getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return None
+    if getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert", "longformer"):
+        n -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return n
+
+
+def check_seq_length(model, max_seq_length: int, name: str) -> None:
+    """A one-line error when ``max_seq_length`` exceeds the positions ``model`` embeds (checked before training)."""
+    n = max_positions(model)
+    if n is not None and max_seq_length > n:
+        raise ConfigError(f"max_seq_length must be <= {n}, the positions {name!r} embeds, got {max_seq_length}",
+                          param="max_seq_length")
 
 
 def check_vocab(model, tokenizer) -> None:

@@ -17,6 +17,8 @@ later one; a level's carry file is removed once the level is done.
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 class RunPaths:
@@ -73,13 +75,46 @@ class RunPaths:
         """The level's trained weights (whole model), written with ``save_weights``."""
         return self.level_dir(level) / "weights.safetensors"
 
-    def levels(self) -> list[int]:
-        """Levels with a finished ``metrics.json``, ascending."""
+    def levels(self, verify: bool = False) -> list[int]:
+        """Levels with a finished ``metrics.json``, ascending.  ``verify``: only those whose files are whole
+        (:func:`finished`: a readable ``metrics.json`` and, for a pruned level, a whole mask file, checked
+        cheaply), what a rerun skips; a damaged level is then not done, and the rerun redoes it."""
         out = []
         for d in self.root.glob("level_*"):
-            if d.is_dir() and d.name[6:].isdigit() and (d / "metrics.json").is_file():
+            if d.is_dir() and d.name[6:].isdigit() and (finished(d) if verify else (d / "metrics.json").is_file()):
                 out.append(int(d.name[6:]))
         return sorted(out)
+
+
+def finished(level_dir: Path) -> bool:
+    """A level folder whose ``metrics.json`` is a readable JSON object and whose mask (when it was pruned) is
+    whole."""
+    try:
+        metrics = json.loads((level_dir / "metrics.json").read_bytes())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(metrics, dict):
+        return False
+    sparsity = metrics.get("sparsity")
+    return not (isinstance(sparsity, (int, float)) and sparsity > 0) or whole_safetensors(level_dir / "mask.safetensors")
+
+
+def whole_safetensors(path: Path) -> bool:
+    """``path`` is a safetensors file whose header parses and whose size is what the header says (a cheap check:
+    the data are not read)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if len(head) != 8:
+                return False
+            n = struct.unpack("<Q", head)[0]
+            if n > 100_000_000:
+                return False
+            header = json.loads(fh.read(n))
+        end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+        return path.stat().st_size == 8 + n + end
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return False
 
 
 def is_run_dir(path: str | Path) -> bool:

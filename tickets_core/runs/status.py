@@ -37,6 +37,12 @@ def read_status(run_dir: str | Path | None) -> dict | None:
     status = stored_status(paths)
     if status is not None and status.get("state") == "running" and locks.holder(paths.run_lock()) is None:
         status.update(state="interrupted", error=status.get("error") or "its process ended without a word (killed?)")
+    planned = status.get("levels_planned") if status is not None else None
+    if status is not None and status.get("state") == "done" and isinstance(planned, int) \
+            and len(status["levels_done"]) < planned:
+        status.update(state="interrupted", error=f"only {len(status['levels_done'])} of its {planned} levels are "
+                                                 "whole on disk (a level folder deleted or damaged?); a rerun redoes "
+                                                 "the others")
     return status
 
 
@@ -52,6 +58,16 @@ def stored_status(paths: RunPaths) -> dict | None:
         return rebuild_status(paths, str(e))
     status["levels_done"] = paths.levels()
     return status
+
+
+def whole(run_dir: str | Path | None) -> bool:
+    """The run is done and every planned level's files are whole (:meth:`RunPaths.levels` with ``verify``):
+    what a sweep may skip.  A finished level deleted or damaged since makes it not whole; a rerun redoes it."""
+    status = read_status(run_dir)
+    if not status or status.get("state") != "done":
+        return False
+    planned = status.get("levels_planned")
+    return not isinstance(planned, int) or len(RunPaths(run_dir).levels(verify=True)) >= planned
 
 
 def run_state(run_dir: str | Path | None) -> str | None:

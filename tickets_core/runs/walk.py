@@ -52,6 +52,20 @@ class RunFolders:
         out._status = {name: {"state": "done"} for name in runs}
         return out
 
+    def drop_unreadable(self, say) -> list[str]:
+        """Leave out the runs whose config or level metrics cannot be read, saying one line each (``say``); their
+        names.  For readers that report on what is readable (``report``) instead of failing on one bad run."""
+        dropped = []
+        for name in list(self.dirs):
+            try:
+                self.config(name)
+                self.levels(name)
+            except RunStoreError as e:
+                say(f"skipping run {name}: {e}")
+                del self.dirs[name]
+                dropped.append(name)
+        return dropped
+
     def paths(self, name: str) -> RunPaths:
         return RunPaths(self.dirs[name])
 

@@ -107,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.executor == "slurm" and not args.cluster:
         ap.error("--executor slurm needs --cluster FILE (e.g. sweeps/slurm.yaml)")
     stopper = Stopper()
+    with stopper.installed():  # from the start: a Ctrl-C while planning or starting workers is one line too
+        return _run(args, ap, argv, stopper)
+
+
+def _run(args, ap: argparse.ArgumentParser, argv: list[str] | None, stopper: Stopper) -> int:
     try:
         path = args.file
         if args.miniature:
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     print(f"sweep {args.file}: {len(jobs)} notebooks on {engine.where}; runs in {plan.output_root}", flush=True)
-    with stopper.installed(), engine:
+    with engine:
         outcomes = execute.run_plan(jobs, engine, runner=execute.execute_job, stop=stopper.event,
                                     what=f"sweep {args.file}")
     text, status = execute.report(outcomes)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -38,11 +39,14 @@ import yaml
 
 from ..core import locks
 from ..core.errors import one_line
+from ..core.fsio import read_text
 from ..runs.paths import RunPaths
 from .execute import Engine
 from .worker import kernels, signal_pid
 from .yamlfile import SweepError
 
+#: Seconds to reach a Dask scheduler before the one-line error (a reachable one answers in well under a second).
+SCHEDULER_TIMEOUT_S = 8
 #: dask-jobqueue's SLURMCluster arguments a cluster file may not set (the sweep sets them).
 _SET_BY_SWEEP = ("n_workers",)
 
@@ -81,7 +85,7 @@ def dask_engine(address: Any, *, resources: dict | None = None, where: str | Non
     """
     Client = _require_dask()
     try:
-        client = Client(address, timeout="60s")
+        client = Client(address, timeout=f"{SCHEDULER_TIMEOUT_S}s")
     except (OSError, TimeoutError) as e:
         raise SweepError(f"cannot reach the Dask scheduler {address}: {one_line(e)}") from None
     executor = client.get_executor(pure=False, **({"resources": resources} if resources else {}))
@@ -122,7 +126,7 @@ def cluster_arguments(path: str | Path) -> dict:
     """The SLURMCluster arguments in the YAML file ``path`` (one-line errors naming the file)."""
     path = Path(path)
     try:
-        args = yaml.safe_load(path.read_text())
+        args = yaml.safe_load(read_text(path, error=SweepError))
     except OSError as e:
         raise SweepError(f"{path}: cannot read cluster file ({e.strerror})") from None
     except yaml.YAMLError as e:
@@ -132,6 +136,25 @@ def cluster_arguments(path: str | Path) -> dict:
     for key in _SET_BY_SWEEP:
         if key in args:
             raise SweepError(f"{path}: {key!r} is set by the sweep (--jobs); remove it here")
+    return walltime_guarded(args, path)
+
+
+def walltime_guarded(args: dict, path: str | Path = "the cluster file") -> dict:
+    """``args`` with its ``walltime_signal`` key (seconds before the job's time limit; None: off) turned into
+    SLURMCluster arguments: ``#SBATCH --signal=B:USR1@N`` and ``--requeue``, and the worker started under the
+    walltime guard (:mod:`.walltime`, ``exec``: the guard is the batch shell SLURM signals), which has the
+    running notebooks checkpoint, then requeues the job."""
+    args = dict(args)
+    seconds = args.pop("walltime_signal", None)
+    if seconds is None:
+        return args
+    if isinstance(seconds, bool) or not isinstance(seconds, int) or seconds < 1:
+        raise SweepError(f"{path}: walltime_signal must be a whole number of seconds >= 1 (or null), "
+                         f"got {seconds!r}")
+    python = args.get("python") or sys.executable
+    args["job_extra_directives"] = [*(args.get("job_extra_directives") or []), f"--signal=B:USR1@{seconds}",
+                                    "--requeue"]
+    args["python"] = f"exec {python} -m tickets_core.sweep.walltime -- {python}"
     return args
 
 

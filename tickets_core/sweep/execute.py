@@ -21,6 +21,9 @@ Reliability:
   to release its writer lock, kills the kernel and exits.  A kernel whose
   worker died exits by itself (ipykernel's parent poller).
 * The executed notebook is written under a temporary name and renamed.
+* A notebook whose run stopped at its SLURM job's walltime signal, after
+  writing a checkpoint (:mod:`.walltime`), is handed out again (at most
+  :data:`MAX_REQUEUES` times) and resumes from the checkpoint.
 """
 
 from __future__ import annotations
@@ -40,10 +43,11 @@ from typing import Callable
 from ..core import locks
 from ..core.fsio import remove_partials
 from ..runs.paths import RunPaths
-from ..runs.status import mark_interrupted, read_status, repair_status, run_progress, run_state
+from ..runs.status import mark_interrupted, read_status, repair_status, run_progress, run_state, whole
 from .planner import Job, Plan
 from .yamlfile import SweepError
-from .worker import ensure_importable, execute_job, kill_tree, one_line_error, signal_kernels
+from .worker import ensure_importable, execute_job, kill_tree, one_line_error, signal_kernels, sigint_blocked
+from .worker import tidy_partials
 from .worker import init_worker as _init_worker
 
 __all__ = ["Engine", "Outcome", "run_plan", "execute_job", "report", "select", "describe_plan", "process_engine",
@@ -52,6 +56,9 @@ __all__ = ["Engine", "Outcome", "run_plan", "execute_job", "report", "select", "
 
 #: Seconds a stopping sweep gives running notebooks to end after their Ctrl-C, before killing them.
 GRACE_S = 30.0
+#: A notebook stopped by its job's walltime (a checkpoint written) is handed out again at most this many times,
+#: after this many seconds (the stopping worker is gone by then).
+MAX_REQUEUES, REQUEUE_DELAY_S = 100, 10.0
 
 
 # ---------------------------------------------------------------------------
@@ -233,6 +240,7 @@ class _Run:
         self.waiting: set[str] = set()     # jobs whose run another sweep holds
         self.said: set[str] = set()        # ... and for which we said so
         self.retry_at: dict[str, float] = {}  # when to try a held run's lock again
+        self.requeued: dict[str, int] = {}    # notebooks handed out again after a walltime checkpoint
         self.names = {j.name for j in jobs}
         # Finished before this sweep started: never executed (checked once per job).
         self.already = set()
@@ -241,7 +249,7 @@ class _Run:
             if status and status.get("rebuilt") and repair_status(j.run_dir):
                 say(f"   note  {j.label}  [{j.name}]: status.json was unreadable; rebuilt it from the level "
                     f"folders ({status['rebuilt']})")
-            if status and status.get("state") == "done":
+            if status and status.get("state") == "done" and whole(j.run_dir):  # its files checked (cheaply)
                 self.already.add(j.name)
         self.stopping_since: float | None = None
         self.last_interrupt = 0.0
@@ -288,6 +296,7 @@ class _Run:
         for job in list(self.pending):
             if job.name in self.already:
                 self.pending.remove(job)
+                tidy_partials(job, self.what)
                 self.finish(Outcome(job, "done"))
                 continue
             deps = [d for d in job.deps if d in self.names]
@@ -310,10 +319,11 @@ class _Run:
             if not self.claim(job):
                 continue
             self.pending.remove(job)
-            if job.is_run and run_state(job.run_dir) == "done":  # another sweep finished it meanwhile
+            if job.is_run and whole(job.run_dir):  # another sweep finished it meanwhile
                 self.finish(Outcome(job, "done"))
                 continue
-            self.running[self.engine.executor.submit(self.runner, job)] = job
+            with sigint_blocked():  # a worker process started now inherits it until its initializer ignores it
+                self.running[self.engine.executor.submit(self.runner, job)] = job
 
     def claim(self, job: Job) -> bool:
         """Hold the run folder's sweep.lock for this job (True), or note who holds it (False; tried again
@@ -348,6 +358,17 @@ class _Run:
             res = fut.result()
         except Exception as e:  # noqa: BLE001 - e.g. a worker process died
             res = {"ok": False, "error": one_line_error(e), "time_s": 0.0}
+        if res.get("requeue") and self.stopping_since is None and self.requeued.get(job.name, 0) < MAX_REQUEUES:
+            self.requeued[job.name] = self.requeued.get(job.name, 0) + 1  # its SLURM job stopped at the walltime
+            claim = self.claims.pop(job.name, None)
+            if claim is not None:
+                claim.release()
+            self.retry_at[job.name] = time.monotonic() + REQUEUE_DELAY_S  # let the stopping worker go first
+            self.pending.append(job)
+            self.waiting.add(job.name)
+            self.say(f"requeue  {job.label}  [{job.name}]: stopped at its job's walltime with a checkpoint; "
+                     "handed out again")
+            return
         if res["ok"]:
             status = "ok"
         elif res.get("interrupted") or self.stopping_since is not None:

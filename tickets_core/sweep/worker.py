@@ -11,6 +11,7 @@ nothing of a killed sweep keeps writing.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -20,7 +21,7 @@ import time
 from pathlib import Path
 
 from ..core import locks
-from ..core.fsio import atomic_write_text, partial_name, write_error
+from ..core.fsio import atomic_write_text, partial_name, remove_partials, write_error
 from ..runs.paths import RunPaths
 from ..runs.status import run_state
 from .planner import Job
@@ -52,7 +53,8 @@ def execute_job(job: Job, *, stream: bool = False) -> dict:
     """Run one job's notebook through papermill (in whatever process the executor chose).
 
     Never raises: returns ``{"ok": bool, "error": str | None, "time_s": float,
-    "interrupted": bool}`` (``interrupted``: the notebook stopped on a Ctrl-C).
+    "interrupted": bool, "requeue": bool}`` (``interrupted``: the notebook stopped on a Ctrl-C; ``requeue``: its
+    run wrote a checkpoint at a walltime signal and stopped, :mod:`.walltime`).
     ``stream``: show what the notebook prints on this process's stdout and stderr as it comes (``tickets-run``).
     """
     start = time.perf_counter()
@@ -80,7 +82,8 @@ def execute_job(job: Job, *, stream: bool = False) -> dict:
         return {"ok": True, "error": None, "time_s": time.perf_counter() - start, "interrupted": False}
     except Exception as e:  # noqa: BLE001 - reported, never raised across processes
         return {"ok": False, "error": one_line_error(e), "time_s": time.perf_counter() - start,
-                "interrupted": getattr(e, "ename", None) == "KeyboardInterrupt"}
+                "interrupted": getattr(e, "ename", None) == "KeyboardInterrupt",
+                "requeue": getattr(e, "ename", None) == "WalltimeReached"}  # checkpointed at a walltime signal
     finally:
         CURRENT.pop("run_dir", None)
 
@@ -99,6 +102,8 @@ def publish_notebook(tmp: Path, output: Path) -> None:
         pass
     finally:
         tmp.unlink(missing_ok=True)
+        if not ORPHANED.is_set():  # what an earlier, killed attempt left (this one holds the job's claim)
+            remove_partials(output)
 
 
 def kernels(root_pid: int) -> list:
@@ -178,4 +183,37 @@ def init_worker(slots, threads: int | None, parent: int | None = None) -> None:
             os.environ.setdefault(var, str(threads))
     if parent is not None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if hasattr(signal, "pthread_sigmask"):  # started with SIGINT blocked (execute.sigint_blocked): ignored now
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
         threading.Thread(target=watch_parent, args=(parent,), name="watch-sweep", daemon=True).start()
+
+
+@contextlib.contextmanager
+def sigint_blocked():
+    """SIGINT blocked in this thread inside the block (a Ctrl-C then arrives when it ends).  Worker processes
+    started inside inherit the block, so a Ctrl-C while one starts (before its initializer ignores SIGINT) is
+    not a traceback in it and a broken pool here."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def tidy_partials(job: Job, what: str) -> None:
+    """Remove the partial notebooks of a run found done (a killed attempt's, or one whose run another process
+    finished), when nobody runs its notebook (its sweep.lock is free)."""
+    if not job.is_run or not any(job.output.parent.glob(f".{job.output.stem}.*.partial{job.output.suffix}")):
+        return
+    lock = locks.Lock(RunPaths(job.run_dir).sweep_lock(), what)
+    try:
+        lock.acquire(wait=False)
+    except (locks.LockHeld, OSError):
+        return
+    try:
+        remove_partials(job.output)
+    finally:
+        lock.release()

@@ -9,6 +9,8 @@ import re
 
 import yaml
 
+from ..core.fsio import read_text
+
 
 class Loader(yaml.SafeLoader):
     """PyYAML's safe loader, reading numbers as YAML 1.2 does: ``3e-4`` is a float (YAML 1.1, PyYAML's default,
@@ -31,7 +33,7 @@ def load_yaml(path: str | Path) -> tuple[Any, dict[tuple, int]]:
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = read_text(path, error=SweepError)  # a byte that is not UTF-8: one line naming file and line
     except OSError as e:
         raise SweepError(f"{path}: cannot read sweep file ({e.strerror})") from None
     loader = Loader(text)

@@ -27,7 +27,7 @@ import numpy as np
 from ..core.config import DataConfig
 from ..core.errors import ConfigError
 from ..core.seeds import SPLIT_SEED
-from ..core.fsio import content_hash
+from ..core.fsio import content_hash, current_umask
 
 # Bump when the tokenized layout changes, so stale caches are not reused.
 CACHE_VERSION = 1
@@ -269,6 +269,7 @@ def _save_splits(path: Path, splits: dict[str, Any]) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp creates 0700 whatever the umask: a shared cache stays shared
     bars_were_on = not are_progress_bars_disabled()
     disable_progress_bars()
     try:

@@ -47,11 +47,9 @@ import numpy as np
 import torch
 
 from ..core.fsio import atomic_write_bytes
+from ..core.settings import REQUEUE_STATUS
 
 MAGIC = b"tickets-checkpoint-v1\n"
-#: Exit status of a process that stopped at a walltime signal after writing its checkpoint (EX_TEMPFAIL): the
-#: job script requeues the job on it.
-REQUEUE_STATUS = 75
 
 _requested = threading.Event()
 
@@ -66,6 +64,10 @@ class WalltimeReached(SystemExit):
     def __str__(self) -> str:
         where = f"checkpoint {self.path} written" if self.path else "no fine-tuning was running"
         return f"stopped by the walltime signal ({where}); the same command resumes it"
+
+    def _render_traceback_(self) -> list[str]:
+        """IPython (notebooks, papermill) shows it as its one line, not as a traceback."""
+        return [f"{type(self).__name__}: {self}"]
 
 
 def request_stop(*_args) -> None:

@@ -187,11 +187,15 @@ def fine_tune(model, data: TaskData, cfg: TrainConfig, *, seed: int = 0, bound_m
     if bound_mask is not None and multi:
         bound_mask.apply_()  # one exact pass (masked_fill) whatever the multi-tensor passes met
     bar.close()
+    mean_loss = loss_sum.item() / max(step, 1)
+    if not math.isfinite(mean_loss):
+        raise FloatingPointError(f"{desc or 'fine-tuning'}: the training loss is {mean_loss} (not finite) after "
+                                 f"{step} steps at learning_rate {cfg.learning_rate:g}; lower the learning rate")
     final = evaluate(model, data, cfg)
     if cfg.eval_every:
         history.append({"step": step, **final})
     return {
-        "train_loss": loss_sum.item() / max(step, 1),
+        "train_loss": mean_loss,
         "steps": step,
         "examples": examples,
         "time_s": time.perf_counter() - start,
