@@ -7,14 +7,16 @@ Two parts, one run:
    neurons, Michel et al.'s importance on ``importance_batches`` training batches; its level 0 is the same
    dense fine-tuning as the unstructured run's, trained again since an imp trunk cannot copy it) and random units (``random_prune`` of the structured
    trunk: random heads and neurons with the same per-layer counts).  Settings: the offline MiniLM
-   (all-MiniLM-L6-v2, 6 layers x 12 heads, FFN 1536; pooler dense), 256 training sentences of <= 64 tokens,
-   one epoch per level (8 steps of 32), lr 3e-4 with 10% warm-up, 256 validation examples, levels at 20% and
-   40% (of the heads and of the neurons; of the weights for unstructured IMP).  A small scale, sized to
+   (all-MiniLM-L6-v2, 6 layers x 12 heads, FFN 1536; pooler dense), 512 training sentences of <= 64 tokens,
+   one epoch per level (16 steps of 32), lr 3e-4 with 10% warm-up, 256 validation examples, one pruned level
+   at 40% (of the heads and of the neurons; of the weights for unstructured IMP).  A small scale, sized to
    finish in about 20 minutes on the shared 2-core CPU: scores are those of a briefly fine-tuned model.
 2. Inference, torch threads 2, batch 32, real lengths (the first 256 Rotten Tomatoes validation sentences in
    order, up to 128 tokens, each batch padded to its own longest row): the dense MiniLM, the unstructured
-   masked model (zeros in dense matrices) and the shrunk models of the structured trunk's levels
-   (:func:`tickets_core.interop.shrink.shrink`, exact FFN widths), timed alternately after a warm-up round;
+   masked model (zeros in dense matrices), the shrunk models of the structured trunk's levels
+   (:func:`tickets_core.interop.shrink.shrink`, exact FFN widths) and, for the speed curve only, shrunk
+   models of one-shot ``structured_magnitude`` masks of theta0 at 20%, 40% and 60% of the units (untrained:
+   speed depends on the shapes only), timed alternately after a warm-up round;
    examples/s, the ratio to dense, parameters, and the peak resident-memory growth of one pass.  Alternation
    is per batch: each batch is run by every variant (order rotated) before the next one.
 
@@ -41,7 +43,7 @@ def settings(quick: bool, tasks: list[str] | None = None):
     if quick:
         return ({**common, "max_train_samples": 64, "max_eval_samples": 64, "levels": 1}, ["rotten_tomatoes"], [0],
                 ROOT / "runs" / "structured_quick", 2)
-    return ({**common, "max_train_samples": 256, "max_eval_samples": 256, "levels": 2},
+    return ({**common, "max_train_samples": 512, "max_eval_samples": 256, "levels": 1, "rate": 0.4},
             tasks or ["rotten_tomatoes"], [0, 1], ROOT / "runs" / "structured", 7)
 
 
@@ -183,7 +185,23 @@ def check_equal(masks: dict) -> float:
     return worst
 
 
-def figure(table, speed: dict, path_name: str = "bench_structured"):
+def oneshot_mask(fraction: float):
+    """A ``structured_magnitude`` mask of the MiniLM's theta0 removing ``fraction`` of the heads and neurons."""
+    from tickets_core.core.config import ModelConfig
+    from tickets_core.models.build import build_model
+    from tickets_core.models.prunable import prunable_parameters
+    from tickets_core.pruning import units
+    from tickets_core.pruning.masks import Mask
+    from tickets_core.pruning.strategies import get_strategy
+
+    model = build_model(ModelConfig("minilm", include_pooler=False), "classification", 2, seed=0)
+    weights = {k: p.detach() for k, p in prunable_parameters(model, include_pooler=False).items()}
+    return get_strategy("structured_magnitude")(weights, Mask.ones_like(model, include_pooler=False), fraction,
+                                               layout=units.layout(model))
+
+
+def figure(table, speed: dict, oneshot_speeds: list[float] = (), path_name: str = "bench_structured"):
+    """Score vs inference speed-up per task; dashed lines: speed-ups of shrunk one-shot models (20/40/60% units)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -207,6 +225,8 @@ def figure(table, speed: dict, path_name: str = "bench_structured"):
                         lw=1)
             for x, y, s in zip(xs, r["score"], r["sparsity"]):
                 ax.annotate(f"{100 * s:.0f}%", (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
+        for x in oneshot_speeds:
+            ax.axvline(x, color="tab:blue", ls="--", lw=0.5, alpha=0.5)
         ax.set_xlabel("inference speed-up vs dense (CPU, 2 threads, batch 32)")
         ax.set_ylabel("accuracy (mean ± std over seeds)")
         ax.set_title(task, fontsize=8)
@@ -232,11 +252,13 @@ def run(quick: bool, tasks: list[str] | None = None) -> Result:
     for k in range(1, params["levels"] + 1):
         variants[f"unstructured {100 * Mask(un_masks[k]).sparsity:.0f}% (level {k})"] = (un_masks[k], False)
         variants[f"shrunk structured level {k}"] = (st_masks[k], True)
+    for frac in (0.2, 0.4, 0.6):
+        variants[f"shrunk one-shot {100 * frac:.0f}% units (speed only)"] = (oneshot_mask(frac), True)
     inf = inference(variants, repeats, n_examples=128 if quick else 256)
     diff = check_equal(variants)
     speed = {(METHODS[0], 0): 1.0, (METHODS[1], 0): 1.0}
     for name, rec in inf["variants"].items():
-        if name.startswith("shrunk"):
+        if name.startswith("shrunk structured level"):
             k = int(name.rsplit(" ", 1)[1])
             speed[(METHODS[1], k)] = speed[(METHODS[2], k)] = rec["speedup"]
         elif name.startswith("unstructured"):
@@ -287,7 +309,7 @@ def run(quick: bool, tasks: list[str] | None = None) -> Result:
                 "inference": inf, "shrunk_vs_masked_max_abs_logit_diff": diff,
                 "speedup_by_method_level": {f"{m}|{k}": s for (m, k), s in speed.items()}}
     if not quick:
-        figure(table, speed)
+        figure(table, speed, [r["speedup"] for n, r in inf["variants"].items() if "one-shot" in n])
     return res
 
 

@@ -275,3 +275,15 @@ def test_head_overlap_of_identical_and_disjoint_runs():
     assert got.loc[("a", "b"), "iou"] == 1.0 and got.loc[("a", "c"), "iou"] == 0.0
     assert got.loc[("a", "b"), "random_iou"] == pytest.approx(expected_iou([2], [2], 4))
     assert set(got["pair"]) == {"seeds"}
+
+
+@pytest.mark.notebook
+def test_the_structured_notebook_draws_its_figures(tiny_config_factory, tmp_path):
+    from notebook_run import run_analysis_notebook
+
+    root = tmp_path / "runs"
+    trunks = [driver.run(tiny_config_factory(root, levels=1, rate=0.5, seed=seed, strategy="structured_magnitude"))
+              for seed in (0, 1)]
+    driver.run(tiny_config_factory(root, levels=1, kind="random_prune", source_run=trunks[0].name))
+    assert run_analysis_notebook("structured", root, tmp_path) == {
+        f"structured_{name}.{ext}" for name in ("heads", "neurons", "overlap") for ext in ("png", "pdf")}
