@@ -26,7 +26,8 @@ from tickets_core.sweep.notebook import (NOTEBOOK_DEFAULTS, check_clean, noteboo
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPERIMENT = ("experiment",)
 ANALYSIS = ("sparsity_curves", "mask_overlap", "transfer_matrix")
-EXTRA = ("stability", "early_bird")  # analysis notebooks executed by tests/test_stability.py and test_early_bird.py
+EXTRA = ("stability", "early_bird", "structured")  # analysis notebooks executed by tests/test_stability.py,
+# test_early_bird.py and test_structured.py
 FIGURES = ("sparsity_curves", "mask_overlap", "layer_profile", "transfer_matrix")
 
 

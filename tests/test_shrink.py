@@ -138,3 +138,47 @@ def test_export_shrink_of_a_structured_run_scores_as_the_run(tiny_run_config, tm
     assert ticket["shrunk"]["trust_remote_code"] and "trust_remote_code=True" in (out / "README.md").read_text()
     with pytest.raises(Exception):
         export(run_dir, 0, tmp_path / "dense", shrink=True, ffn="wide")
+
+
+def test_training_the_shrunk_model_is_training_under_the_mask(movie_csv_dir, tokenizer, tmp_path):
+    """No dropout: the same loss curve and the same weights (float tolerance) as masked training."""
+    from tickets_core.core.config import DataConfig, TrainConfig
+    from tickets_core.pruning.shrink import expand_into, shrinkable
+
+    torch.manual_seed(0)
+    full = BertForSequenceClassification(BertConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,
+        vocab_size=tokenizer.vocab_size, max_position_embeddings=64, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0, classifier_dropout=0.0))
+    mask = structured_mask(full, 0.5)
+    assert shrinkable(full, mask) and not shrinkable(full, Mask.ones_like(full))
+    data = get_task("rotten_tomatoes").load(DataConfig(task="rotten_tomatoes", data_dir=str(movie_csv_dir),
+                                                       cache_dir=str(tmp_path), max_seq_length=16), tokenizer)
+    cfg = TrainConfig(max_steps=4, batch_size=8, eval_batch_size=16, learning_rate=1e-3, device="cpu", progress=False,
+                      eval_every=1)
+    masked = masked_copy(full, mask)
+    small = shrink(full, mask)
+    ref = train.fine_tune(masked, data, cfg, seed=0, bound_mask=mask.bind(masked))
+    got = train.fine_tune(small, data, cfg, seed=0)
+    assert [h["step"] for h in got["history"]] == [1, 2, 3, 4]
+    for a, b in zip(ref["history"], got["history"]):
+        assert b["loss"] == pytest.approx(a["loss"], abs=1e-5)
+    assert got["train_loss"] == pytest.approx(ref["train_loss"], abs=1e-5)
+    back = copy.deepcopy(full)
+    expand_into(back, small, mask)
+    want, have = dict(masked.named_parameters()), dict(back.named_parameters())
+    for name, p in want.items():  # removed units' biases too: masked training leaves them (zero gradient, no decay)
+        assert torch.allclose(have[name], p, atol=1e-5), name
+    assert torch.allclose(logits(back, inputs_for(tokenizer)), logits(masked, inputs_for(tokenizer)), atol=1e-5)
+
+
+def inputs_for(tokenizer):
+    enc = tokenizer(["a fine film", "dull and flat, a tired mess"], padding=True, return_tensors="pt")
+    return {k: v for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+
+def test_a_structured_run_can_train_its_shrunk_model(tiny_run_config):
+    root = driver.run(tiny_run_config(levels=1, rate=0.5, strategy="structured_magnitude", train_shrunk=True))
+    m = json.loads(RunPaths(root).metrics(1).read_text())
+    assert m["train"]["shrunk"]["parameters"] < m["train"]["shrunk"]["parameters_full"]
+    assert "shrunk" not in json.loads(RunPaths(root).metrics(0).read_text())["train"]  # the dense level: as usual

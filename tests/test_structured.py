@@ -8,6 +8,7 @@ from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 from tickets_core.analysis.results import load_masks, load_runs
+from tickets_core.analysis.units import expected_iou, head_matrix, head_overlap, load_units
 from tickets_core.core.config import ConfigError, PruneConfig, RunConfig
 from tickets_core.lottery import driver
 from tickets_core.models.build import build_model
@@ -233,8 +234,56 @@ def test_structured_imp_rewinds_to_theta0_under_a_structured_mask(tiny_run_confi
     assert [units.unit_counts(masks[k], lay)["heads_kept"] for k in (1, 2)] == [3, 2]  # tiny-bert: 2 x 2 heads
     df = load_runs(root).sort_values("level")
     assert df["heads_kept"].tolist() == [4, 3, 2] and df["neurons_kept"].tolist() == [256, 205, 154]
+    table = load_units(root)
+    assert len(table) == 3 * 2 and table.groupby("level")["heads_kept"].sum().tolist() == [4, 3, 2]
+    assert head_matrix(table, root.name, 2).tolist() == [[float(x) for x in row] for row in
+                                                         units.unit_counts(masks[2], lay)["head_mask"]]
     monkeypatch.setattr(train, "fine_tune", real)
     rp = driver.run(tiny_run_config(kind="random_prune", source_run=str(root), source_levels=[2]))
     got = load_masks(rp)[2]
     assert units.is_structured(got, lay)
     assert units.unit_counts(got, lay)["heads_per_layer"] == units.unit_counts(masks[2], lay)["heads_per_layer"]
+
+
+def test_expected_head_iou_is_the_average_over_every_random_draw():
+    """Brute force: every pair of head sets with the given per-layer counts, equally likely."""
+    from itertools import combinations, product
+
+    heads, kept_a, kept_b = 4, [2, 3], [1, 2]
+
+    def draws(kept):
+        return list(product(*[[frozenset((layer, h) for h in c) for c in combinations(range(heads), k)]
+                              for layer, k in enumerate(kept)]))
+    total = n = 0
+    for a in draws(kept_a):
+        for b in draws(kept_b):
+            sa, sb = frozenset().union(*a), frozenset().union(*b)
+            total += len(sa & sb) / len(sa | sb)
+            n += 1
+    assert expected_iou(kept_a, kept_b, heads) == pytest.approx(total / n, abs=1e-12)
+
+
+def test_head_overlap_of_identical_and_disjoint_runs():
+    import pandas as pd
+
+    rows = []
+    for run, seed, mask in (("a", 0, ((1, 1, 0, 0),)), ("b", 1, ((1, 1, 0, 0),)), ("c", 2, ((0, 0, 1, 1),))):
+        rows.append({"run": run, "kind": "imp", "task": "t", "seed": seed, "strategy": "structured_magnitude",
+                     "level": 1, "sparsity": 0.5, "score": 0.5, "layer": 0, "heads_kept": 2, "heads_total": 4,
+                     "neurons_kept": 3, "head_mask": tuple(bool(x) for x in mask[0])})
+    got = head_overlap(pd.DataFrame(rows), 1).set_index(["run_a", "run_b"])
+    assert got.loc[("a", "b"), "iou"] == 1.0 and got.loc[("a", "c"), "iou"] == 0.0
+    assert got.loc[("a", "b"), "random_iou"] == pytest.approx(expected_iou([2], [2], 4))
+    assert set(got["pair"]) == {"seeds"}
+
+
+@pytest.mark.notebook
+def test_the_structured_notebook_draws_its_figures(tiny_config_factory, tmp_path):
+    from notebook_run import run_analysis_notebook
+
+    root = tmp_path / "runs"
+    trunks = [driver.run(tiny_config_factory(root, levels=1, rate=0.5, seed=seed, strategy="structured_magnitude"))
+              for seed in (0, 1)]
+    driver.run(tiny_config_factory(root, levels=1, kind="random_prune", source_run=trunks[0].name))
+    assert run_analysis_notebook("structured", root, tmp_path) == {
+        f"structured_{name}.{ext}" for name in ("heads", "neurons", "overlap") for ext in ("png", "pdf")}

@@ -169,6 +169,11 @@ class TrainConfig(_Checked):
         None, hashed=False,
         help="Collate this many training batches ahead on a background thread (pinned memory on CUDA). None: 2 "
              "with the fast path on CUDA, else 0 (collate in the loop).")
+    train_shrunk: bool = param(
+        False, help="A level under a structured mask (whole heads and FFN neurons pruned) trains the shrunk model "
+                    "itself, the pruned units removed rather than zeroed, so its steps get cheaper as sparsity grows; "
+                    "the trained weights are copied back. The same function as masked training; dropout draws "
+                    "differ, so equal in distribution, not bit for bit. Not with early-bird or rewind capture.")
 
     def check(self) -> None:
         require(0 < self.learning_rate < math.inf, "learning_rate", f"must be > 0 and finite, got {self.learning_rate}")

@@ -32,6 +32,7 @@ from ..core.strategies import STRATEGY_SPECS
 from ..core.fsio import atomic_write_bytes, read_json
 from ..pruning import units
 from ..pruning.masks import Mask
+from ..pruning.shrink import expand_into, shrink, shrinkable
 from ..training.mlm_warmup import warm_head
 from ..models.prunable import base_model, prunable_parameters
 from ..pruning.strategies import prune
@@ -254,9 +255,18 @@ class Experiment:
         if bound is not None:
             bound.apply_()
         seed = self.cfg.seed if seed is None else seed
-        result = train.fine_tune(self.model, self.data, self.cfg.train, seed=seed, bound_mask=bound,
-                                 on_step=on_step, desc=f"level {level}", schedule_span=self.schedule_span,
-                                 checkpoint=self.checkpointer(level, "" if seed == self.cfg.seed else f"seed{seed}"))
+        if self.cfg.train.train_shrunk and on_step is None and shrinkable(self.model, mask):
+            # The pruned units removed, not zeroed: the shrunk model trains, then its weights go back.
+            small = shrink(self.model, mask)
+            result = train.fine_tune(small, self.data, self.cfg.train, seed=seed, desc=f"level {level}",
+                                     schedule_span=self.schedule_span)
+            expand_into(self.model, small, mask)
+            result["shrunk"] = {"parameters": sum(p.numel() for p in small.parameters()),
+                                "parameters_full": sum(p.numel() for p in self.model.parameters())}
+        else:
+            result = train.fine_tune(self.model, self.data, self.cfg.train, seed=seed, bound_mask=bound,
+                                     on_step=on_step, desc=f"level {level}", schedule_span=self.schedule_span,
+                                     checkpoint=self.checkpointer(level, "" if seed == self.cfg.seed else f"seed{seed}"))
         if save and (self.cfg.save_weights or (self.cfg.save_dense_weights and bound is None)):
             self.save_state(self.paths.weights(level), self.snapshot(self.all_keys), level)
         return result

@@ -1,0 +1,69 @@
+"""Figures of structured tickets (the tables of :mod:`tickets_core.analysis.units`): heads kept per layer as a heat
+map, FFN neurons kept per layer, head-set overlap against its random expectation.  Torch-free."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..analysis import AnalysisError
+from ..analysis.units import head_matrix
+from .style import figure_width, set_style
+
+
+def head_heatmaps(units: pd.DataFrame, runs: list[str], level: int, *, width: str | float = "double",
+                  titles: list[str] | None = None):
+    """One panel per run: layers (rows) x heads (columns), dark = kept, at ``level``."""
+    if units.empty:
+        raise AnalysisError("no structured levels to draw (no metrics.json with 'units')")
+    set_style()
+    fig, axes = plt.subplots(1, len(runs), figsize=(figure_width(width), 1.2 + 0.25 * units["layer"].nunique()),
+                             squeeze=False)
+    for i, (ax, run) in enumerate(zip(axes[0], runs)):
+        m = head_matrix(units, run, level)
+        ax.imshow(m, cmap="Blues", vmin=0, vmax=1.3, aspect="auto")
+        ax.set_xticks(range(m.shape[1]))
+        ax.set_xticklabels([str(h) if h % 2 == 0 else "" for h in range(m.shape[1])])
+        ax.set_yticks(range(m.shape[0]))
+        ax.set_xlabel("head")
+        if i == 0:
+            ax.set_ylabel("layer")
+        ax.set_title(titles[i] if titles else f"{run} ({int(m.sum())}/{m.size} kept)", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def neurons_per_layer(units: pd.DataFrame, *, width: str | float = "single"):
+    """FFN neurons kept per layer, one line per (strategy, level), mean over the runs (seeds, tasks) there."""
+    if units.empty:
+        raise AnalysisError("no structured levels to draw (no metrics.json with 'units')")
+    set_style()
+    fig, ax = plt.subplots(figsize=(figure_width(width), 2.4))
+    g = units[units["level"] > 0].groupby(["kind", "strategy", "level", "layer"])["neurons_kept"].mean().reset_index()
+    for (kind, strategy, level), d in g.groupby(["kind", "strategy", "level"]):
+        name = "random units" if kind == "random_prune" else strategy.replace("structured_", "")
+        ax.plot(d["layer"], d["neurons_kept"], marker="o", label=f"{name}, level {level}")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("FFN neurons kept")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def overlap_bars(overlap: pd.DataFrame, *, width: str | float = "single"):
+    """Head-set IoU of each pair of runs beside the IoU random head sets with the same per-layer counts expect."""
+    if overlap.empty:
+        raise AnalysisError("no pairs of structured runs to compare at this level")
+    set_style()
+    fig, ax = plt.subplots(figsize=(figure_width(width), 2.4))
+    x = np.arange(len(overlap))
+    ax.bar(x - 0.2, overlap["iou"], width=0.4, label="measured")
+    ax.bar(x + 0.2, overlap["random_iou"], width=0.4, label="random, same counts")
+    ax.set_xticks(x)
+    ax.set_xticklabels([f"{p}\n{a}/{b}" for p, a, b in zip(overlap["pair"], overlap["seed_a"], overlap["seed_b"])],
+                       fontsize=8)
+    ax.set_ylabel("IoU of kept heads")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
