@@ -12,7 +12,9 @@ Blocks (:data:`BLOCKS`) and the data they read:
 * ``demo-claims``, ``demo-by-sparsity``, ``demo-report``, ``demo-matching-rules``:
   ``results/demo/levels.csv`` (:mod:`tickets_core.analysis.record`, written by ``make demo``);
 * ``early-bird``, ``early-bird-stops``: ``benchmarks/results/bench_early_bird.json``;
-* ``stability``: ``benchmarks/results/bench_stability.json``.
+* ``stability``: ``benchmarks/results/bench_stability.json``;
+* ``bench-quick``, ``bench-imp-level``: ``benchmarks/results/results_quick.json`` (``make bench``) and
+  ``benchmarks/results/bench_imp_level.json`` (the full-size IMP level).
 
 ``python -m tickets_core.analysis.doc_tables`` rewrites the blocks of
 :data:`DOCUMENTS`; ``--check`` rewrites nothing and exits 1 naming each block
@@ -44,7 +46,9 @@ REPO = Path(__file__).resolve().parents[2]
 DEMO = Path("results/demo")
 EARLY_BIRD = Path("benchmarks/results/bench_early_bird.json")
 STABILITY = Path("benchmarks/results/bench_stability.json")
-DOCUMENTS = (Path("README.md"), Path("docs/results.md"))
+QUICK = Path("benchmarks/results/results_quick.json")
+IMP_LEVEL = Path("benchmarks/results/bench_imp_level.json")
+DOCUMENTS = (Path("README.md"), Path("docs/results.md"), Path("benchmarks/README.md"))
 #: The kinds compared with IMP at equal sparsity, in the tables' column order.
 COMPARED = ("imp", "oneshot", "random_prune")
 _BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+)[^>]*-->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)",
@@ -168,6 +172,16 @@ def stability(data: dict) -> str:
                      for r in data["data"]["table"]])
 
 
+def bench_targets(data: dict) -> str:
+    """A benchmark run's targets as measured, with the machine and its load when the run started."""
+    m = data["machine"]
+    head = (f"{m['cpu']}, {m['cores']} cores, torch {m['torch']}, {m['threads']} threads; load average at start "
+            f"{' / '.join(f'{x:g}' for x in m['loadavg_start'])}; {m['time_utc']} UTC")
+    return head + "\n\n" + md_table(["benchmark", "target", "measured", "status"],
+                                     [[t["benchmark"], t["target"], t["value"], t["status"]]
+                                      for t in data["targets"]])
+
+
 def _demo(fn: Callable[[pd.DataFrame], str]) -> Callable[[Path], str]:
     return lambda repo: fn(load_record(repo / DEMO))
 
@@ -185,6 +199,8 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "early-bird": _bench(early_bird),
     "early-bird-stops": _bench(early_bird_stops),
     "stability": _bench(stability, STABILITY),
+    "bench-quick": _bench(bench_targets, QUICK),
+    "bench-imp-level": _bench(bench_targets, IMP_LEVEL),
 }
 
 
