@@ -22,7 +22,7 @@ from tickets_core.tasks import get_task
 from tickets_core.training import fastpath
 from tickets_core.training.loop import batch_order, fine_tune
 
-from glue_fixtures import write_glue
+from tickets_core.tasks.fixtures import write_glue
 from zero_checks import train_checked
 
 TINY = ModelConfig("tiny-bert", config_overrides={"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0})
