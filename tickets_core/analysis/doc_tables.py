@@ -9,7 +9,7 @@ markers and is written by this module from a committed file, never by hand::
 
 Blocks (:data:`BLOCKS`) and the data they read:
 
-* ``demo-claims``, ``demo-by-sparsity``, ``demo-report``, ``demo-matching-rules``:
+* ``demo-claims``, ``demo-by-sparsity``, ``demo-transfer``, ``demo-report``, ``demo-matching-rules``:
   ``results/demo/levels.csv`` (:mod:`tickets_core.analysis.record`, written by ``make demo``);
 * ``early-bird``, ``early-bird-stops``: ``benchmarks/results/bench_early_bird.json``;
 * ``stability``: ``benchmarks/results/bench_stability.json``;
@@ -119,6 +119,32 @@ def demo_by_sparsity(df: pd.DataFrame) -> str:
     return md_table(["task", "sparsity", "IMP", "one-shot theta0", "random pruning"], rows)
 
 
+def demo_transfer(df: pd.DataFrame) -> str:
+    """Per target task, at the transfers' sparsity: the target's own IMP ticket, every transferred ticket, one-shot
+    theta0 and random pruning (mean ± standard error, seeds), each against the own ticket (difference ± SE, t)."""
+    df = analysis.add_method(df)
+    tr = df[df["kind"] == "transfer"]
+    rows = []
+    for target, t in tr.groupby("task", sort=True):
+        sp = round(float(t["sparsity"].mean()), 3)
+        at = df[(df["task"] == target) & (df["sparsity"].round(3) == sp)]
+
+        def stats(sel: pd.DataFrame) -> pd.Series:
+            n = len(sel)
+            std = float(sel["score"].std()) if n > 1 else 0.0
+            return pd.Series({"mean": float(sel["score"].mean()), "se": std / math.sqrt(n) if n else 0.0, "n": n})
+        own = stats(at[at["kind"] == "imp"])
+        arms = [("own IMP ticket", own)]
+        arms += [(f"{src}'s IMP ticket", stats(g)) for src, g in t.groupby("source_task", sort=True)]
+        arms += [(name, stats(at[at["kind"] == kind])) for kind, name in (("oneshot", "one-shot theta0"),
+                                                                           ("random_prune", "random pruning"))
+                 if (at["kind"] == kind).any()]
+        for name, a in arms:
+            rows.append([target, f"{100 * sp:.0f}%", name, _pm(a["mean"], a["se"], int(a["n"])),
+                         "" if name == "own IMP ticket" else _diff(a, own)])
+    return md_table(["target", "sparsity", "mask", "score", "minus the own ticket"], rows)
+
+
 def demo_matching_rules(df: pd.DataFrame) -> str:
     """Highest matching sparsity under the 1-std rule and the paper's Table 4 rule (n_std 0)."""
     t = analysis.matching_rules(df, (1.0, 0.0))
@@ -195,6 +221,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "demo-claims": _demo(demo_claims),
     "demo-by-sparsity": _demo(demo_by_sparsity),
     "demo-matching-rules": _demo(demo_matching_rules),
+    "demo-transfer": _demo(demo_transfer),
     "demo-report": _demo(demo_report),
     "early-bird": _bench(early_bird),
     "early-bird-stops": _bench(early_bird_stops),
