@@ -42,6 +42,7 @@ def _child(flat: dict, mode: str | None, at: int) -> None:
     from tickets_core.training import fastpath
 
     torch.set_num_threads(1)
+    driver.announce = lambda *a, **k: None  # the plan line's timed warm-up steps: not what is tested here
     count = [0]
 
     def tick():
@@ -202,3 +203,25 @@ def test_an_mlm_run_with_prefetched_batches_resumes_bit_identical(tiny_config_fa
             driver.run(tiny_config_factory(tmp_path / "runs", **flat))
     run = driver.run(tiny_config_factory(tmp_path / "runs", **flat))
     assert_same_run(run, ref, levels=[0, 1])
+
+
+def test_the_fast_path_with_bf16_master_weights_resumes_bit_identical(tiny_config_factory, tmp_path, monkeypatch):
+    """The checkpoint holds the fp32 master weights (the bf16 compute copies are made from them again)."""
+    from tickets_core.training import fastpath
+
+    flat = dict(levels=1, max_steps=4, checkpoint_every=3, fast_path="on", precision="bf16", master_weights="on",
+                save_weights=True)
+    ref = driver.run(tiny_config_factory(tmp_path / "ref", **flat))
+    assert read_json(RunPaths(ref).metrics(0))["fast_path"]["plan"]["master_weights"]
+    calls, call = [0], fastpath.Steps.__call__
+
+    def steps_call(self, *a, **k):
+        calls[0] += 1
+        if calls[0] == 2:
+            ckpt.request_stop()
+        return call(self, *a, **k)
+
+    monkeypatch.setattr(fastpath.Steps, "__call__", steps_call)
+    with pytest.raises(ckpt.WalltimeReached):
+        driver.run(tiny_config_factory(tmp_path / "runs", **flat))
+    assert_same_run(driver.run(tiny_config_factory(tmp_path / "runs", **flat)), ref, levels=[0, 1])

@@ -273,3 +273,19 @@ def test_local_model_folders_are_named_by_content_not_by_path(tmp_path, movie_cs
     hub = resolve(RunConfig.from_flat(model="bert-base-uncased", data_dir=str(movie_csv_dir)))
     assert hub.model.fingerprint is None and hub.hashed_dict()["model"] == {"name_or_path": "bert-base-uncased"}
 
+
+
+def test_a_damaged_config_json_is_written_again_by_a_rerun(tiny_trunk, tmp_path, tiny_config_factory, capsys):
+    cfg, run = copy_of(tiny_trunk, tmp_path, tiny_config_factory)
+    good = (run / "config.json").read_text()
+    (run / "config.json").write_text(good[: len(good) // 2])
+    assert not whole(run)  # a sweep runs it again instead of counting it done
+    before = {p: p.stat().st_mtime_ns for p in run.glob("level_*/metrics.json")}
+    capsys.readouterr()
+    driver.run(cfg)
+    from tickets_core.core.fsio import read_json
+    from tickets_core.runs.store import config_difference
+
+    assert config_difference(read_json(run / "config.json"), cfg) == "" and whole(run)
+    assert f"{run / 'config.json'} was unreadable; wrote it again" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in run.glob("level_*/metrics.json")} == before  # no level redone

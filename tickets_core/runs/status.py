@@ -66,6 +66,10 @@ def whole(run_dir: str | Path | None) -> bool:
     status = read_status(run_dir)
     if not status or status.get("state") != "done":
         return False
+    try:
+        read_json(RunPaths(run_dir).config())
+    except RunStoreError:  # a rerun writes it again (Run.open)
+        return False
     planned = status.get("levels_planned")
     return not isinstance(planned, int) or len(RunPaths(run_dir).levels(verify=True)) >= planned
 

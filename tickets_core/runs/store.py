@@ -52,6 +52,14 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+def _readable(path: Path) -> bool:
+    try:
+        read_json(path)
+        return True
+    except RunStoreError:
+        return False
+
+
 class Run:
     """An open run folder: config, status and per-level artifacts."""
 
@@ -70,7 +78,11 @@ class Run:
         run = cls(cfg, Path(cfg.output_root) / cfg.run_name())
         cfg_path = run.paths.config()
         if cfg_path.is_file():
-            diff = config_difference(read_json(cfg_path), cfg)
+            try:
+                stored = read_json(cfg_path)
+            except RunStoreError:  # damaged: the folder's name (the hash of this config) says what it was
+                return run  # open() writes it again
+            diff = config_difference(stored, cfg)
             if diff:
                 raise RunStoreError(f"{cfg_path} describes a different config than the run being started: {diff}")
         return run
@@ -90,6 +102,9 @@ class Run:
         run = cls.check(cfg)
         if not run.paths.config().is_file():
             atomic_write_text(run.paths.config(), cfg.to_json() + "\n")
+        elif not _readable(run.paths.config()):
+            atomic_write_text(run.paths.config(), cfg.to_json() + "\n")
+            say(f"{run.paths.config()} was unreadable; wrote it again from this config (the folder's name is its hash)")
         remove_stale_temporaries(run.root)
         status = run.status
         for k in status["levels_done"]:  # a done level's carry file, left by a kill right after its metrics
