@@ -153,7 +153,17 @@ def fine_tunings(path: Path) -> list[dict]:
                 base = target_params(target) if x.get("params_from") == "target" else trunk["params"]
                 out.append({"task": target, "kind": f"transfer from {source}", "params": {**base, **own(x)},
                             "count": _levels(x, trunk) * seeds})
-    return out
+    return out + copied_dense_levels(path, defaults)
+
+
+def copied_dense_levels(path: Path, defaults: dict) -> list[dict]:
+    """One negative fine-tuning per dense level the sweep copies from the run that trains it instead of training it
+    again (:mod:`tickets_core.sweep.reuse`, as the planner decides it; the dry run counts the same)."""
+    from tickets_core.sweep import plan_sweep
+
+    return [{"task": j.parameters["task"], "kind": "dense level copied", "count": -1,
+             "params": {**defaults, **{k: v for k, v in j.parameters.items() if v is not None}}}
+            for j in plan_sweep(path).jobs if j.is_run and j.parameters.get("dense_level_from")]
 
 
 def read_rates(path: Path) -> dict:
@@ -218,7 +228,10 @@ def table(path: Path, columns: dict, mlm_examples: int | None) -> str:
               f"(wikitext-103 train, {WIKITEXT103_WORDS:,} words x {WORDPIECES_PER_WORD} wordpieces/word, an "
               "estimate; `--mlm-examples` to override). SQuAD: 88.6k 384-token windows per epoch.",
               "* A transfer at `source_levels: highest_matching` counts as one level per source; "
-              "`params_from: target` trains it with the target task's trunk budget."]
+              "`params_from: target` trains it with the target task's trunk budget.",
+              f"* {-sum(r['count'] for r in runs if r['kind'] == 'dense level copied'):,} dense levels are copied "
+              "from the run that trains them (IMP's level 0 with the same settings and seed), not trained again: "
+              "not counted."]
     return "\n".join(lines)
 
 
