@@ -15,7 +15,7 @@ Two parts, one run:
    order, up to 128 tokens, each batch padded to its own longest row): the dense MiniLM, the unstructured
    masked model (zeros in dense matrices), the shrunk models of the structured trunk's levels
    (:func:`tickets_core.interop.shrink.shrink`, exact FFN widths) and, for the speed curve only, shrunk
-   models of one-shot ``structured_magnitude`` masks of theta0 at 20%, 40% and 60% of the units (untrained:
+   models of one-shot ``structured_magnitude`` masks of theta0 at 20% and 60% of the units (untrained:
    speed depends on the shapes only), timed alternately after a warm-up round;
    examples/s, the ratio to dense, parameters, and the peak resident-memory growth of one pass.  Alternation
    is per batch: each batch is run by every variant (order rotated) before the next one.
@@ -46,7 +46,7 @@ def settings(quick: bool, tasks: list[str] | None = None):
         return ({**common, "max_train_samples": 64, "max_eval_samples": 64, "levels": 1}, ["rotten_tomatoes"], [0],
                 ROOT / "runs" / "structured_quick", 2)
     return ({**common, "max_train_samples": 512, "max_eval_samples": 256, "levels": 1, "rate": 0.4},
-            tasks or ["rotten_tomatoes"], [0, 1], ROOT / "runs" / "structured", 7)
+            tasks or ["rotten_tomatoes"], [0, 1], ROOT / "runs" / "structured", 5)
 
 
 def run_all(params: dict, tasks: list[str], seeds: list[int], root, log=print) -> dict:
@@ -253,7 +253,7 @@ def figure(table, speed: dict, oneshot_speeds: list[float] = (), path_name: str 
 
     set_style()
     tasks = list(dict.fromkeys(table["task"]))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(figure_width("column") * len(tasks), 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(figure_width("single") * len(tasks), 2.8), squeeze=False)
     styles = {METHODS[0]: ("s", "tab:gray"), METHODS[1]: ("o", "tab:blue"), METHODS[2]: ("^", "tab:orange")}
     for ax, task in zip(axes[0], tasks):
         t = table[table["task"] == task]
@@ -294,7 +294,7 @@ def run(quick: bool, tasks: list[str] | None = None) -> Result:
     for k in range(1, params["levels"] + 1):
         variants[f"unstructured {100 * Mask(un_masks[k]).sparsity:.0f}% (level {k})"] = (un_masks[k], False)
         variants[f"shrunk structured level {k}"] = (st_masks[k], True)
-    for frac in (0.2, 0.4, 0.6):
+    for frac in (0.2, 0.6):
         variants[f"shrunk one-shot {100 * frac:.0f}% units (speed only)"] = (oneshot_mask(frac), True)
     inf = inference(variants, repeats, n_examples=128 if quick else 256)
     try:
@@ -361,7 +361,10 @@ def run(quick: bool, tasks: list[str] | None = None) -> Result:
                 "inference": inf, "training_speed": tr, "shrunk_vs_masked_max_abs_logit_diff": diff,
                 "speedup_by_method_level": {f"{m}|{k}": s for (m, k), s in speed.items()}}
     if not quick:
-        figure(table, speed, [r["speedup"] for n, r in inf["variants"].items() if "one-shot" in n])
+        try:  # drawn last: a figure problem must not lose the measurements
+            figure(table, speed, [r["speedup"] for n, r in inf["variants"].items() if "one-shot" in n])
+        except Exception as e:
+            print(f"figure not drawn: {type(e).__name__}: {e}")
     return res
 
 
