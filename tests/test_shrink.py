@@ -153,7 +153,8 @@ def test_training_the_shrunk_model_is_training_under_the_mask(movie_csv_dir, tok
     mask = structured_mask(full, 0.5)
     assert shrinkable(full, mask) and not shrinkable(full, Mask.ones_like(full))
     data = get_task("rotten_tomatoes").load(DataConfig(task="rotten_tomatoes", data_dir=str(movie_csv_dir),
-                                                       cache_dir=str(tmp_path), max_seq_length=16), tokenizer)
+                                                       cache_dir=str(tmp_path), max_seq_length=16,
+                                                       max_train_samples=32, max_eval_samples=16), tokenizer)
     cfg = TrainConfig(max_steps=4, batch_size=8, eval_batch_size=16, learning_rate=1e-3, device="cpu", progress=False,
                       eval_every=1)
     masked = masked_copy(full, mask)
