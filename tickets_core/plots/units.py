@@ -18,11 +18,12 @@ def head_heatmaps(units: pd.DataFrame, runs: list[str], level: int, *, width: st
     if units.empty:
         raise AnalysisError("no structured levels to draw (no metrics.json with 'units')")
     set_style()
-    fig, axes = plt.subplots(1, len(runs), figsize=(figure_width(width), 1.2 + 0.25 * units["layer"].nunique()),
+    fig, axes = plt.subplots(1, len(runs), figsize=(figure_width(width), 1.4 + 0.25 * units["layer"].nunique()),
                              squeeze=False)
     for i, (ax, run) in enumerate(zip(axes[0], runs)):
         m = head_matrix(units, run, level)
         ax.imshow(m, cmap="Blues", vmin=0, vmax=1.3, aspect="auto")
+        ax.grid(False)
         ax.set_xticks(range(m.shape[1]))
         ax.set_xticklabels([str(h) if h % 2 == 0 else "" for h in range(m.shape[1])])
         ax.set_yticks(range(m.shape[0]))
