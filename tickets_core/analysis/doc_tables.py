@@ -14,7 +14,8 @@ Blocks (:data:`BLOCKS`) and the data they read:
 * ``early-bird``, ``early-bird-stops``: ``benchmarks/results/bench_early_bird.json``;
 * ``stability``: ``benchmarks/results/bench_stability.json``;
 * ``bench-quick``, ``bench-imp-level``: ``benchmarks/results/results_quick.json`` (``make bench``) and
-  ``benchmarks/results/bench_imp_level.json`` (the full-size IMP level).
+  ``benchmarks/results/bench_imp_level.json`` (the full-size IMP level);
+* ``structured``: ``benchmarks/results/bench_structured.json``.
 
 ``python -m tickets_core.analysis.doc_tables`` rewrites the blocks of
 :data:`DOCUMENTS`; ``--check`` rewrites nothing and exits 1 naming each block
@@ -48,7 +49,8 @@ EARLY_BIRD = Path("benchmarks/results/bench_early_bird.json")
 STABILITY = Path("benchmarks/results/bench_stability.json")
 QUICK = Path("benchmarks/results/results_quick.json")
 IMP_LEVEL = Path("benchmarks/results/bench_imp_level.json")
-DOCUMENTS = (Path("README.md"), Path("docs/results.md"), Path("benchmarks/README.md"))
+STRUCTURED = Path("benchmarks/results/bench_structured.json")
+DOCUMENTS = (Path("README.md"), Path("docs/results.md"), Path("benchmarks/README.md"), Path("docs/structured.md"))
 #: The kinds compared with IMP at equal sparsity, in the tables' column order.
 COMPARED = ("imp", "oneshot", "random_prune")
 _BLOCK = re.compile(r"(<!-- generated:(?P<name>[\w-]+)[^>]*-->\n)(?P<body>.*?)(<!-- /generated:(?P=name) -->)",
@@ -208,6 +210,24 @@ def bench_targets(data: dict) -> str:
                                       for t in data["targets"]])
 
 
+def structured(data: dict) -> str:
+    """Structured vs unstructured IMP vs random units: accuracy per level and the inference speed-up (the shrunk
+    model for structured levels, the same dense kernels for unstructured ones; one timing per method and level)."""
+    speed = data["data"]["speedup_by_method_level"]
+    train = data["data"]["training_speed"]
+    rows = []
+    for r in data["data"]["table"]:
+        units = "" if r["heads_kept"] != r["heads_kept"] else f"{int(r['heads_kept'])} / {int(r['neurons_kept']):,}"
+        sp = speed.get(f"{r['method']}|{r['level']}")
+        rows.append([r["method"], r["level"], f"{100 * r['sparsity']:.0f}%", units,
+                     f"{r['score']:.3f} ± {r['score_std']:.3f} ({int(r['n_seeds'])})",
+                     "-" if sp is None else f"{sp:.2f}x"])
+    table = md_table(["method", "level", "sparsity (weights)", "heads / neurons kept", "accuracy (mean ± std, seeds)",
+                      "inference speed-up vs dense"], rows)
+    return table + "\n\nTraining step speed-up vs dense: " + ", ".join(
+        f"{name} {v['speedup']:.2f}x" for name, v in train.items() if name != "dense") + "."
+
+
 def _demo(fn: Callable[[pd.DataFrame], str]) -> Callable[[Path], str]:
     return lambda repo: fn(load_record(repo / DEMO))
 
@@ -228,6 +248,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "stability": _bench(stability, STABILITY),
     "bench-quick": _bench(bench_targets, QUICK),
     "bench-imp-level": _bench(bench_targets, IMP_LEVEL),
+    "structured": _bench(structured, STRUCTURED),
 }
 
 
