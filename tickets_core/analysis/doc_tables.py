@@ -9,7 +9,7 @@ markers and is written by this module from a committed file, never by hand::
 
 Blocks (:data:`BLOCKS`) and the data they read:
 
-* ``demo-claims``, ``demo-by-sparsity``, ``demo-transfer``, ``demo-report``, ``demo-matching-rules``:
+* ``demo-claims``, ``demo-reading``, ``demo-by-sparsity``, ``demo-transfer``, ``demo-report``, ``demo-matching-rules``:
   ``results/demo/levels.csv`` (:mod:`tickets_core.analysis.record`, written by ``make demo``);
 * ``early-bird``, ``early-bird-stops``: ``benchmarks/results/bench_early_bird.json``;
 * ``stability``: ``benchmarks/results/bench_stability.json``;
@@ -107,6 +107,64 @@ def demo_claims(df: pd.DataFrame) -> str:
                      *cells, *diffs])
     return md_table(["task", "dense (std, seeds)", "sparsity", "IMP", "one-shot theta0", "random pruning",
                      "IMP - one-shot", "IMP - random"], rows)
+
+
+#: |t| at or above this is called significant (two-sided 5%, df 2: Welch's df with 2 seeds per arm is at most 2).
+T_CRIT = 4.3
+
+
+def _t(a: pd.Series, b: pd.Series) -> tuple[float, float]:
+    se = math.sqrt(a["se"] ** 2 + b["se"] ** 2)
+    d = a["mean"] - b["mean"]
+    return d, (d / se if se > 0 else float("nan"))
+
+
+def demo_reading(df: pd.DataFrame) -> str:
+    """The README's reading of the demo, every number computed here from the record; "significant" means
+    |t| >= :data:`T_CRIT`."""
+    table, rules = by_sparsity(df), analysis.matching_rules(df, (1.0, 0.0))
+    dense = _dense(df).groupby("task").first()
+    pct = lambda x: "none" if x != x else f"{100 * x:.0f}%"  # noqa: E731
+    imp = rules[rules["method"] == "IMP"].set_index("task")
+    one = ", ".join(f"{pct(r['highest matching (n_std 1)'])} on {t}" for t, r in imp.iterrows())
+    zero = ", ".join(f"{pct(r['highest matching (n_std 0)'])} on {t}" for t, r in imp.iterrows())
+    se = ", ".join(f"{d['std'] / math.sqrt(d['n_seeds']):.3f} on {t}" for t, d in dense.iterrows())
+    out = [f"* **Matching subnetworks** (score >= dense mean - 1 std): IMP's highest matching sparsity is {one}; "
+           f"under the paper's Table 4 rule (>= the dense mean): {zero}. The threshold itself is uncertain: the "
+           f"dense mean's standard error is {se} ({int(dense['n_seeds'].min())} seeds)."]
+    top = table["sparsity"].max()
+    at = table[table["sparsity"] == top].set_index(["task", "kind"])
+    parts = []
+    for task in sorted(table["task"].unique()):
+        if (task, "imp") in at.index and (task, "random_prune") in at.index:
+            d, t = _t(at.loc[(task, "imp")], at.loc[(task, "random_prune")])
+            parts.append(f"{task} {d:+.3f} (t {t:.1f}, {'significant' if abs(t) >= T_CRIT else 'not significant'})")
+    out.append(f"* **IMP against random pruning** at {100 * top:.0f}%: " + "; ".join(parts) + ".")
+    parts, sig = [], False
+    for task in sorted(table["task"].unique()):
+        if (task, "imp") in at.index and (task, "oneshot") in at.index:
+            d, t = _t(at.loc[(task, "imp")], at.loc[(task, "oneshot")])
+            sig |= abs(t) >= T_CRIT
+            parts.append(f"{task} {d:+.3f} (t {t:.1f})")
+    out.append(f"* **IMP against theta0's own magnitudes** (one-shot pruning of the pre-trained weights, trained "
+               f"alike) at {100 * top:.0f}%: " + "; ".join(parts) + (
+                   ". " + ("Some of these differences are significant." if sig else
+                           "None is significant with these seeds: the demo does not show that IMP finds more than "
+                           "theta0's magnitudes.")))
+    tr = df[df["kind"] == "transfer"]
+    if len(tr):
+        parts = []
+        for target, t in tr.groupby("task", sort=True):
+            means = t.groupby("source_task")["score"].mean()
+            sp = round(float(t["sparsity"].mean()), 3)
+            shot = df[(df["task"] == target) & (df["kind"] == "oneshot") & (df["sparsity"].round(3) == sp)]["score"]
+            others = [s for s in means.index if s != "ptb_mlm"]
+            if "ptb_mlm" in means.index and others:
+                parts.append(f"on {target} the MLM ticket scores {means['ptb_mlm']:.3f}, {others[0]}'s "
+                             f"{means[others[0]]:.3f}" + (f", one-shot theta0 {shot.mean():.3f}" if len(shot) else ""))
+        if parts:
+            out.append("* **Transfer** (means over seeds): " + "; ".join(parts) + ".")
+    return "\n".join(out)
 
 
 def demo_by_sparsity(df: pd.DataFrame) -> str:
@@ -239,6 +297,7 @@ def _bench(fn: Callable[[dict], str], path: Path = EARLY_BIRD) -> Callable[[Path
 #: Block name -> the function writing it from the repository's committed data.
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "demo-claims": _demo(demo_claims),
+    "demo-reading": _demo(demo_reading),
     "demo-by-sparsity": _demo(demo_by_sparsity),
     "demo-matching-rules": _demo(demo_matching_rules),
     "demo-transfer": _demo(demo_transfer),
