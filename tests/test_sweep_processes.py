@@ -200,7 +200,7 @@ def assert_same_as_one_process(plan, ref_root: Path) -> None:
 def test_ctrl_c_in_the_first_seconds_of_a_sweep_is_no_traceback(after_s, make_sweep):
     """Before the handler was installed, or while a worker process started, Ctrl-C printed 34-43 lines of
     traceback (and a broken process pool); now the sweep stops the same way at any time."""
-    proc, log = start(make_sweep())
+    proc, log = start(make_sweep(steps=300))  # long enough that even the 8 s signal lands mid-run on an idle machine
     time.sleep(after_s)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     assert proc.wait(timeout=120) == 130, text(log)
