@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core.config import RunConfig
+from ..core.config import PARAMS, RunConfig
+from ..core.settings import EARLY_STOP_SETTINGS
 from ..lottery.barriers import barrier, loss_key
 from .methods import label_runs, method_label
 from .results import run_config
@@ -42,9 +43,7 @@ from ..core.errors import RunStoreError
 from ..runs.paths import RunPaths
 from ..runs.walk import RunFolders, folders as _folders
 
-_EB_FIELDS = ("early_bird_every", "early_bird_eps", "early_bird_window", "early_bird_span", "early_bird_min_fraction",
-              "early_cut_fraction")
-_EB_DEFAULTS = {"early_bird_span": None, "early_bird_min_fraction": 0.0, "early_cut_fraction": None}
+_EB_FIELDS = EARLY_STOP_SETTINGS
 
 
 def _stops_early(prune: dict) -> bool:
@@ -234,7 +233,8 @@ def _pairs(runs: RunFolders) -> list[dict]:
                 row["birds"].append(name)
             else:
                 row["imp"] = name
-    options = lambda bird: tuple(runs.config(bird)["prune"].get(f, _EB_DEFAULTS.get(f)) for f in _EB_FIELDS)  # noqa: E731
+    # a run older than an option has it at its default
+    options = lambda bird: tuple(runs.config(bird)["prune"].get(f, PARAMS[f].default) for f in _EB_FIELDS)  # noqa: E731
     variants: dict = {}  # early-bird variants (every, eps, window) of each setting, over its seeds
     for (key, _), r in found.items():
         variants.setdefault(key, set()).update(options(b) for b in r["birds"])

@@ -30,9 +30,11 @@ NOT_A_SETTING = ("seed", "task", "kind", "source_run", "source_levels")
 #: The value of a transfer's ``source_levels`` (sweeps) and of an analysis' ``level`` that means each source's
 #: highest matching level (the sweep resolves it with the analysis' own function).
 HIGHEST = "highest_matching"
+#: The early-stopping options of an IMP trunk: the early-bird criterion and its control, the fixed cut.
+EARLY_STOP_SETTINGS = ("early_bird_every", "early_bird_eps", "early_bird_window", "early_bird_span",
+                       "early_bird_min_fraction", "early_cut_fraction")
 #: Pruning settings that change level 0 too: an early-bird (or early-cut) trunk stops its dense level early.
-DENSE_PRUNE_SETTINGS = ("early_bird_every", "early_bird_eps", "early_bird_window", "early_bird_span",
-                        "early_bird_min_fraction", "early_cut_fraction")
+DENSE_PRUNE_SETTINGS = EARLY_STOP_SETTINGS
 #: Settings that change a dense fine-tuning only under ``lr_schedule: across_levels``.
 ACROSS_LEVELS_SETTINGS = ("levels",)
 
