@@ -70,6 +70,14 @@ def test_the_reading_says_significant_only_at_the_t_threshold(study):
     assert "Transfer" not in text  # no MLM source in the fixture: nothing to say about the MLM ticket
 
 
+def test_two_variants_of_one_kind_are_refused_not_averaged(study):
+    from tickets_core.analysis import AnalysisError
+
+    write_run(study, "imp", "A", 0, {0: (0.0, 0.5), 1: (0.2, 0.5)}, learning_rate=1e-3)  # another IMP method
+    with pytest.raises(AnalysisError, match="A: several imp methods"):
+        doc_tables.demo_claims(results.load_runs(study))
+
+
 def test_render_replaces_only_generated_blocks_and_names_unknown_ones():
     text = "keep\n<!-- generated:x (cmd) -->\nold\n<!-- /generated:x -->\nkeep too\n"
     assert doc_tables.render(text, {"x": lambda: "new"}) == text.replace("old", "new")

@@ -63,24 +63,42 @@ def _pm(mean: float, se: float, n: int, digits: int = 3) -> str:
     return f"{mean:.{digits}f} ± {se:.{digits}f} ({n})" if n > 1 else f"{mean:.{digits}f} (1)"
 
 
-def by_sparsity(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean, std, standard error and seed count per (task, kind, method, sparsity) of the pruned levels of
-    :data:`COMPARED` (sparsity rounded to 0.1%)."""
-    df = analysis.add_method(df)
-    pruned = df[df["kind"].isin(COMPARED) & (df["sparsity"] > 0)].copy()
-    pruned["sparsity"] = pruned["sparsity"].round(3)
-    g = pruned.groupby(["task", "kind", "method", "sparsity"])["score"]
-    out = g.agg(mean="mean", std="std", n="count").reset_index()
+def _over_seeds(rows: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """Mean, std (ddof 1; 0 for one seed), standard error and seed count of ``score`` per ``by`` (which includes
+    ``method``: runs that differ in anything but the seed are never averaged together)."""
+    out = rows.groupby(by)["score"].agg(mean="mean", std="std", n="count").reset_index()
     out["std"] = out["std"].fillna(0.0)
     out["se"] = out["std"] / out["n"].pow(0.5)
     return out
 
 
-def _diff(a: pd.Series, b: pd.Series) -> str:
-    """IMP minus another method: the difference of means and its standard error (independent seeds)."""
+def by_sparsity(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std, standard error and seed count per (task, kind, method, sparsity) of the pruned levels of
+    :data:`COMPARED` (sparsity rounded to 0.1%).  The demo's tables have one column per kind: a kind with
+    several methods of one task (variants) is an :class:`AnalysisError` naming them."""
+    df = analysis.add_method(df)
+    pruned = df[df["kind"].isin(COMPARED) & (df["sparsity"] > 0)].copy()
+    pruned["sparsity"] = pruned["sparsity"].round(3)
+    several = pruned.groupby(["task", "kind"])["method"].unique()
+    several = several[several.map(len) > 1]
+    if len(several):
+        (task, kind), methods = next(iter(several.items()))
+        raise analysis.AnalysisError(f"{task}: several {kind} methods ({', '.join(methods)}); these tables compare "
+                                     "one method per kind")
+    return _over_seeds(pruned, ["task", "kind", "method", "sparsity"])
+
+
+def _t(a: pd.Series, b: pd.Series) -> tuple[float, float, float]:
+    """``a`` minus ``b`` (rows of :func:`_over_seeds`): the difference of means, its standard error (independent
+    seeds) and their ratio t."""
     se = math.sqrt(a["se"] ** 2 + b["se"] ** 2)
-    t = (a["mean"] - b["mean"]) / se if se > 0 else float("nan")
-    return f"{a['mean'] - b['mean']:+.3f} ± {se:.3f} (t {t:.1f})"
+    d = a["mean"] - b["mean"]
+    return d, se, (d / se if se > 0 else float("nan"))
+
+
+def _diff(a: pd.Series, b: pd.Series) -> str:
+    d, se, t = _t(a, b)
+    return f"{d:+.3f} ± {se:.3f} (t {t:.1f})"
 
 
 def _dense(df: pd.DataFrame) -> pd.DataFrame:
@@ -113,12 +131,6 @@ def demo_claims(df: pd.DataFrame) -> str:
 T_CRIT = 4.3
 
 
-def _t(a: pd.Series, b: pd.Series) -> tuple[float, float]:
-    se = math.sqrt(a["se"] ** 2 + b["se"] ** 2)
-    d = a["mean"] - b["mean"]
-    return d, (d / se if se > 0 else float("nan"))
-
-
 def demo_reading(df: pd.DataFrame) -> str:
     """The README's reading of the demo, every number computed here from the record; "significant" means
     |t| >= :data:`T_CRIT`."""
@@ -137,13 +149,13 @@ def demo_reading(df: pd.DataFrame) -> str:
     parts = []
     for task in sorted(table["task"].unique()):
         if (task, "imp") in at.index and (task, "random_prune") in at.index:
-            d, t = _t(at.loc[(task, "imp")], at.loc[(task, "random_prune")])
+            d, _, t = _t(at.loc[(task, "imp")], at.loc[(task, "random_prune")])
             parts.append(f"{task} {d:+.3f} (t {t:.1f}, {'significant' if abs(t) >= T_CRIT else 'not significant'})")
     out.append(f"* **IMP against random pruning** at {100 * top:.0f}%: " + "; ".join(parts) + ".")
     parts, sig = [], False
     for task in sorted(table["task"].unique()):
         if (task, "imp") in at.index and (task, "oneshot") in at.index:
-            d, t = _t(at.loc[(task, "imp")], at.loc[(task, "oneshot")])
+            d, _, t = _t(at.loc[(task, "imp")], at.loc[(task, "oneshot")])
             sig |= abs(t) >= T_CRIT
             parts.append(f"{task} {d:+.3f} (t {t:.1f})")
     out.append(f"* **IMP against theta0's own magnitudes** (one-shot pruning of the pre-trained weights, trained "
@@ -151,17 +163,16 @@ def demo_reading(df: pd.DataFrame) -> str:
                    ". " + ("Some of these differences are significant." if sig else
                            "None is significant with these seeds: the demo does not show that IMP finds more than "
                            "theta0's magnitudes.")))
-    tr = df[df["kind"] == "transfer"]
-    if len(tr):
+    if (df["kind"] == "transfer").any():
         parts = []
-        for target, t in tr.groupby("task", sort=True):
-            means = t.groupby("source_task")["score"].mean()
-            sp = round(float(t["sparsity"].mean()), 3)
-            shot = df[(df["task"] == target) & (df["kind"] == "oneshot") & (df["sparsity"].round(3) == sp)]["score"]
-            others = [s for s in means.index if s != "ptb_mlm"]
-            if "ptb_mlm" in means.index and others:
-                parts.append(f"on {target} the MLM ticket scores {means['ptb_mlm']:.3f}, {others[0]}'s "
-                             f"{means[others[0]]:.3f}" + (f", one-shot theta0 {shot.mean():.3f}" if len(shot) else ""))
+        for target, arms in _transfer_arms(df).groupby("target", sort=True):
+            arms = arms.set_index("arm")["mean"]
+            mlm = _ticket_of(MLM_TASK)
+            others = [a for a in arms.index if a.endswith(" ticket") and a not in (mlm, "own IMP ticket")]
+            if mlm in arms.index and others:
+                other = others[0].removesuffix(" IMP ticket")
+                shot = f", one-shot theta0 {arms['one-shot theta0']:.3f}" if "one-shot theta0" in arms.index else ""
+                parts.append(f"on {target} the MLM ticket scores {arms[mlm]:.3f}, {other} {arms[others[0]]:.3f}{shot}")
         if parts:
             out.append("* **Transfer** (means over seeds): " + "; ".join(parts) + ".")
     return "\n".join(out)
@@ -179,29 +190,46 @@ def demo_by_sparsity(df: pd.DataFrame) -> str:
     return md_table(["task", "sparsity", "IMP", "one-shot theta0", "random pruning"], rows)
 
 
+#: The demo's MLM task: its ticket is the one the paper calls universal.
+MLM_TASK = "ptb_mlm"
+
+
+def _ticket_of(task: str) -> str:
+    return f"{task}'s IMP ticket"
+
+
+def _transfer_arms(df: pd.DataFrame) -> pd.DataFrame:
+    """Per target task at the transfers' sparsity: the own IMP ticket, each transfer method, one-shot theta0 and
+    random pruning, as rows of :func:`_over_seeds` with ``target``, ``sparsity`` and ``arm`` (a display name)."""
+    df = analysis.add_method(df)
+    df = df.assign(sparsity=df["sparsity"].round(3))
+    arms = []
+    for target, t in df[df["kind"] == "transfer"].groupby("task", sort=True):
+        sp = round(float(t["sparsity"].mean()), 3)
+        at = df[(df["task"] == target) & (df["sparsity"] == sp)]
+        own = analysis.only_imp_method(df, target)
+        if own is None:
+            raise analysis.AnalysisError(f"{target}: no single IMP method to compare the transfers with")
+        names = {own: "own IMP ticket", **{m: _ticket_of(src) for m, src in zip(t["method"], t["source_task"])
+                                           if m == analysis.method_label("transfer", src)}}
+        names.update({m: name for kind, name in (("oneshot", "one-shot theta0"), ("random_prune", "random pruning"))
+                      for m in at[at["kind"] == kind]["method"].unique()})
+        for kind in ("imp", "transfer", "oneshot", "random_prune"):
+            g = _over_seeds(at[(at["kind"] == kind) & (kind != "imp" or at["method"] == own)], ["method"])
+            arms += [{**r, "target": target, "sparsity": sp, "arm": names.get(r["method"], r["method"])}
+                     for r in g.to_dict("records")]
+    return pd.DataFrame(arms)
+
+
 def demo_transfer(df: pd.DataFrame) -> str:
     """Per target task, at the transfers' sparsity: the target's own IMP ticket, every transferred ticket, one-shot
     theta0 and random pruning (mean ± standard error, seeds), each against the own ticket (difference ± SE, t)."""
-    df = analysis.add_method(df)
-    tr = df[df["kind"] == "transfer"]
     rows = []
-    for target, t in tr.groupby("task", sort=True):
-        sp = round(float(t["sparsity"].mean()), 3)
-        at = df[(df["task"] == target) & (df["sparsity"].round(3) == sp)]
-
-        def stats(sel: pd.DataFrame) -> pd.Series:
-            n = len(sel)
-            std = float(sel["score"].std()) if n > 1 else 0.0
-            return pd.Series({"mean": float(sel["score"].mean()), "se": std / math.sqrt(n) if n else 0.0, "n": n})
-        own = stats(at[at["kind"] == "imp"])
-        arms = [("own IMP ticket", own)]
-        arms += [(f"{src}'s IMP ticket", stats(g)) for src, g in t.groupby("source_task", sort=True)]
-        arms += [(name, stats(at[at["kind"] == kind])) for kind, name in (("oneshot", "one-shot theta0"),
-                                                                           ("random_prune", "random pruning"))
-                 if (at["kind"] == kind).any()]
-        for name, a in arms:
-            rows.append([target, f"{100 * sp:.0f}%", name, _pm(a["mean"], a["se"], int(a["n"])),
-                         "" if name == "own IMP ticket" else _diff(a, own)])
+    for target, arms in _transfer_arms(df).groupby("target", sort=True):
+        own = arms[arms["arm"] == "own IMP ticket"].iloc[0]
+        for _, a in arms.iterrows():
+            rows.append([target, f"{100 * a['sparsity']:.0f}%", a["arm"], _pm(a["mean"], a["se"], int(a["n"])),
+                         "" if a["arm"] == "own IMP ticket" else _diff(a, own)])
     return md_table(["target", "sparsity", "mask", "score", "minus the own ticket"], rows)
 
 
@@ -321,10 +349,15 @@ def render(text: str, blocks: dict[str, Callable[[], str]], where: str = "") -> 
     return _BLOCK.sub(sub, text)
 
 
+def _generators(repo: Path) -> dict[str, Callable[[], str]]:
+    """Every block's generator bound to ``repo``, each computed at most once."""
+    cache: dict[str, str] = {}
+    return {n: (lambda n=n: cache[n] if n in cache else cache.setdefault(n, BLOCKS[n](repo))) for n in BLOCKS}
+
+
 def stale(repo: Path = REPO, documents=DOCUMENTS) -> list[str]:
     """The blocks whose committed text differs from what their data give: ``"README.md: demo-claims"``."""
-    cache: dict[str, str] = {}
-    bound = {n: (lambda n=n: cache.setdefault(n, BLOCKS[n](repo))) for n in BLOCKS}
+    bound = _generators(repo)
     out = []
     for doc in documents:
         text = (repo / doc).read_text(encoding="utf-8")
@@ -336,8 +369,7 @@ def stale(repo: Path = REPO, documents=DOCUMENTS) -> list[str]:
 
 def regenerate(repo: Path = REPO, documents=DOCUMENTS) -> list[Path]:
     """Rewrite every generated block of ``documents``; returns the files that changed."""
-    cache: dict[str, str] = {}
-    bound = {n: (lambda n=n: cache.setdefault(n, BLOCKS[n](repo))) for n in BLOCKS}
+    bound = _generators(repo)
     changed = []
     for doc in documents:
         path = repo / doc
