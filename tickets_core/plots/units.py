@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..analysis import AnalysisError
 from ..analysis.units import head_matrix
-from .style import figure_width, set_style
+from .style import figure_width, legend_below, seeds_text, set_style
 
 
 def head_heatmaps(units: pd.DataFrame, runs: list[str], level: int, *, width: str | float = "double",
@@ -36,19 +36,24 @@ def head_heatmaps(units: pd.DataFrame, runs: list[str], level: int, *, width: st
 
 
 def neurons_per_layer(units: pd.DataFrame, *, width: str | float = "single"):
-    """FFN neurons kept per layer, one line per (strategy, level), mean over the runs (seeds, tasks) there."""
+    """FFN neurons kept per layer, one line per (task, strategy, level), mean over its seeds (the legend says how
+    many); tasks are never averaged together."""
     if units.empty:
         raise AnalysisError("no structured levels to draw (no metrics.json with 'units')")
     set_style()
-    fig, ax = plt.subplots(figsize=(figure_width(width), 2.4))
-    g = units[units["level"] > 0].groupby(["kind", "strategy", "level", "layer"])["neurons_kept"].mean().reset_index()
-    for (kind, strategy, level), d in g.groupby(["kind", "strategy", "level"]):
+    fig, ax = plt.subplots(figsize=(figure_width(width), 2.4), layout="constrained")
+    line = ["task", "kind", "strategy", "level"]
+    pruned = units[units["level"] > 0]
+    seeds = pruned.groupby(line)["seed"].nunique()
+    g = pruned.groupby([*line, "layer"])["neurons_kept"].mean().reset_index()
+    for (task, kind, strategy, level), d in g.groupby(line):
         name = "random units" if kind == "random_prune" else strategy.replace("structured_", "")
-        ax.plot(d["layer"], d["neurons_kept"], marker="o", label=f"{name}, level {level}")
+        n = seeds[(task, kind, strategy, level)]
+        ax.plot(d["layer"], d["neurons_kept"], marker="o", label=f"{name}, {task}, level {level} ({seeds_text([n])})")
+    ax.set_xticks(sorted(g["layer"].unique()))
     ax.set_xlabel("layer")
     ax.set_ylabel("FFN neurons kept")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
+    legend_below(fig, ax.get_legend_handles_labels()[0], width, max_cols=1)
     return fig
 
 
