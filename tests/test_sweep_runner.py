@@ -158,3 +158,21 @@ def test_bad_options_are_one_line(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit):
         sweep.main([str(tmp_path / "s.yaml"), *argv])
     assert message in capsys.readouterr().err
+
+
+def test_a_stopped_process_engine_leaves_no_pool_thread_for_the_interpreter_exit():
+    """A stopped sweep kills its workers and returns at once; the pool's manager thread must have closed its
+    wake-up pipe before the interpreter exits, or concurrent.futures' exit hook races it and prints an
+    ``OSError: Bad file descriptor`` traceback after the sweep's report (seen on Python 3.11 in CI)."""
+    engine = execute.process_engine(1, [])
+    with engine:
+        future = engine.executor.submit(time.sleep, 60)
+        while not future.running():
+            time.sleep(0.05)
+        manager = engine.executor._executor_manager_thread
+        wakeup = engine.executor._executor_manager_thread_wakeup
+        engine.in_flight[future] = None
+        engine.stopped = True
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < execute.MANAGER_JOIN_S  # killing the workers ended the pool quickly
+    assert not manager.is_alive() and wakeup._closed

@@ -56,6 +56,8 @@ __all__ = ["Engine", "Outcome", "run_plan", "execute_job", "report", "select", "
 
 #: Seconds a stopping sweep gives running notebooks to end after their Ctrl-C, before killing them.
 GRACE_S = 30.0
+#: Seconds a stopped sweep waits for its process pool's manager thread (it ends once it sees the killed workers).
+MANAGER_JOIN_S = 10.0
 #: A notebook stopped by its job's walltime (a checkpoint written) is handed out again at most this many times,
 #: after this many seconds (the stopping worker is gone by then).
 MAX_REQUEUES, REQUEUE_DELAY_S = 100, 10.0
@@ -122,11 +124,16 @@ class Engine:
         wait = exc[0] is None and not self.stopped
         if self.stopped:  # nothing is left to wait for: end idle workers now, so exiting cannot hang
             self.kill(list(self.in_flight.values()))
+        manager = getattr(self.executor, "_executor_manager_thread", None)  # a process pool's
         try:
             try:
                 self.executor.shutdown(wait=wait, cancel_futures=True)
             except TypeError:  # an executor without cancel_futures (Dask's)
                 self.executor.shutdown(wait=wait)
+            if manager is not None and not wait:
+                # the manager closes its wake-up pipe now, not racing concurrent.futures' exit hook (which
+                # wakes it without a lock: an OSError traceback after the report on Python 3.11)
+                manager.join(timeout=MANAGER_JOIN_S)
         finally:
             self.close()
 
