@@ -236,6 +236,7 @@ def test_structured_imp_rewinds_to_theta0_under_a_structured_mask(tiny_run_confi
     assert df["heads_kept"].tolist() == [4, 3, 2] and df["neurons_kept"].tolist() == [256, 205, 154]
     table = load_units(root)
     assert len(table) == 3 * 2 and table.groupby("level")["heads_kept"].sum().tolist() == [4, 3, 2]
+    assert set(table["method"]) == {"IMP"}  # labelled as the analysis labels the folder's runs
     assert head_matrix(table, root.name, 2).tolist() == [[float(x) for x in row] for row in
                                                          units.unit_counts(masks[2], lay)["head_mask"]]
     monkeypatch.setattr(train, "fine_tune", real)
@@ -287,3 +288,34 @@ def test_the_structured_notebook_draws_its_figures(tiny_config_factory, tmp_path
     driver.run(tiny_config_factory(root, levels=1, kind="random_prune", source_run=trunks[0].name))
     assert run_analysis_notebook("structured", root, tmp_path) == {
         f"structured_{name}.{ext}" for name in ("heads", "neurons", "overlap") for ext in ("png", "pdf")}
+
+
+def test_two_methods_of_one_strategy_stay_apart_in_the_unit_table_overlap_and_figure():
+    """Two learning rates of one structured strategy on one task: the head overlap pairs them as runs that
+    differ in settings (not as seeds), never pairs two strategies, and the neurons figure draws one line per
+    method (their neurons were averaged together before)."""
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from tickets_core import plots
+
+    rows = []
+    for run, seed, method, strategy, mask, neurons in (
+            ("a", 0, "IMP, lr 0.0001", "structured_magnitude", (1, 1, 0, 0), 3),
+            ("b", 0, "IMP, lr 0.001", "structured_magnitude", (1, 0, 1, 0), 5),
+            ("c", 1, "IMP, lr 0.001", "structured_magnitude", (1, 0, 1, 0), 5),
+            ("d", 0, "IMP, importance", "structured_importance", (0, 0, 1, 1), 7)):
+        rows.append({"run": run, "kind": "imp", "method": method, "task": "t", "seed": seed, "strategy": strategy,
+                     "level": 1, "sparsity": 0.5, "score": 0.5, "layer": 0, "heads_kept": 2, "heads_total": 4,
+                     "neurons_kept": neurons, "head_mask": tuple(bool(x) for x in mask)})
+    table = pd.DataFrame(rows)
+    got = head_overlap(table, 1).set_index(["run_a", "run_b"])
+    assert sorted(got.index) == [("a", "b"), ("a", "c"), ("b", "c")]  # d: another strategy, paired with none
+    assert got["pair"].to_dict() == {("a", "b"): "settings", ("a", "c"): "seeds and settings", ("b", "c"): "seeds"}
+    assert got.loc[("a", "b"), "iou"] == pytest.approx(1 / 3)
+    fig = plots.neurons_per_layer(table)
+    lines = {ln.get_label().replace("\n", " "): list(ln.get_ydata()) for ln in fig.axes[0].get_lines()}  # wrapped
+    plt.close(fig)
+    assert lines == {"magnitude (IMP, lr 0.0001), t, level 1 (1 seed)": [3],
+                     "magnitude (IMP, lr 0.001), t, level 1 (2 seeds)": [5],
+                     "importance, t, level 1 (1 seed)": [7]}

@@ -21,15 +21,17 @@ import pandas as pd
 from ..core.fsio import read_json
 from ..runs.paths import RunPaths
 from ..runs.walk import RunFolders
+from .methods import add_method
 from .results import load_runs
 
-UNIT_COLUMNS = ["run", "kind", "task", "seed", "strategy", "level", "sparsity", "score", "layer", "heads_kept",
-                "heads_total", "neurons_kept", "head_mask"]
+UNIT_COLUMNS = ["run", "kind", "method", "task", "seed", "strategy", "level", "sparsity", "score", "layer",
+                "heads_kept", "heads_total", "neurons_kept", "head_mask"]
 
 
 def load_units(root: str | Path | RunFolders) -> pd.DataFrame:
-    """One row per (run, level, layer) of every level that recorded ``units``; ``head_mask`` a tuple of bools."""
-    runs = load_runs(root)
+    """One row per (run, level, layer) of every level that recorded ``units``; ``head_mask`` a tuple of bools;
+    ``method`` as :func:`~tickets_core.analysis.methods.add_method` labels the folder's runs."""
+    runs = add_method(load_runs(root))
     rows = []
     for _, r in runs.iterrows():
         units = read_json(RunPaths(r["run_dir"]).metrics(int(r["level"]))).get("units")
@@ -37,9 +39,10 @@ def load_units(root: str | Path | RunFolders) -> pd.DataFrame:
             continue
         heads = units["head_mask"]
         for layer, mask in enumerate(heads):
-            rows.append({"run": r["run"], "kind": r["kind"], "task": r["task"], "seed": r["seed"],
-                         "strategy": r["strategy"], "level": int(r["level"]), "sparsity": r["sparsity"],
-                         "score": r["score"], "layer": layer, "heads_kept": int(sum(mask)), "heads_total": len(mask),
+            rows.append({"run": r["run"], "kind": r["kind"], "method": r["method"], "task": r["task"],
+                         "seed": r["seed"], "strategy": r["strategy"], "level": int(r["level"]),
+                         "sparsity": r["sparsity"], "score": r["score"], "layer": layer,
+                         "heads_kept": int(sum(mask)), "heads_total": len(mask),
                          "neurons_kept": units["neurons_per_layer"][layer], "head_mask": tuple(bool(x) for x in mask)})
     return pd.DataFrame(rows, columns=UNIT_COLUMNS)
 
@@ -76,17 +79,25 @@ def expected_iou(kept_a: list[int], kept_b: list[int], heads: int) -> float:
 
 
 def head_overlap(units: pd.DataFrame, level: int) -> pd.DataFrame:
-    """For each pair of structured runs at ``level``: IoU of their kept head sets, the random expectation with
-    the same per-layer counts, and whether the pair differs in seed, task or both."""
+    """For each pair of structured IMP runs of one strategy at ``level``: IoU of their kept head sets, the random
+    expectation with the same per-layer counts, and what the pair differs in (``pair``: "seeds", "tasks",
+    "tasks and seeds"; "... and settings" for two methods of one task: method labels name what sets runs of a
+    task apart, so across tasks ``method_a``/``method_b`` tell)."""
     at = units[(units["level"] == level) & (units["kind"] == "imp")]
-    runs = at.drop_duplicates("run")[["run", "task", "seed", "strategy"]].to_dict("records")
+    keys = ["run", "task", "seed", "strategy", *(["method"] if "method" in at.columns else [])]
+    runs = at.drop_duplicates("run")[keys].to_dict("records")
     rows = []
     for a, b in combinations(runs, 2):
+        if a["strategy"] != b["strategy"]:  # other units chosen another way: not a pair to read
+            continue
         ma, mb = head_matrix(at, a["run"], level) > 0, head_matrix(at, b["run"], level) > 0
         inter, union = int((ma & mb).sum()), int((ma | mb).sum())
-        pair = ("seeds" if a["task"] == b["task"] else "tasks" if a["seed"] == b["seed"] else "tasks and seeds")
+        same_task = a["task"] == b["task"]  # method labels name what differs within a task only
+        pair = " and ".join(name for key, name in (("task", "tasks"), ("seed", "seeds"), ("method", "settings"))
+                            if a.get(key) != b.get(key) and (key != "method" or same_task))
         rows.append({"run_a": a["run"], "run_b": b["run"], "task_a": a["task"], "task_b": b["task"],
-                     "seed_a": a["seed"], "seed_b": b["seed"], "strategy": a["strategy"], "pair": pair,
+                     "seed_a": a["seed"], "seed_b": b["seed"], "method_a": a.get("method"),
+                     "method_b": b.get("method"), "strategy": a["strategy"], "pair": pair,
                      "level": level, "iou": inter / union if union else 1.0,
                      "random_iou": expected_iou(list(ma.sum(1)), list(mb.sum(1)), ma.shape[1])})
     return pd.DataFrame(rows)

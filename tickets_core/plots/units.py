@@ -36,19 +36,24 @@ def head_heatmaps(units: pd.DataFrame, runs: list[str], level: int, *, width: st
 
 
 def neurons_per_layer(units: pd.DataFrame, *, width: str | float = "single"):
-    """FFN neurons kept per layer, one line per (task, strategy, level), mean over its seeds (the legend says how
-    many); tasks are never averaged together."""
+    """FFN neurons kept per layer, one line per (task, method, level), mean over its seeds (the legend says how
+    many); tasks and methods are never averaged together."""
     if units.empty:
         raise AnalysisError("no structured levels to draw (no metrics.json with 'units')")
     set_style()
     fig, ax = plt.subplots(figsize=(figure_width(width), 2.4), layout="constrained")
-    line = ["task", "kind", "strategy", "level"]
     pruned = units[units["level"] > 0]
+    if "method" not in pruned.columns:  # a table made by hand: the kind and strategy stand for the method
+        pruned = pruned.assign(method=pruned["kind"] + ", " + pruned["strategy"])
+    line = ["task", "kind", "strategy", "method", "level"]
     seeds = pruned.groupby(line)["seed"].nunique()
+    several = pruned.groupby(["task", "kind", "strategy"])["method"].nunique() > 1
     g = pruned.groupby([*line, "layer"])["neurons_kept"].mean().reset_index()
-    for (task, kind, strategy, level), d in g.groupby(line):
+    for (task, kind, strategy, method, level), d in g.groupby(line):
         name = "random units" if kind == "random_prune" else strategy.replace("structured_", "")
-        n = seeds[(task, kind, strategy, level)]
+        if several[(task, kind, strategy)]:
+            name = f"{name} ({method})"
+        n = seeds[(task, kind, strategy, method, level)]
         ax.plot(d["layer"], d["neurons_kept"], marker="o", label=f"{name}, {task}, level {level} ({seeds_text([n])})")
     ax.set_xticks(sorted(g["layer"].unique()))
     ax.set_xlabel("layer")
