@@ -43,8 +43,6 @@ from ..core.errors import RunStoreError
 from ..runs.paths import RunPaths
 from ..runs.walk import RunFolders, folders as _folders
 
-_EB_FIELDS = EARLY_STOP_SETTINGS
-
 
 def _stops_early(prune: dict) -> bool:
     """Whether a trunk's levels stop early: the early-bird criterion or its control, the fixed cut."""
@@ -221,7 +219,7 @@ def early_bird_runs(root: str | Path | RunFolders) -> pd.DataFrame:
 
 def _pairs(runs: RunFolders) -> list[dict]:
     found: dict = {}
-    drop = tuple(f"prune.{f}" for f in _EB_FIELDS) + ("kind", "source_levels")
+    drop = tuple(f"prune.{f}" for f in EARLY_STOP_SETTINGS) + ("kind", "source_levels")
     for kind in ("imp", "retrain"):
         for name in runs.of_kind(kind):
             cfg = runs.config(name)
@@ -233,8 +231,9 @@ def _pairs(runs: RunFolders) -> list[dict]:
                 row["birds"].append(name)
             else:
                 row["imp"] = name
-    # a run older than an option has it at its default
-    options = lambda bird: tuple(runs.config(bird)["prune"].get(f, PARAMS[f].default) for f in _EB_FIELDS)  # noqa: E731
+    def options(bird: str) -> tuple:  # a run older than an option has it at its default
+        return tuple(runs.config(bird)["prune"].get(f, PARAMS[f].default) for f in EARLY_STOP_SETTINGS)
+
     variants: dict = {}  # early-bird variants (every, eps, window) of each setting, over its seeds
     for (key, _), r in found.items():
         variants.setdefault(key, set()).update(options(b) for b in r["birds"])

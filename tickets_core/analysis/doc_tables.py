@@ -146,18 +146,17 @@ def demo_reading(df: pd.DataFrame) -> str:
            f"dense mean's standard error is {se} ({int(dense['n_seeds'].min())} seeds)."]
     top = table["sparsity"].max()
     at = table[table["sparsity"] == top].set_index(["task", "kind"])
-    parts = []
-    for task in sorted(table["task"].unique()):
-        if (task, "imp") in at.index and (task, "random_prune") in at.index:
-            d, _, t = _t(at.loc[(task, "imp")], at.loc[(task, "random_prune")])
-            parts.append(f"{task} {d:+.3f} (t {t:.1f}, {'significant' if abs(t) >= T_CRIT else 'not significant'})")
+
+    def imp_minus(kind: str) -> list[tuple[str, float, float]]:
+        """(task, IMP minus ``kind``, t) at the top sparsity, for each task that has both."""
+        return [(task, *_t(at.loc[(task, "imp")], at.loc[(task, kind)])[::2]) for task in sorted(table["task"].unique())
+                if (task, "imp") in at.index and (task, kind) in at.index]
+    parts = [f"{task} {d:+.3f} (t {t:.1f}, {'significant' if abs(t) >= T_CRIT else 'not significant'})"
+             for task, d, t in imp_minus("random_prune")]
     out.append(f"* **IMP against random pruning** at {100 * top:.0f}%: " + "; ".join(parts) + ".")
-    parts, sig = [], False
-    for task in sorted(table["task"].unique()):
-        if (task, "imp") in at.index and (task, "oneshot") in at.index:
-            d, _, t = _t(at.loc[(task, "imp")], at.loc[(task, "oneshot")])
-            sig |= abs(t) >= T_CRIT
-            parts.append(f"{task} {d:+.3f} (t {t:.1f})")
+    oneshot = imp_minus("oneshot")
+    parts = [f"{task} {d:+.3f} (t {t:.1f})" for task, d, t in oneshot]
+    sig = any(abs(t) >= T_CRIT for _, _, t in oneshot)
     out.append(f"* **IMP against theta0's own magnitudes** (one-shot pruning of the pre-trained weights, trained "
                f"alike) at {100 * top:.0f}%: " + "; ".join(parts) + (
                    ". " + ("Some of these differences are significant." if sig else
