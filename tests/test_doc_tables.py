@@ -65,6 +65,7 @@ def test_the_reading_says_significant_only_at_the_t_threshold(study):
     # at 40%: IMP - random = 0.120 (t 17.0) on both tasks; IMP - one-shot = 0.050 (t 7.1)
     assert "A +0.120 (t 17.0, significant)" in text and "A +0.050 (t 7.1)" in text
     assert "Some of these differences are significant." in text
+    assert "at 40% (2 seeds per method): A" in text  # each comparison says what it rests on
     # dense A: 0.80, 0.81, 0.805 -> threshold 0.805 - 0.005 = 0.800; IMP at 20% averages 0.795: only 0% matches
     assert "IMP's highest matching sparsity is 0% on A, 0% on B" in text
     assert "Transfer" not in text  # no MLM source in the fixture: nothing to say about the MLM ticket

@@ -41,7 +41,7 @@ import pandas as pd
 from .. import analysis
 from ..core.fsio import atomic_write_text
 from .record import load_record
-from .report import md_table, report_of
+from .report import md_table, report_of, seeds_text
 
 REPO = Path(__file__).resolve().parents[2]
 DEMO = Path("results/demo")
@@ -147,33 +147,39 @@ def demo_reading(df: pd.DataFrame) -> str:
     top = table["sparsity"].max()
     at = table[table["sparsity"] == top].set_index(["task", "kind"])
 
-    def imp_minus(kind: str) -> list[tuple[str, float, float]]:
-        """(task, IMP minus ``kind``, t) at the top sparsity, for each task that has both."""
-        return [(task, *_t(at.loc[(task, "imp")], at.loc[(task, kind)])[::2]) for task in sorted(table["task"].unique())
-                if (task, "imp") in at.index and (task, kind) in at.index]
+    def imp_minus(kind: str) -> tuple[list[tuple[str, float, float]], str]:
+        """(task, IMP minus ``kind``, t) at the top sparsity for each task that has both, and their seed counts."""
+        tasks = [task for task in sorted(table["task"].unique())
+                 if (task, "imp") in at.index and (task, kind) in at.index]
+        seeds = seeds_text(at.loc[(task, k), "n"] for task in tasks for k in ("imp", kind))
+        return [(task, *_t(at.loc[(task, "imp")], at.loc[(task, kind)])[::2]) for task in tasks], seeds
+    random, seeds = imp_minus("random_prune")
     parts = [f"{task} {d:+.3f} (t {t:.1f}, {'significant' if abs(t) >= T_CRIT else 'not significant'})"
-             for task, d, t in imp_minus("random_prune")]
-    out.append(f"* **IMP against random pruning** at {100 * top:.0f}%: " + "; ".join(parts) + ".")
-    oneshot = imp_minus("oneshot")
+             for task, d, t in random]
+    out.append(f"* **IMP against random pruning** at {100 * top:.0f}% ({seeds} per method): " + "; ".join(parts) + ".")
+    oneshot, seeds = imp_minus("oneshot")
     parts = [f"{task} {d:+.3f} (t {t:.1f})" for task, d, t in oneshot]
     sig = any(abs(t) >= T_CRIT for _, _, t in oneshot)
     out.append(f"* **IMP against theta0's own magnitudes** (one-shot pruning of the pre-trained weights, trained "
-               f"alike) at {100 * top:.0f}%: " + "; ".join(parts) + (
+               f"alike) at {100 * top:.0f}% ({seeds} per method): " + "; ".join(parts) + (
                    ". " + ("Some of these differences are significant." if sig else
                            "None is significant with these seeds: the demo does not show that IMP finds more than "
                            "theta0's magnitudes.")))
     if (df["kind"] == "transfer").any():
-        parts = []
+        parts, seeds = [], []
         for target, arms in _transfer_arms(df).groupby("target", sort=True):
-            arms = arms.set_index("arm")["mean"]
+            arms = arms.set_index("arm")
+            mean = arms["mean"]
             mlm = _ticket_of(MLM_TASK)
             others = [a for a in arms.index if a.endswith(" ticket") and a not in (mlm, "own IMP ticket")]
             if mlm in arms.index and others:
                 other = others[0].removesuffix(" IMP ticket")
-                shot = f", one-shot theta0 {arms['one-shot theta0']:.3f}" if "one-shot theta0" in arms.index else ""
-                parts.append(f"on {target} the MLM ticket scores {arms[mlm]:.3f}, {other} {arms[others[0]]:.3f}{shot}")
+                cited = [mlm, others[0], *(["one-shot theta0"] if "one-shot theta0" in arms.index else [])]
+                seeds += list(arms.loc[cited, "n"])
+                shot = f", one-shot theta0 {mean['one-shot theta0']:.3f}" if "one-shot theta0" in arms.index else ""
+                parts.append(f"on {target} the MLM ticket scores {mean[mlm]:.3f}, {other} {mean[others[0]]:.3f}{shot}")
         if parts:
-            out.append("* **Transfer** (means over seeds): " + "; ".join(parts) + ".")
+            out.append(f"* **Transfer** (means over {seeds_text(seeds)} each): " + "; ".join(parts) + ".")
     return "\n".join(out)
 
 

@@ -33,6 +33,15 @@ from ..core.kinds import KINDS
 from ..runs.walk import RunFolders
 
 
+def seeds_text(counts: Iterable[int]) -> str:
+    """"3 seeds", "2-3 seeds" (the range of the seed counts behind the points of a curve or the cells of a table)."""
+    counts = sorted({int(c) for c in counts})
+    if not counts:
+        return "no seeds"
+    span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{span} seed" + ("" if span == "1" else "s")
+
+
 def md_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
     """A GitHub-flavoured markdown table."""
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

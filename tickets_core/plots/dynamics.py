@@ -13,7 +13,8 @@ import seaborn as sns
 
 from ..analysis import AnalysisError
 from .names import label, metric_name, task_name
-from .style import _grid, figure_width, legend_below, method_styles, panel_title, seeds_text, set_style
+from ..analysis.report import seeds_text
+from .style import _grid, figure_width, legend_below, method_styles, panel_title, set_style
 
 
 def _styles(methods):

@@ -16,8 +16,9 @@ from matplotlib.patches import Rectangle
 
 from ..analysis import AnalysisError, transfer_note
 from .names import label, metric_name, metric_names, task_name
+from ..analysis.report import seeds_text
 from .style import (MIN_FONT_PT, _grid, _method_order, figure_width, legend_below, method_styles, panel_title,
-                    seeds_text, set_style)
+                    set_style)
 
 
 def sparsity_curves(rows: pd.DataFrame, baselines: pd.DataFrame, highest: pd.DataFrame | None = None, *,

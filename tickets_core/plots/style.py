@@ -134,15 +134,6 @@ def method_styles(methods: Iterable[str]) -> tuple[dict, dict]:
     return palette, dict(zip(methods, itertools.cycle(_MARKERS)))
 
 
-def seeds_text(counts: Iterable[int]) -> str:
-    """"3 seeds", "2-3 seeds" (the range of the seed counts behind the points of a curve or the cells of a table)."""
-    counts = sorted({int(c) for c in counts})
-    if not counts:
-        return "no seeds"
-    span = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    return f"{span} seed" + ("" if span == "1" else "s")
-
-
 # ---------------------------------------------------------------------------
 # Sparsity curves
 # ---------------------------------------------------------------------------

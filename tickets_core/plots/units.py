@@ -9,7 +9,8 @@ import pandas as pd
 
 from ..analysis import AnalysisError
 from ..analysis.units import head_matrix
-from .style import figure_width, legend_below, seeds_text, set_style
+from ..analysis.report import seeds_text
+from .style import figure_width, legend_below, set_style
 
 
 def head_heatmaps(units: pd.DataFrame, runs: list[str], level: int, *, width: str | float = "double",
